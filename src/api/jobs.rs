@@ -1,0 +1,224 @@
+//! `/jobs` handlers: list, create, get, patch (JSON merge patch), delete, runs, run now.
+
+use serde_json::{json, Value};
+
+use super::{Api, Req, Resp};
+use crate::engine::{Engine, FireError, Fired, JobError};
+use crate::job::{validate_job, FieldError, Job};
+
+/// A job as the API shows it: the stored fields plus `next_fire_at` and `warnings`.
+pub fn view(engine: &Engine, job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "next_fire_at".into(),
+            engine
+                .next_fire(job)
+                .map(|t| Value::String(crate::time::rfc3339(t)))
+                .unwrap_or(Value::Null),
+        );
+        m.insert("warnings".into(), json!(job.warnings()));
+    }
+    v
+}
+
+fn parse_body(req: &Req) -> Result<Value, Resp> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Resp::error(
+            400,
+            "request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(&req.body)
+        .map_err(|e| Resp::error(400, format!("request body is not valid JSON: {e}")))
+}
+
+fn job_error(e: JobError) -> Resp {
+    match e {
+        JobError::NameTaken(n) => Resp::json(
+            409,
+            &json!({"error": format!("a job named \"{n}\" already exists"), "field": "name"}),
+        ),
+        JobError::NotFound => Resp::error(404, "no such job"),
+        JobError::Store(e) => {
+            log::error!(event = "store.error"; "{e}");
+            Resp::error(500, format!("could not store the job: {e}"))
+        }
+    }
+}
+
+fn not_found(id: &str) -> Resp {
+    Resp::error(404, format!("no job with id or name \"{id}\""))
+}
+
+pub fn list(api: &Api) -> Resp {
+    let v: Vec<Value> = api
+        .engine
+        .jobs()
+        .iter()
+        .map(|j| view(&api.engine, j))
+        .collect();
+    Resp::json(200, &Value::Array(v))
+}
+
+pub fn create(api: &Api, req: &Req) -> Resp {
+    let body = match parse_body(req) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let id = match crate::ids::new_job_id() {
+        Ok(id) => id,
+        Err(e) => return Resp::error(500, format!("cannot make a job id: {e}")),
+    };
+    let now = crate::time::now_rfc3339();
+    match api.engine.put_job(None, |_| validate_job(&body, &id, &now)) {
+        Ok(Ok(job)) => {
+            log::info!(event = "job.created", job = job.name.as_str(), id = job.id.as_str(); "job created");
+            crate::engine::warn_inactive(&job);
+            Resp::json(201, &view(&api.engine, &job)).with("Location", format!("/jobs/{}", job.id))
+        }
+        Ok(Err(fe)) => Resp::field_error(&fe),
+        Err(e) => job_error(e),
+    }
+}
+
+pub fn get(api: &Api, id: &str) -> Resp {
+    match api.engine.job(id) {
+        Some(j) => Resp::json(200, &view(&api.engine, &j)),
+        None => not_found(id),
+    }
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+pub fn patch(api: &Api, id: &str, req: &Req) -> Resp {
+    let patch = match parse_body(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if !patch.is_object() {
+        return Resp::error(400, "a PATCH body is a JSON object (a JSON merge patch)");
+    }
+    let Some(current) = api.engine.job(id) else {
+        return not_found(id);
+    };
+    let r = api.engine.put_job(Some(&current.id), |cur| {
+        let cur = cur.ok_or(FieldError {
+            field: String::new(),
+            error: "the job was deleted meanwhile".into(),
+        })?;
+        let mut v = serde_json::to_value(cur).unwrap_or(Value::Null);
+        merge_patch(&mut v, &patch);
+        validate_job(&v, &cur.id, &cur.created_at)
+    });
+    match r {
+        Ok(Ok(job)) => {
+            log::info!(event = "job.updated", job = job.name.as_str(), id = job.id.as_str(); "job updated");
+            Resp::json(200, &view(&api.engine, &job))
+        }
+        Ok(Err(fe)) => Resp::field_error(&fe),
+        Err(e) => job_error(e),
+    }
+}
+
+pub fn delete(api: &Api, id: &str) -> Resp {
+    match api.engine.remove_job(id) {
+        Ok(job) => {
+            log::info!(event = "job.deleted", job = job.name.as_str(), id = job.id.as_str(); "job deleted");
+            Resp {
+                status: 204,
+                content_type: "application/json",
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        }
+        Err(JobError::NotFound) => not_found(id),
+        Err(e) => job_error(e),
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub fn runs(api: &Api, id: &str, req: &Req) -> Resp {
+    let Some(job) = api.engine.job(id) else {
+        return not_found(id);
+    };
+    let limit = match query_param(&req.query, "limit") {
+        None => 100,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => n,
+            _ => {
+                return Resp::json(
+                    400,
+                    &json!({"error": format!("limit must be a whole number from 1 to 100000, got \"{s}\""), "field": "limit"}),
+                )
+            }
+        },
+    };
+    let runs = api.engine.store.list_runs(&job.id, limit);
+    Resp::json(200, &serde_json::to_value(runs).unwrap_or(Value::Null))
+}
+
+pub fn run(api: &Api, id: &str, run_id: &str) -> Resp {
+    let Some(job) = api.engine.job(id) else {
+        return not_found(id);
+    };
+    let valid = run_id.starts_with("run_") && run_id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    match valid
+        .then(|| api.engine.store.load_run(&job.id, run_id))
+        .flatten()
+    {
+        Some(r) => Resp::json(200, &serde_json::to_value(r).unwrap_or(Value::Null)),
+        None => Resp::error(404, format!("job \"{id}\" has no run \"{run_id}\"")),
+    }
+}
+
+pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
+    if !req.body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<Value>(&req.body) {
+            Ok(Value::Object(m)) if m.is_empty() => {}
+            _ => return Resp::error(400, "this endpoint takes no body (or {})"),
+        }
+    }
+    match api
+        .engine
+        .fire(id, crate::triggers::clock::manual_context(), true)
+    {
+        Ok(f) => {
+            let status = match &f {
+                Fired::Queued(_) => "queued",
+                Fired::Coalesced(_) => "coalesced",
+                Fired::Skipped(_) => "skipped",
+            };
+            Resp::json(202, &json!({"run_id": f.run_id(), "status": status}))
+        }
+        Err(FireError::NoSuchJob) => not_found(id),
+        Err(FireError::Disabled) => Resp::error(409, "the job is disabled"),
+        Err(FireError::ShuttingDown) => Resp::error(503, "the daemon is shutting down"),
+        Err(FireError::Store(e)) => Resp::error(500, format!("could not record the run: {e}")),
+    }
+}

@@ -1,0 +1,73 @@
+//! Routing: authentication, then method and path to a handler. 404 for unknown paths, 405
+//! (with `Allow`) for a known path and the wrong method.
+
+use super::{jobs, system, Api, Req, Resp};
+use crate::ids::constant_time_eq;
+use crate::metrics::Metrics;
+
+/// Answers one request. Never panics on any input.
+pub fn handle(api: &Api, req: &Req) -> Resp {
+    if req.path.starts_with("/hooks/") {
+        return Resp::error(
+            404,
+            "webhook triggers are not active yet in this version: no job fires on this path",
+        );
+    }
+    if !authorized(api, req) {
+        Metrics::inc(&api.engine.metrics.http_unauthorized_total);
+        return Resp::error(
+            401,
+            "missing or wrong API token: send Authorization: Bearer <token> (see `bog-agents-daemon token`)",
+        )
+        .with("WWW-Authenticate", "Bearer realm=\"bog-agents-daemon\"");
+    }
+    let path = req.path.trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let m = req.method.as_str();
+    match segs.as_slice() {
+        ["health"] => only(m, &["GET"], || system::health(api)),
+        ["metrics"] => only(m, &["GET"], || system::metrics(api, req)),
+        ["jobs"] => match m {
+            "GET" => jobs::list(api),
+            "POST" => jobs::create(api, req),
+            _ => not_allowed(&["GET", "POST"]),
+        },
+        ["jobs", id] => match m {
+            "GET" => jobs::get(api, id),
+            "PATCH" => jobs::patch(api, id, req),
+            "DELETE" => jobs::delete(api, id),
+            _ => not_allowed(&["GET", "PATCH", "DELETE"]),
+        },
+        ["jobs", id, "runs"] => only(m, &["GET"], || jobs::runs(api, id, req)),
+        ["jobs", id, "runs", run_id] => only(m, &["GET"], || jobs::run(api, id, run_id)),
+        ["jobs", id, "run"] => only(m, &["POST"], || jobs::trigger(api, id, req)),
+        _ => Resp::error(404, format!("no such endpoint: {}", req.path)),
+    }
+}
+
+fn authorized(api: &Api, req: &Req) -> bool {
+    let Some(h) = req.authorization.as_deref() else {
+        return false;
+    };
+    let Some((scheme, token)) = h.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("Bearer")
+        && constant_time_eq(token.trim().as_bytes(), api.token.as_bytes())
+}
+
+fn only(method: &str, allowed: &[&str], f: impl FnOnce() -> Resp) -> Resp {
+    if allowed.contains(&method) {
+        f()
+    } else {
+        not_allowed(allowed)
+    }
+}
+
+fn not_allowed(allowed: &[&str]) -> Resp {
+    Resp::error(
+        405,
+        format!("method not allowed here; allowed: {}", allowed.join(", ")),
+    )
+    .with("Allow", allowed.join(", "))
+}

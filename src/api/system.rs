@@ -1,0 +1,39 @@
+//! `/health` and `/metrics`.
+
+use serde_json::json;
+
+use super::{Api, Req, Resp};
+
+pub fn health(api: &Api) -> Resp {
+    let e = &api.engine;
+    Resp::json(
+        200,
+        &json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": e.started.elapsed().as_secs(),
+            "jobs": e.job_count(),
+            "running": e.running_count(),
+            "pid": std::process::id(),
+        }),
+    )
+}
+
+pub fn metrics(api: &Api, req: &Req) -> Resp {
+    let e = &api.engine;
+    let extra = [("uptime_seconds", e.started.elapsed().as_secs())];
+    let wants_text = req
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.contains("text/plain"));
+    if wants_text {
+        Resp {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            headers: Vec::new(),
+            body: e.metrics.to_prometheus(&extra).into_bytes(),
+        }
+    } else {
+        Resp::json(200, &e.metrics.to_json(&extra))
+    }
+}

@@ -1,0 +1,132 @@
+//! The command line (SPEC §6): argument definitions and dispatch. Exit codes: 0 ok,
+//! 1 failure, 2 bad usage or invalid input.
+
+mod client;
+mod job;
+mod next;
+pub mod shellwords;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::daemon::{self, RunOptions};
+use crate::logging::Format;
+
+/// Runs AI agents when something happens: a cron schedule, an interval, a file change, a
+/// signed webhook, a git push.
+#[derive(Parser, Debug)]
+#[command(name = "bog-agents-daemon", version, about, long_about = None)]
+pub struct Cli {
+    /// Data directory (default: $BOG_AGENTS_HOME/daemon, else ~/.bog-agents/daemon)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon in the foreground
+    Run(RunArgs),
+    /// Add, list, show, remove, run and inspect jobs
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Print the next fire times of a cron expression
+    Next(NextArgs),
+    /// Print the API token (created if missing)
+    Token,
+}
+
+/// Flags of `run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TCP port of the REST API (default 7878; 0 picks a free port, written to daemon.lock)
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Address to bind (default 127.0.0.1)
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Worker threads, i.e. agents that can run at once (default 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+    /// Seconds to let running agents finish on SIGTERM before killing them (default 30)
+    #[arg(long, value_name = "S")]
+    pub grace: Option<u64>,
+    /// Log format on stderr: text or json
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<Format>,
+}
+
+/// `job` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    /// Add a job (writes the job file; works with the daemon stopped)
+    Add(Box<job::AddArgs>),
+    /// List jobs
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job as JSON
+    Show { id: String },
+    /// Remove a job and its run records
+    Rm { id: String },
+    /// Run a job now (needs the daemon)
+    Run {
+        id: String,
+        /// Wait for the run to finish, print its output, exit 0 if it succeeded
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List a job's runs, newest first
+    Runs {
+        id: String,
+        /// At most this many runs
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a job
+    Enable { id: String },
+    /// Disable a job (its triggers stop firing)
+    Disable { id: String },
+}
+
+/// Flags of `next`.
+#[derive(Args, Debug)]
+pub struct NextArgs {
+    /// Cron expression (5 fields, or 6 with leading seconds, or @daily etc.)
+    pub expr: String,
+    /// How many fire times to print
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub count: u32,
+    /// Start after this instant (RFC 3339; default now)
+    #[arg(long, value_name = "RFC3339")]
+    pub from: Option<String>,
+    /// IANA time zone (default local)
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+}
+
+/// Parses the command line and runs it; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => daemon::run(RunOptions {
+            data_dir: cli.data_dir,
+            port: a.port,
+            bind: a.bind,
+            workers: a.workers.map(usize::from),
+            grace: a.grace,
+            log_format: a.log_format,
+        }),
+        Cmd::Next(a) => next::run(&a),
+        Cmd::Token => job::token(cli.data_dir.as_deref()),
+        Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),
+    }
+}

@@ -1,0 +1,225 @@
+//! `bog-agents-daemon run`: wires the store, engine, threads and channels together, waits
+//! for a signal, then drains and exits.
+//!
+//! Start-up order: data dir and lock, token, crash recovery (runs left `queued`/`running`
+//! become `interrupted`), jobs (bad files quarantined), listen, then threads. Shutdown:
+//! stop intake, let running agents finish within the grace period, kill what is left,
+//! record it, exit 0.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, RecvTimeoutError};
+
+use crate::api::{self, Api};
+use crate::engine::{Engine, Settings};
+use crate::logging::Format;
+use crate::signals::{self, Signal};
+use crate::store::lock::{DaemonLock, LockInfo};
+use crate::store::{self, Store};
+use crate::{config, triggers, worker};
+
+/// Number of HTTP request threads.
+const HTTP_THREADS: usize = 4;
+
+/// Options of the `run` subcommand (flags override `config.json`).
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    pub data_dir: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+    pub workers: Option<usize>,
+    pub grace: Option<u64>,
+    pub log_format: Option<Format>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
+pub fn run(opts: RunOptions) -> i32 {
+    signals::block();
+    let dir = match store::resolve_data_dir(opts.data_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let store = match Store::open(&dir) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let cfg = match config::load(&dir) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let format = match (opts.log_format, cfg.log_format.as_deref()) {
+        (Some(f), _) => f,
+        (None, Some(s)) => match s.parse() {
+            Ok(f) => f,
+            Err(e) => return fail(&format!("config.json log_format: {e}")),
+        },
+        (None, None) => Format::Text,
+    };
+    crate::logging::init(format);
+    install_panic_hook();
+
+    let mut lock = match DaemonLock::acquire(&dir) {
+        Ok(l) => l,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let token = match store.ensure_token() {
+        Ok((t, true)) => {
+            log::info!(event = "token.created", path = store.token_path().display().to_string().as_str();
+                "API token created (shown once; `bog-agents-daemon token` prints it again): {t}");
+            t
+        }
+        Ok((t, false)) => t,
+        Err(e) => return fail(&format!("cannot read or create the API token: {e}")),
+    };
+
+    let settings = Settings {
+        default_agent: cfg.default_agent.clone(),
+        workers: opts.workers.or(cfg.workers).unwrap_or(4).clamp(1, 256),
+        grace_seconds: opts.grace.or(cfg.grace_seconds).unwrap_or(30),
+        max_body_bytes: cfg.max_body_bytes.unwrap_or(1 << 20),
+        queue_capacity: cfg.queue_capacity.unwrap_or(1024).max(1),
+    };
+
+    store.clean_temp_files();
+    let (recovered, bad_runs) = store.recover_runs();
+    for r in &recovered {
+        log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(); "run was left unfinished by a previous daemon; marked interrupted");
+    }
+    let (jobs, bad_jobs) = store.load_jobs();
+    for q in bad_jobs.iter().chain(&bad_runs) {
+        log::error!(event = "store.quarantined", path = q.path.display().to_string().as_str();
+            "{}; moved aside to {}", q.reason,
+            q.moved_to.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(could not move it)".into()));
+    }
+    for j in &jobs {
+        crate::engine::warn_inactive(j);
+    }
+
+    let bind = opts
+        .bind
+        .clone()
+        .or(cfg.bind.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = opts.port.or(cfg.port).unwrap_or(7878);
+    let addr = if bind.contains(':') {
+        format!("[{bind}]:{port}")
+    } else {
+        format!("{bind}:{port}")
+    };
+    let server = match tiny_http::Server::http(&addr) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
+    };
+    let port = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.port())
+        .unwrap_or(port);
+    if let Err(e) = lock.write_info(&LockInfo {
+        pid: std::process::id(),
+        port,
+        bind: bind.clone(),
+        started_at: crate::time::now_rfc3339(),
+    }) {
+        return fail(&e.to_string());
+    }
+
+    let (work_tx, work_rx) = bounded(settings.queue_capacity);
+    let (clock_tx, clock_rx) = unbounded();
+    let workers = settings.workers;
+    let grace = Duration::from_secs(settings.grace_seconds);
+    let engine = Arc::new(Engine::new(store, settings, jobs, work_tx, clock_tx));
+
+    let (exit_tx, exit_rx) = bounded::<()>(0);
+    let started = (|| -> std::io::Result<_> {
+        worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
+        triggers::clock::spawn(engine.clone(), clock_rx)?;
+        api::spawn(
+            Arc::new(Api {
+                engine: engine.clone(),
+                token,
+            }),
+            server.clone(),
+            HTTP_THREADS,
+        )?;
+        let (sig_tx, sig_rx) = unbounded();
+        signals::spawn(sig_tx)?;
+        Ok(sig_rx)
+    })();
+    let sig_rx = match started {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot start threads: {e}")),
+    };
+    let _watcher = match triggers::jobs_dir::watch(engine.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::error!(event = "jobs_dir.error"; "cannot watch {}: {e}; job files written while the daemon runs need SIGHUP to load", engine.store.jobs_dir().display());
+            None
+        }
+    };
+    log::info!(event = "daemon.started", port = port, bind = bind.as_str(), data_dir = dir.display().to_string().as_str(), jobs = engine.job_count(), workers = workers;
+        "listening on http://{addr}", addr = if bind.contains(':') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") });
+
+    let sig = loop {
+        match sig_rx.recv() {
+            Ok(Signal::Reload) => {
+                log::info!(event = "daemon.reload"; "SIGHUP: reloading jobs from disk");
+                engine.reload_all();
+            }
+            Ok(Signal::Stop(s)) => break s,
+            Err(_) => break libc::SIGTERM,
+        }
+    };
+
+    // Stop intake.
+    log::info!(event = "daemon.stopping", running = engine.running_count(), grace_seconds = grace.as_secs();
+        "{}: no new runs; waiting up to {}s for running agents", crate::agent::signal_name(sig), grace.as_secs());
+    engine.begin_shutdown();
+    for _ in 0..HTTP_THREADS {
+        server.unblock();
+    }
+    for w in engine.take_all_pending() {
+        worker::interrupt_unstarted(&engine, w);
+    }
+    // Drain: workers exit once their current run is recorded.
+    // Nobody sends on `exit_rx`: it disconnects when the last worker has exited.
+    let drained = matches!(
+        exit_rx.recv_deadline(Instant::now() + grace),
+        Err(RecvTimeoutError::Disconnected)
+    );
+    if !drained {
+        let n = engine.kill_all_running();
+        log::warn!(event = "daemon.kill", killed = n; "grace period over: killing {n} running agent process groups");
+        let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
+    }
+    log::info!(event = "daemon.stopped"; "stopped");
+    drop(lock);
+    0
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("bog-agents-daemon: {msg}");
+    1
+}
+
+/// Logs panics (with thread name and location) through the logger; the thread's own
+/// recovery (catch_unwind) keeps the daemon up.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let loc = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        log::error!(event = "panic", thread = name, location = loc.as_str(); "{msg}");
+    }));
+}

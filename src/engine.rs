@@ -1,0 +1,499 @@
+//! The daemon's shared state: the job table, which runs are active per job, and the one
+//! function every trigger calls, [`Engine::fire`].
+//!
+//! `fire` applies the overlap policy, writes the `queued` (or `skipped`) run record, and
+//! hands the work to the pool over a bounded channel. Job changes (API, CLI file drops,
+//! SIGHUP) go through [`Engine::put_job`] / [`Engine::remove_job`], which also tell the
+//! clock to re-plan. Nothing else mutates the job table.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde_json::{Map, Value};
+
+use crate::job::{Job, Overlap};
+use crate::metrics::Metrics;
+use crate::run::{RunRecord, RunStatus};
+use crate::store::Store;
+
+/// Daemon settings resolved from flags, `config.json` and defaults.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub default_agent: Option<Vec<String>>,
+    pub workers: usize,
+    pub grace_seconds: u64,
+    pub max_body_bytes: usize,
+    pub queue_capacity: usize,
+}
+
+/// One unit of work for the pool: a run to execute.
+#[derive(Debug)]
+pub struct Work {
+    pub job: Arc<Job>,
+    pub run: RunRecord,
+}
+
+/// Messages to the scheduler clock.
+#[derive(Debug)]
+pub enum ClockMsg {
+    /// A job was added, changed or removed: re-plan it.
+    Job(String),
+    /// Stop the clock thread.
+    Stop,
+}
+
+/// What a firing turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fired {
+    /// A new run is queued (or pending behind the active one).
+    Queued(String),
+    /// Merged into the already pending run with this id (overlap `queue`).
+    Coalesced(String),
+    /// Recorded as a skipped run.
+    Skipped(String),
+}
+
+impl Fired {
+    /// The run id the firing maps to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            Fired::Queued(id) | Fired::Coalesced(id) | Fired::Skipped(id) => id,
+        }
+    }
+}
+
+/// Why a firing did not happen.
+#[derive(Debug)]
+pub enum FireError {
+    NoSuchJob,
+    Disabled,
+    ShuttingDown,
+    Store(String),
+}
+
+#[derive(Default)]
+struct JobTable {
+    by_id: HashMap<String, Arc<Job>>,
+    by_name: HashMap<String, String>,
+}
+
+/// Active and pending runs of one job.
+#[derive(Default)]
+struct JobRuns {
+    /// Runs handed to the pool (queued in the channel or executing).
+    active: HashSet<String>,
+    /// Overlap `queue`: the one run waiting behind the active one.
+    pending: Option<Work>,
+}
+
+/// Shared daemon state; one `Arc<Engine>` is handed to every thread.
+pub struct Engine {
+    pub store: Store,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub started: Instant,
+    pub started_at: DateTime<Utc>,
+    jobs: RwLock<JobTable>,
+    /// Serializes job mutations (check name, write file, swap in memory).
+    mutate: Mutex<()>,
+    runs: Mutex<HashMap<String, Arc<Mutex<JobRuns>>>>,
+    /// Kill switches of running agents, by run id.
+    running: Mutex<HashMap<String, Sender<()>>>,
+    work_tx: Sender<Work>,
+    clock_tx: Sender<ClockMsg>,
+    shutting_down: AtomicBool,
+    /// Dropped at shutdown, which wakes every receiver of `shutdown_rx` at once.
+    shutdown_tx: Mutex<Option<Sender<()>>>,
+    shutdown_rx: Receiver<()>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Errors from job mutations, mapped to HTTP statuses by the API.
+#[derive(Debug)]
+pub enum JobError {
+    NameTaken(String),
+    NotFound,
+    Store(String),
+}
+
+impl Engine {
+    /// Builds the engine with the jobs loaded from disk.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        jobs: Vec<Job>,
+        work_tx: Sender<Work>,
+        clock_tx: Sender<ClockMsg>,
+    ) -> Engine {
+        let mut table = JobTable::default();
+        for j in jobs {
+            table.by_name.insert(j.name.clone(), j.id.clone());
+            table.by_id.insert(j.id.clone(), Arc::new(j));
+        }
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
+        let metrics = Metrics::default();
+        metrics
+            .jobs
+            .store(table.by_id.len() as u64, Ordering::Relaxed);
+        Engine {
+            store,
+            settings,
+            metrics,
+            started: Instant::now(),
+            started_at: Utc::now(),
+            jobs: RwLock::new(table),
+            mutate: Mutex::new(()),
+            runs: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            work_tx,
+            clock_tx,
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            shutdown_rx,
+        }
+    }
+
+    // ---- jobs ----
+
+    /// A job by id or name.
+    pub fn job(&self, id_or_name: &str) -> Option<Arc<Job>> {
+        let t = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+        t.by_id.get(id_or_name).cloned().or_else(|| {
+            t.by_name
+                .get(id_or_name)
+                .and_then(|id| t.by_id.get(id))
+                .cloned()
+        })
+    }
+
+    /// All jobs, sorted by name.
+    pub fn jobs(&self) -> Vec<Arc<Job>> {
+        let t = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = t.by_id.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Number of jobs.
+    pub fn job_count(&self) -> usize {
+        self.jobs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .len()
+    }
+
+    /// Stores a new or changed job durably, then swaps it in and re-plans it. `build` gets
+    /// the current version (None for a new job) under the mutation lock.
+    pub fn put_job<E>(
+        &self,
+        existing_id: Option<&str>,
+        build: impl FnOnce(Option<&Job>) -> Result<Job, E>,
+    ) -> Result<Result<Arc<Job>, E>, JobError> {
+        let _g = lock(&self.mutate);
+        let current = match existing_id {
+            Some(id) => Some(self.job(id).ok_or(JobError::NotFound)?),
+            None => None,
+        };
+        let job = match build(current.as_deref()) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(other) = self.job(&job.name) {
+            if other.id != job.id {
+                return Err(JobError::NameTaken(job.name));
+            }
+        }
+        if current.as_deref() != Some(&job) {
+            self.store
+                .save_job(&job)
+                .map_err(|e| JobError::Store(e.to_string()))?;
+        }
+        Ok(Ok(self.install(job)))
+    }
+
+    /// Puts `job` in memory (no disk write) and re-plans it.
+    fn install(&self, job: Job) -> Arc<Job> {
+        let job = Arc::new(job);
+        {
+            let mut t = self.jobs.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = t.by_id.get(&job.id) {
+                let old_name = old.name.clone();
+                t.by_name.remove(&old_name);
+            }
+            t.by_name.insert(job.name.clone(), job.id.clone());
+            t.by_id.insert(job.id.clone(), job.clone());
+            self.metrics
+                .jobs
+                .store(t.by_id.len() as u64, Ordering::Relaxed);
+        }
+        let _ = self.clock_tx.send(ClockMsg::Job(job.id.clone()));
+        job
+    }
+
+    /// Deletes a job, its file and its run records.
+    pub fn remove_job(&self, id_or_name: &str) -> Result<Arc<Job>, JobError> {
+        let _g = lock(&self.mutate);
+        let job = self.job(id_or_name).ok_or(JobError::NotFound)?;
+        self.store
+            .delete_job(&job.id)
+            .map_err(|e| JobError::Store(e.to_string()))?;
+        self.forget(&job.id);
+        Ok(job)
+    }
+
+    fn forget(&self, id: &str) {
+        {
+            let mut t = self.jobs.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = t.by_id.remove(id) {
+                t.by_name.remove(&old.name);
+            }
+            self.metrics
+                .jobs
+                .store(t.by_id.len() as u64, Ordering::Relaxed);
+        }
+        let _ = self.clock_tx.send(ClockMsg::Job(id.to_string()));
+    }
+
+    /// Re-reads one job file after it changed on disk (a CLI `job add`, a hand edit).
+    /// Identical content is a no-op; a vanished file removes the job.
+    pub fn reload_job_file(&self, path: &Path) {
+        let _g = lock(&self.mutate);
+        let Some(id) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            return;
+        };
+        if !path.exists() {
+            if self.job(&id).is_some_and(|j| j.id == id) {
+                self.forget(&id);
+                log::info!(event = "job.removed", job = id.as_str(); "job file {} was removed; job unloaded", path.display());
+            }
+            return;
+        }
+        match self.store.load_job_file(path) {
+            Ok(job) => {
+                if self.job(&id).as_deref() == Some(&job) {
+                    return;
+                }
+                if let Some(other) = self.job(&job.name) {
+                    if other.id != job.id {
+                        log::error!(event = "job.rejected", job = job.name.as_str(); "job file {} uses the name {:?} of job {}; not loaded", path.display(), job.name, other.id);
+                        return;
+                    }
+                }
+                log::info!(event = "job.loaded", job = job.name.as_str(), id = job.id.as_str(); "job loaded from {}", path.display());
+                warn_inactive(&job);
+                self.install(job);
+            }
+            Err(reason) => {
+                // A file being written by hand may be caught mid-edit; report, keep the old.
+                log::error!(event = "job.invalid", path = path.display().to_string().as_str(); "job file {} is not usable: {reason}; keeping the previous version if any", path.display());
+            }
+        }
+    }
+
+    /// Reloads every job file (SIGHUP).
+    pub fn reload_all(&self) {
+        let files = self.store.job_files();
+        let on_disk: HashSet<String> = files
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        for j in self.jobs() {
+            if !on_disk.contains(&j.id) {
+                let _g = lock(&self.mutate);
+                self.forget(&j.id);
+                log::info!(event = "job.removed", job = j.name.as_str(); "job file gone; job unloaded");
+            }
+        }
+        for p in files {
+            self.reload_job_file(&p);
+        }
+    }
+
+    /// The next instant any of a job's clock triggers fires (None: not scheduled).
+    pub fn next_fire(&self, job: &Job) -> Option<DateTime<Utc>> {
+        crate::triggers::clock::job_next_fire(job, self.started_at, Utc::now())
+    }
+
+    // ---- firing ----
+
+    /// Fires a job: applies its overlap policy, records the run and queues it.
+    /// `trigger` is the run record's `trigger` object (`{"type": ..., ...context}`).
+    /// `manual` firings run even when the job is disabled.
+    pub fn fire(
+        &self,
+        id_or_name: &str,
+        trigger: Map<String, Value>,
+        manual: bool,
+    ) -> Result<Fired, FireError> {
+        if self.is_shutting_down() {
+            return Err(FireError::ShuttingDown);
+        }
+        let job = self.job(id_or_name).ok_or(FireError::NoSuchJob)?;
+        if !job.enabled && !manual {
+            return Err(FireError::Disabled);
+        }
+        Metrics::inc(&self.metrics.firings_total);
+        let slot = self.job_runs(&job.id);
+        let mut runs = lock(&slot);
+        let mut rec = RunRecord::queued(
+            crate::ids::new_run_id(),
+            &job.id,
+            &job.name,
+            Value::Object(trigger),
+        );
+        let busy = !runs.active.is_empty();
+        if busy && job.overlap == Overlap::Skip {
+            rec.status = RunStatus::Skipped;
+            rec.error = Some("a run of this job was still active (overlap: skip)".into());
+            rec.finished_at = Some(crate::time::now_rfc3339());
+            return self.record_skip(rec);
+        }
+        if busy && job.overlap == Overlap::Queue {
+            if let Some(p) = &runs.pending {
+                Metrics::inc(&self.metrics.runs_coalesced_total);
+                return Ok(Fired::Coalesced(p.run.id.clone()));
+            }
+            self.store
+                .save_run(&rec)
+                .map_err(|e| FireError::Store(e.to_string()))?;
+            let id = rec.id.clone();
+            log::info!(event = "run.queued", job = job.name.as_str(), run = id.as_str(); "queued behind the active run (overlap: queue)");
+            runs.pending = Some(Work { job, run: rec });
+            Metrics::inc(&self.metrics.runs_queued);
+            return Ok(Fired::Queued(id));
+        }
+        self.store
+            .save_run(&rec)
+            .map_err(|e| FireError::Store(e.to_string()))?;
+        let id = rec.id.clone();
+        runs.active.insert(id.clone());
+        match self.work_tx.try_send(Work { job, run: rec }) {
+            Ok(()) => {
+                Metrics::inc(&self.metrics.runs_queued);
+                Ok(Fired::Queued(id))
+            }
+            Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
+                runs.active.remove(&id);
+                let mut rec = w.run;
+                rec.status = RunStatus::Skipped;
+                rec.error = Some(format!(
+                    "the work queue is full ({} runs waiting for {} workers); this firing was dropped",
+                    self.settings.queue_capacity, self.settings.workers
+                ));
+                rec.finished_at = Some(crate::time::now_rfc3339());
+                self.record_skip(rec)
+            }
+        }
+    }
+
+    fn record_skip(&self, rec: RunRecord) -> Result<Fired, FireError> {
+        self.store
+            .save_run(&rec)
+            .map_err(|e| FireError::Store(e.to_string()))?;
+        Metrics::inc(&self.metrics.runs_skipped_total);
+        log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
+        Ok(Fired::Skipped(rec.id))
+    }
+
+    fn job_runs(&self, job_id: &str) -> Arc<Mutex<JobRuns>> {
+        lock(&self.runs)
+            .entry(job_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Called by a worker when a run is over. Returns the job's pending run, which the same
+    /// worker executes next (it stays active, so the overlap rule keeps holding).
+    pub fn finish_run(&self, job_id: &str, run_id: &str) -> Option<Work> {
+        let slot = self.job_runs(job_id);
+        let mut runs = lock(&slot);
+        runs.active.remove(run_id);
+        let next = runs.pending.take();
+        if let Some(w) = &next {
+            runs.active.insert(w.run.id.clone());
+        }
+        next
+    }
+
+    /// Run ids that are queued or executing for a job (protected from retention).
+    pub fn active_runs(&self, job_id: &str) -> HashSet<String> {
+        let slot = self.job_runs(job_id);
+        let runs = lock(&slot);
+        let mut s = runs.active.clone();
+        if let Some(p) = &runs.pending {
+            s.insert(p.run.id.clone());
+        }
+        s
+    }
+
+    /// Takes every pending run (at shutdown, to mark them interrupted).
+    pub fn take_all_pending(&self) -> Vec<Work> {
+        let slots: Vec<_> = lock(&self.runs).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|s| lock(s).pending.take())
+            .collect()
+    }
+
+    // ---- running agents ----
+
+    /// Registers the kill switch of a running agent.
+    pub fn register_running(&self, run_id: &str, kill: Sender<()>) {
+        lock(&self.running).insert(run_id.to_string(), kill);
+    }
+
+    /// Forgets a finished agent.
+    pub fn unregister_running(&self, run_id: &str) {
+        lock(&self.running).remove(run_id);
+    }
+
+    /// Number of agents running now.
+    pub fn running_count(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    /// Stops every running agent (SIGTERM to its group, SIGKILL after 5 s).
+    pub fn kill_all_running(&self) -> usize {
+        let m = lock(&self.running);
+        for tx in m.values() {
+            let _ = tx.try_send(());
+        }
+        m.len()
+    }
+
+    // ---- shutdown ----
+
+    /// Stops intake: triggers and the API no longer queue runs.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        lock(&self.shutdown_tx).take();
+        let _ = self.clock_tx.send(ClockMsg::Stop);
+    }
+
+    /// A receiver that disconnects when shutdown begins (for `select!` and timed waits).
+    pub fn shutdown_signal(&self) -> Receiver<()> {
+        self.shutdown_rx.clone()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// Logs, once per load, the triggers and outputs of `job` that this build does not act on.
+pub fn warn_inactive(job: &Job) {
+    for w in job.warnings() {
+        log::warn!(event = "job.inactive_part", job = job.name.as_str(); "{w}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Identifiers and secrets from the OS random number generator.
+//!
+//! Job ids look like `job_3f9a0c1b2d4e` and run ids like `run_0193a5b2c4d10007`: the
+//! underscore can never appear in a job name, so an id and a name never collide. Run ids
+//! start with the creation time in milliseconds, so sorting them sorts runs by age.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static RUN_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Fills `buf` from the OS RNG.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    getrandom::fill(buf).map_err(|e| std::io::Error::other(format!("OS random generator: {e}")))
+}
+
+/// A new job id: `job_` and 12 random hex digits.
+pub fn new_job_id() -> std::io::Result<String> {
+    let mut b = [0u8; 6];
+    random_bytes(&mut b)?;
+    Ok(format!("job_{}", hex(&b)))
+}
+
+/// A new run id: `run_`, 12 hex digits of Unix milliseconds, 4 hex digits of a sequence.
+pub fn new_run_id() -> String {
+    let ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("run_{:012x}{:04x}", ms & 0xffff_ffff_ffff, seq)
+}
+
+/// A new API token: 32 random bytes, URL-safe base64 without padding (43 characters).
+pub fn new_token() -> std::io::Result<String> {
+    let mut b = [0u8; 32];
+    random_bytes(&mut b)?;
+    Ok(base64_url(&b))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// URL-safe base64 (RFC 4648 §5) without padding.
+pub fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64_url(b""), "");
+        assert_eq!(base64_url(b"f"), "Zg");
+        assert_eq!(base64_url(b"fo"), "Zm8");
+        assert_eq!(base64_url(b"foo"), "Zm9v");
+        assert_eq!(base64_url(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn token_has_43_url_safe_chars() {
+        let t = new_token().unwrap();
+        assert_eq!(t.len(), 43);
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn run_ids_sort_by_creation() {
+        let a = new_run_id();
+        let b = new_run_id();
+        assert!(a < b, "{a} !< {b}");
+        assert_eq!(a.len(), 20);
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,234 @@
+//! The job model of SPEC §3, as stored in `jobs/<id>.json` and returned by the API.
+//!
+//! These types are only ever built by [`super::validate`], so a `Job` in memory is always
+//! valid. They serialize with every default filled in, so a stored file says exactly what
+//! the daemon will do.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One job: what to run, when, and where to deliver what it says.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub name: String,
+    pub prompt: String,
+    /// `None` means: `config.json` `default_agent`, else `bog-agents -p {prompt}`.
+    pub agent: Option<Agent>,
+    pub model: String,
+    pub working_dir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub triggers: Vec<Trigger>,
+    pub outputs: Vec<Output>,
+    pub limits: Limits,
+    pub overlap: Overlap,
+    pub max_retries: u32,
+    pub retry_backoff_seconds: f64,
+    pub catch_up: bool,
+    pub history: u32,
+    pub enabled: bool,
+    pub created_at: String,
+}
+
+/// The agent command line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Agent {
+    /// argv; `{prompt}` in any element is replaced by the rendered prompt.
+    pub command: Vec<String>,
+    pub prompt_via: PromptVia,
+}
+
+/// How the rendered prompt reaches the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptVia {
+    /// Substituted for `{prompt}` in argv; stdin is `/dev/null`.
+    Arg,
+    /// Written to the agent's stdin.
+    Stdin,
+}
+
+/// Resource limits applied to each agent process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Limits {
+    /// Wall-clock limit; the process group gets SIGTERM, then SIGKILL 5 s later.
+    pub timeout_seconds: Option<u64>,
+    /// `RLIMIT_CPU`.
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_AS`, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Captured stdout beyond this many KiB is cut.
+    pub max_output_kb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_seconds: Some(3600),
+            cpu_seconds: None,
+            memory_mb: None,
+            max_output_kb: 1024,
+        }
+    }
+}
+
+/// What a firing does while a run of the same job is still going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// At most one pending run; further firings coalesce into it.
+    Queue,
+    /// Recorded as a `skipped` run.
+    Skip,
+    /// Runs side by side.
+    Parallel,
+}
+
+/// When a job fires.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    Cron {
+        cron: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timezone: Option<String>,
+    },
+    Interval {
+        seconds: u64,
+    },
+    FileChange {
+        patterns: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        root: Option<String>,
+        debounce_seconds: f64,
+    },
+    Webhook {
+        path: String,
+        secret_env: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_age_seconds: Option<u64>,
+    },
+    GitPush {
+        repo: String,
+        branch: String,
+    },
+}
+
+impl Trigger {
+    /// The `type` string of this trigger.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Cron { .. } => "cron",
+            Trigger::Interval { .. } => "interval",
+            Trigger::FileChange { .. } => "file_change",
+            Trigger::Webhook { .. } => "webhook",
+            Trigger::GitPush { .. } => "git_push",
+        }
+    }
+
+    /// Whether this build of the daemon fires this trigger type.
+    pub fn is_active(&self) -> bool {
+        matches!(self, Trigger::Cron { .. } | Trigger::Interval { .. })
+    }
+}
+
+/// Where a run's result goes, and for which statuses.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Output {
+    #[serde(flatten)]
+    pub target: Target,
+    pub on: Vec<OnStatus>,
+}
+
+/// The statuses an output can be limited to (`timed_out` counts as `failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStatus {
+    Succeeded,
+    Failed,
+}
+
+/// An output target and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Target {
+    Log,
+    Stdout,
+    File {
+        path: String,
+        append: bool,
+    },
+    Slack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token_env: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        webhook_url_env: Option<String>,
+        api_url: String,
+    },
+    Webhook {
+        url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hmac_secret_env: Option<String>,
+        headers: BTreeMap<String, String>,
+    },
+    Email {
+        to: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        smtp_env_prefix: String,
+    },
+    GithubComment {
+        repo: String,
+        issue: String,
+        token_env: String,
+        api_url: String,
+    },
+}
+
+impl Target {
+    /// The `type` string of this target.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Log => "log",
+            Target::Stdout => "stdout",
+            Target::File { .. } => "file",
+            Target::Slack { .. } => "slack",
+            Target::Webhook { .. } => "webhook",
+            Target::Email { .. } => "email",
+            Target::GithubComment { .. } => "github_comment",
+        }
+    }
+
+    /// Whether this build of the daemon delivers to this target type.
+    pub fn is_active(&self) -> bool {
+        matches!(self, Target::Log | Target::Stdout | Target::File { .. })
+    }
+}
+
+impl Job {
+    /// Plain-language notes about triggers and outputs this build accepts and stores but
+    /// does not act on yet. Empty when everything in the job is active.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for (i, t) in self.triggers.iter().enumerate() {
+            if !t.is_active() {
+                w.push(format!(
+                    "triggers[{i}]: trigger type {} is not active yet in this version: the job is stored but this trigger never fires",
+                    t.kind()
+                ));
+            }
+        }
+        for (i, o) in self.outputs.iter().enumerate() {
+            if !o.target.is_active() {
+                w.push(format!(
+                    "outputs[{i}]: output type {} is not active yet in this version: nothing is delivered to it; each run records a dispatch error instead",
+                    o.target.kind()
+                ));
+            }
+        }
+        w
+    }
+}

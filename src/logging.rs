@@ -1,0 +1,103 @@
+//! Logging on stderr through `log` + `env_logger`: text (`ts LEVEL event key=value… msg`) or
+//! one JSON object per event (`{"ts", "level", "event", "job", "run", …, "msg"}`).
+//! `RUST_LOG` sets the level (default `info` for the daemon, `warn` for libraries).
+
+use std::io::Write;
+
+use log::kv::{Key, Value as KvValue, VisitSource};
+use serde_json::{Map, Value};
+
+/// Output format of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            o => Err(format!("unknown log format \"{o}\": expected text or json")),
+        }
+    }
+}
+
+struct Collect(Vec<(String, Value)>);
+
+impl<'kvs> VisitSource<'kvs> for Collect {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: KvValue<'kvs>) -> Result<(), log::kv::Error> {
+        let v = if let Some(b) = value.to_bool() {
+            Value::Bool(b)
+        } else if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else {
+            Value::String(value.to_string())
+        };
+        self.0.push((key.as_str().to_string(), v));
+        Ok(())
+    }
+}
+
+/// Installs the logger. Safe to call once; later calls are ignored.
+pub fn init(format: Format) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(log::LevelFilter::Warn)
+        .filter_module("bog_agents_daemon", log::LevelFilter::Info);
+    if let Ok(s) = std::env::var("RUST_LOG") {
+        b.parse_filters(&s);
+    }
+    b.target(env_logger::Target::Stderr);
+    b.format(move |buf, record| {
+        let mut kv = Collect(Vec::new());
+        let _ = record.key_values().visit(&mut kv);
+        let ts = crate::time::now_rfc3339();
+        let level = record.level().as_str().to_ascii_lowercase();
+        let msg = record.args().to_string();
+        match format {
+            Format::Json => {
+                let mut m = Map::new();
+                m.insert("ts".into(), ts.into());
+                m.insert("level".into(), level.into());
+                let mut event = None;
+                for (k, v) in kv.0 {
+                    if k == "event" {
+                        event = Some(v);
+                    } else {
+                        m.insert(k, v);
+                    }
+                }
+                m.insert(
+                    "event".into(),
+                    event.unwrap_or_else(|| record.target().into()),
+                );
+                m.insert("msg".into(), msg.into());
+                writeln!(buf, "{}", Value::Object(m))
+            }
+            Format::Text => {
+                let mut line = format!("{ts} {:<5}", record.level());
+                let mut rest = String::new();
+                for (k, v) in kv.0 {
+                    let s = match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    if k == "event" {
+                        line.push(' ');
+                        line.push_str(&s);
+                    } else if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"') {
+                        rest.push_str(&format!(" {k}={s:?}"));
+                    } else {
+                        rest.push_str(&format!(" {k}={s}"));
+                    }
+                }
+                writeln!(buf, "{line}{rest} {msg}")
+            }
+        }
+    });
+    let _ = b.try_init();
+}

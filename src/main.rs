@@ -1,0 +1,27 @@
+//! bog-agents-daemon: runs AI agents when something happens (cron, interval, file change,
+//! webhook, git push) and delivers what they say. See ARCHITECTURE.md for the map.
+
+mod agent;
+mod api;
+mod cli;
+mod config;
+mod daemon;
+mod engine;
+mod fsio;
+mod ids;
+mod job;
+mod logging;
+mod metrics;
+mod outputs;
+mod run;
+mod schedule;
+mod signals;
+mod store;
+mod template;
+mod time;
+mod triggers;
+mod worker;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,96 @@
+//! Counters and gauges served by `GET /metrics`, as JSON or Prometheus text.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:literal),* $(,)?) => {
+        /// Daemon-wide counters (monotonic) and gauges; all lock-free.
+        #[derive(Default, Debug)]
+        pub struct Metrics {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        impl Metrics {
+            /// `(name, kind, help, value)` for every metric.
+            pub fn snapshot(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $kind, concat!($($doc),*), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+metrics! {
+    /// HTTP requests answered.
+    http_requests_total: "counter",
+    /// HTTP requests refused for a missing or wrong token.
+    http_unauthorized_total: "counter",
+    /// Firings from any trigger (including manual runs).
+    firings_total: "counter",
+    /// Agent runs started (each retry attempt counts once).
+    runs_started_total: "counter",
+    /// Runs that ended succeeded.
+    runs_succeeded_total: "counter",
+    /// Runs that ended failed.
+    runs_failed_total: "counter",
+    /// Runs that ended timed_out.
+    runs_timed_out_total: "counter",
+    /// Firings recorded as skipped (overlap skip or full queue).
+    runs_skipped_total: "counter",
+    /// Runs marked interrupted (shutdown or crash recovery).
+    runs_interrupted_total: "counter",
+    /// Firings merged into an already pending run (overlap queue).
+    runs_coalesced_total: "counter",
+    /// Output deliveries that failed.
+    dispatch_errors_total: "counter",
+    /// Times the scheduler clock woke because a deadline was due.
+    scheduler_wakeups_total: "counter",
+    /// Times the scheduler clock woke to re-plan (job change or wall-clock re-check).
+    scheduler_replans_total: "counter",
+    /// Jobs loaded.
+    jobs: "gauge",
+    /// Agent processes running now.
+    runs_running: "gauge",
+    /// Runs waiting for a worker.
+    runs_queued: "gauge",
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from a gauge, never below zero.
+    pub fn dec(c: &AtomicU64) {
+        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
+    }
+
+    /// The snapshot as a JSON object.
+    pub fn to_json(&self, extra: &[(&str, u64)]) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (name, _, _, v) in self.snapshot() {
+            m.insert(name.into(), v.into());
+        }
+        for (k, v) in extra {
+            m.insert((*k).into(), (*v).into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// The snapshot in the Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self, extra: &[(&str, u64)]) -> String {
+        let mut s = String::new();
+        for (name, kind, help, v) in self.snapshot() {
+            s.push_str(&format!(
+                "# HELP bog_{name} {}\n# TYPE bog_{name} {kind}\nbog_{name} {v}\n",
+                help.trim()
+            ));
+        }
+        for (k, v) in extra {
+            s.push_str(&format!("# TYPE bog_{k} gauge\nbog_{k} {v}\n"));
+        }
+        s
+    }
+}

@@ -1,0 +1,150 @@
+//! Run records (SPEC §4): one per firing, stored as `runs/<job-id>/<run-id>.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Lifecycle of a run. `queued` and `running` are the only non-final states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Skipped,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// Whether no more changes will be made to a run in this state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+
+    /// The snake_case name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One failed delivery to an output target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DispatchError {
+    pub target: String,
+    pub error: String,
+}
+
+/// Most `dispatch_errors` entries kept before the overflow entry.
+pub const MAX_DISPATCH_ERRORS: usize = 20;
+
+/// A run record as stored and served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub job_id: String,
+    pub job_name: String,
+    /// `{"type": "<trigger type>", ...context}`.
+    pub trigger: Value,
+    pub status: RunStatus,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    /// Name of the signal that ended the agent, e.g. `SIGKILL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub output: String,
+    /// True when stdout went past `max_output_kb` and was cut.
+    #[serde(default)]
+    pub output_truncated: bool,
+    /// Total stdout bytes the agent wrote, kept or not.
+    #[serde(default)]
+    pub output_bytes: u64,
+    pub stderr_tail: String,
+    pub error: Option<String>,
+    pub dispatch_errors: Vec<DispatchError>,
+}
+
+impl RunRecord {
+    /// A new `queued` record for a firing.
+    pub fn queued(id: String, job_id: &str, job_name: &str, trigger: Value) -> RunRecord {
+        RunRecord {
+            id,
+            job_id: job_id.to_string(),
+            job_name: job_name.to_string(),
+            trigger,
+            status: RunStatus::Queued,
+            attempts: 0,
+            exit_code: None,
+            signal: None,
+            queued_at: crate::time::now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            output: String::new(),
+            output_truncated: false,
+            output_bytes: 0,
+            stderr_tail: String::new(),
+            error: None,
+            dispatch_errors: Vec::new(),
+        }
+    }
+
+    /// Appends a dispatch error, keeping at most [`MAX_DISPATCH_ERRORS`] plus one
+    /// `(overflow)` entry that counts the rest.
+    pub fn add_dispatch_error(&mut self, target: &str, error: String) {
+        let n = self.dispatch_errors.len();
+        if n < MAX_DISPATCH_ERRORS {
+            self.dispatch_errors.push(DispatchError {
+                target: target.to_string(),
+                error,
+            });
+            return;
+        }
+        let omitted = match self.dispatch_errors.get(MAX_DISPATCH_ERRORS) {
+            Some(e) => e
+                .error
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0),
+            None => 0,
+        } + 1;
+        self.dispatch_errors.truncate(MAX_DISPATCH_ERRORS);
+        self.dispatch_errors.push(DispatchError {
+            target: "(overflow)".into(),
+            error: format!("{omitted} more dispatch errors omitted"),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatch_errors_cap_at_twenty_plus_overflow() {
+        let mut r = RunRecord::queued("run_1".into(), "job_1", "a", Value::Null);
+        for i in 0..25 {
+            r.add_dispatch_error("file", format!("e{i}"));
+        }
+        assert_eq!(r.dispatch_errors.len(), 21);
+        assert_eq!(r.dispatch_errors[19].error, "e19");
+        assert_eq!(r.dispatch_errors[20].target, "(overflow)");
+        assert_eq!(
+            r.dispatch_errors[20].error,
+            "5 more dispatch errors omitted"
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! The data directory (SPEC §2): the only code that reads or writes files under it.
+//!
+//! Layout: `jobs/<id>.json`, `runs/<job-id>/<run-id>.json`, `state.json`, `.token`,
+//! `config.json`, `daemon.lock`. Every write goes through [`crate::fsio::write_atomic`].
+//! Files that do not parse are renamed to `*.corrupt` and logged; loading carries on.
+
+pub mod lock;
+pub mod state;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::fsio;
+use crate::job::{validate_job, Job};
+use crate::run::{RunRecord, RunStatus};
+
+/// Handle on one data directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Where the data dir is: `--data-dir`, else `$BOG_AGENTS_HOME/daemon`, else
+/// `~/.bog-agents/daemon`.
+pub fn resolve_data_dir(flag: Option<&Path>) -> io::Result<PathBuf> {
+    if let Some(d) = flag {
+        return Ok(absolute(d));
+    }
+    if let Some(h) = std::env::var_os("BOG_AGENTS_HOME").filter(|h| !h.is_empty()) {
+        return Ok(absolute(&PathBuf::from(h).join("daemon")));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".bog-agents").join("daemon")),
+        None => Err(io::Error::other(
+            "cannot find the data dir: HOME is not set; pass --data-dir or set BOG_AGENTS_HOME",
+        )),
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|c| c.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Adds the path to an I/O error so the user knows which file failed.
+pub fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// A file that could not be loaded and was moved aside.
+#[derive(Debug)]
+pub struct Quarantined {
+    pub path: PathBuf,
+    pub moved_to: Option<PathBuf>,
+    pub reason: String,
+}
+
+impl Store {
+    /// Opens (creating with mode 0700 if needed) the data dir and its `jobs/` and `runs/`.
+    pub fn open(dir: &Path) -> io::Result<Store> {
+        for d in [dir.to_path_buf(), dir.join("jobs"), dir.join("runs")] {
+            fsio::create_dir_all_mode(&d, 0o700).map_err(|e| ctx(e, "cannot create", &d))?;
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A handle that does not create anything (for CLI reads).
+    pub fn at(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `jobs/`.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.dir.join("jobs")
+    }
+
+    fn job_path(&self, id: &str) -> PathBuf {
+        self.jobs_dir().join(format!("{id}.json"))
+    }
+
+    fn runs_dir(&self, job_id: &str) -> PathBuf {
+        self.dir.join("runs").join(job_id)
+    }
+
+    // ---- token ----
+
+    /// Path of the API token file.
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join(".token")
+    }
+
+    /// Reads the token, creating it (mode 0600) if missing. Returns it and whether it was
+    /// created now.
+    pub fn ensure_token(&self) -> io::Result<(String, bool)> {
+        match self.read_token() {
+            Ok(t) => return Ok((t, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let t = crate::ids::new_token()?;
+        let p = self.token_path();
+        fsio::write_atomic(&p, format!("{t}\n").as_bytes(), 0o600)
+            .map_err(|e| ctx(e, "cannot write token file", &p))?;
+        Ok((t, true))
+    }
+
+    /// Reads the token file.
+    pub fn read_token(&self) -> io::Result<String> {
+        let p = self.token_path();
+        let s = fs::read_to_string(&p)?;
+        let t = s.trim().to_string();
+        if t.is_empty() {
+            return Err(io::Error::other(format!(
+                "token file {} is empty; delete it and restart the daemon to make a new one",
+                p.display()
+            )));
+        }
+        Ok(t)
+    }
+
+    // ---- jobs ----
+
+    /// Writes a job durably.
+    pub fn save_job(&self, job: &Job) -> io::Result<()> {
+        let p = self.job_path(&job.id);
+        let data = serde_json::to_vec_pretty(job).map_err(io::Error::other)?;
+        fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write job file", &p))
+    }
+
+    /// Removes a job's file and its run records.
+    pub fn delete_job(&self, id: &str) -> io::Result<()> {
+        let p = self.job_path(id);
+        fsio::remove_durable(&p).map_err(|e| ctx(e, "cannot remove job file", &p))?;
+        let r = self.runs_dir(id);
+        match fs::remove_dir_all(&r) {
+            Ok(()) => fsio::sync_dir(&self.dir.join("runs")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ctx(e, "cannot remove run records", &r)),
+        }
+    }
+
+    /// Loads every `jobs/*.json`, quarantining files that do not parse or validate.
+    pub fn load_jobs(&self) -> (Vec<Job>, Vec<Quarantined>) {
+        let mut jobs = Vec::new();
+        let mut bad = Vec::new();
+        let mut seen_names = HashSet::new();
+        for path in self.job_files() {
+            match self.load_job_file(&path) {
+                Ok(job) => {
+                    if !seen_names.insert(job.name.clone()) {
+                        bad.push(self.quarantine(
+                            &path,
+                            format!("job name \"{}\" is used by another job file", job.name),
+                        ));
+                        continue;
+                    }
+                    jobs.push(job);
+                }
+                Err(reason) => bad.push(self.quarantine(&path, reason)),
+            }
+        }
+        (jobs, bad)
+    }
+
+    /// The `jobs/*.json` paths, sorted.
+    pub fn job_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = match fs::read_dir(self.jobs_dir()) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| is_job_file(p))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Reads and validates one job file; the error says why it is unusable.
+    pub fn load_job_file(&self, path: &Path) -> Result<Job, String> {
+        let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let v: Value = serde_json::from_slice(&data).map_err(|e| format!("not valid JSON: {e}"))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+        if id != stem {
+            return Err(format!(
+                "its \"id\" ({id:?}) does not match the file name ({stem:?})"
+            ));
+        }
+        let created = v
+            .get("created_at")
+            .and_then(Value::as_str)
+            .filter(|s| crate::time::parse_rfc3339(s).is_some())
+            .ok_or("missing or invalid \"created_at\"")?;
+        validate_job(&v, id, created).map_err(|e| format!("invalid job: {e}"))
+    }
+
+    /// Moves `path` aside to `<path>.corrupt` (or `.corrupt.N` if taken).
+    pub fn quarantine(&self, path: &Path, reason: String) -> Quarantined {
+        let mut target = PathBuf::from(format!("{}.corrupt", path.display()));
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{}.corrupt.{n}", path.display()));
+            n += 1;
+        }
+        let moved_to = match fs::rename(path, &target) {
+            Ok(()) => {
+                if let Some(parent) = path.parent() {
+                    let _ = fsio::sync_dir(parent);
+                }
+                Some(target)
+            }
+            Err(_) => None,
+        };
+        Quarantined {
+            path: path.to_path_buf(),
+            moved_to,
+            reason,
+        }
+    }
+
+    // ---- runs ----
+
+    /// Writes a run record durably.
+    pub fn save_run(&self, run: &RunRecord) -> io::Result<()> {
+        let d = self.runs_dir(&run.job_id);
+        if !d.is_dir() {
+            fsio::create_dir_all_mode(&d, 0o700).map_err(|e| ctx(e, "cannot create", &d))?;
+        }
+        let p = d.join(format!("{}.json", run.id));
+        let data = serde_json::to_vec_pretty(run).map_err(io::Error::other)?;
+        fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write run record", &p))
+    }
+
+    /// Run ids of a job, newest first.
+    pub fn run_ids(&self, job_id: &str) -> Vec<String> {
+        let mut ids: Vec<String> = match fs::read_dir(self.runs_dir(job_id)) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    if is_job_file(&p) {
+                        p.file_stem().map(|s| s.to_string_lossy().into_owned())
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
+    }
+
+    /// Reads one run record.
+    pub fn load_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
+        let p = self.runs_dir(job_id).join(format!("{run_id}.json"));
+        let data = fs::read(&p).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// Up to `limit` run records of a job, newest first. Unreadable records are skipped.
+    pub fn list_runs(&self, job_id: &str, limit: usize) -> Vec<RunRecord> {
+        self.run_ids(job_id)
+            .iter()
+            .filter_map(|id| self.load_run(job_id, id))
+            .take(limit)
+            .collect()
+    }
+
+    /// Deletes the oldest final run records beyond `keep`; runs in `active` are never removed.
+    pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
+        let ids = self.run_ids(job_id);
+        if ids.len() <= keep {
+            return 0;
+        }
+        let d = self.runs_dir(job_id);
+        let mut removed = 0;
+        for id in ids.iter().skip(keep) {
+            if active.contains(id) {
+                continue;
+            }
+            if fs::remove_file(d.join(format!("{id}.json"))).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let _ = fsio::sync_dir(&d);
+        }
+        removed
+    }
+
+    /// At start-up: every run left `queued` or `running` by a crash becomes `interrupted`;
+    /// unreadable records are quarantined. Returns the recovered records and the quarantined
+    /// files.
+    pub fn recover_runs(&self) -> (Vec<RunRecord>, Vec<Quarantined>) {
+        let mut fixed = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(rd) = fs::read_dir(self.dir.join("runs")) else {
+            return (fixed, bad);
+        };
+        for dir in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Ok(files) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for p in files.filter_map(|e| e.ok()).map(|e| e.path()) {
+                if !is_job_file(&p) {
+                    // Leftover temp files from a crash mid-write.
+                    if p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().ends_with(".tmp"))
+                    {
+                        let _ = fs::remove_file(&p);
+                    }
+                    continue;
+                }
+                let rec: Result<RunRecord, String> = fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()));
+                match rec {
+                    Ok(mut r) if !r.status.is_final() => {
+                        let was = r.status;
+                        r.status = RunStatus::Interrupted;
+                        r.error = Some(format!(
+                            "the daemon stopped while this run was {}",
+                            was.as_str()
+                        ));
+                        if r.finished_at.is_none() {
+                            r.finished_at = Some(crate::time::now_rfc3339());
+                        }
+                        if self.save_run(&r).is_ok() {
+                            fixed.push(r);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(reason) => bad.push(self.quarantine(&p, format!("run record: {reason}"))),
+                }
+            }
+        }
+        (fixed, bad)
+    }
+
+    /// Removes temp files left in `jobs/` by a crash mid-write.
+    pub fn clean_temp_files(&self) {
+        if let Ok(rd) = fs::read_dir(self.jobs_dir()) {
+            for p in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
+                if p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(".tmp"))
+                {
+                    let _ = fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// `*.json` files that are not hidden temp files.
+pub fn is_job_file(p: &Path) -> bool {
+    let Some(name) = p.file_name().map(|n| n.to_string_lossy()) else {
+        return false;
+    };
+    name.ends_with(".json") && !name.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(name: &str) -> Job {
+        validate_job(
+            &json!({"name": name, "prompt": "p", "triggers": [{"type": "interval", "seconds": 5}]}),
+            &crate::ids::new_job_id().unwrap(),
+            "2026-01-01T00:00:00.000Z",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_round_trip_and_corrupt_files_are_quarantined() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let a = job("a");
+        s.save_job(&a).unwrap();
+        fs::write(s.jobs_dir().join("job_bad.json"), b"{\"id\": \"job_b").unwrap();
+        let (jobs, bad) = s.load_jobs();
+        assert_eq!(jobs, vec![a]);
+        assert_eq!(bad.len(), 1);
+        assert!(s.jobs_dir().join("job_bad.json.corrupt").exists());
+    }
+
+    #[test]
+    fn runs_newest_first_prune_and_recover() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut r = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+            r.status = if i == 0 {
+                RunStatus::Running
+            } else {
+                RunStatus::Succeeded
+            };
+            s.save_run(&r).unwrap();
+            ids.push(r.id);
+        }
+        let listed: Vec<_> = s.list_runs("job_x", 3).into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
+        let active: HashSet<String> = [ids[0].clone()].into();
+        assert_eq!(s.prune_runs("job_x", 2, &active), 2);
+        assert_eq!(s.run_ids("job_x").len(), 3);
+        let (fixed, _) = s.recover_runs();
+        assert_eq!(fixed.len(), 1);
+        assert_eq!(
+            s.load_run("job_x", &ids[0]).unwrap().status,
+            RunStatus::Interrupted
+        );
+    }
+
+    #[test]
+    fn token_is_created_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let (t1, created) = s.ensure_token().unwrap();
+        assert!(created);
+        let (t2, created) = s.ensure_token().unwrap();
+        assert!(!created);
+        assert_eq!(t1, t2);
+    }
+}

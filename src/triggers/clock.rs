@@ -1,0 +1,345 @@
+//! The scheduler clock thread: fires `cron` and `interval` triggers.
+//!
+//! It keeps every scheduled trigger in one ordered set and sleeps on its message channel
+//! until the earliest deadline (there is no tick). A job change arrives as
+//! [`ClockMsg::Job`] and re-plans that job only. Sleeps are capped at a minute so a
+//! wall-clock change (NTP step, suspend) is noticed; those re-checks count as re-plans, not
+//! wakeups. A slot missed by more than its period (the machine slept) fires once, then the
+//! schedule continues from now.
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::{json, Map, Value};
+
+use crate::engine::{ClockMsg, Engine, FireError};
+use crate::job::{Job, Trigger};
+use crate::metrics::Metrics;
+use crate::schedule::cron::CronSchedule;
+use crate::schedule::zone::Zone;
+use crate::store::state::{trigger_key, SchedState};
+
+/// Longest sleep before the wall clock is checked again.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+enum Plan {
+    Cron {
+        sched: CronSchedule,
+        zone: Zone,
+        expr: String,
+    },
+    Interval {
+        anchor: DateTime<Utc>,
+        every_ms: i64,
+    },
+}
+
+struct Scheduled {
+    index: usize,
+    plan: Plan,
+    next: DateTime<Utc>,
+}
+
+/// The clock's state; owned by its thread.
+struct Clock {
+    engine: Arc<Engine>,
+    queue: BTreeSet<(DateTime<Utc>, String, usize)>,
+    jobs: HashMap<String, Vec<Scheduled>>,
+    state: SchedState,
+}
+
+/// Starts the clock thread. With `catch_up`, jobs with `catch_up: true` first fire once for
+/// a cron slot missed while the daemon was down.
+pub fn spawn(engine: Arc<Engine>, rx: Receiver<ClockMsg>) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("clock".into()).spawn(move || {
+        let mut clock = Clock {
+            state: engine.store.load_state(),
+            engine,
+            queue: BTreeSet::new(),
+            jobs: HashMap::new(),
+        };
+        clock.catch_up();
+        for j in clock.engine.jobs() {
+            clock.plan(&j.id);
+        }
+        clock.run(&rx);
+    })
+}
+
+impl Clock {
+    fn run(&mut self, rx: &Receiver<ClockMsg>) {
+        loop {
+            let msg = match self.queue.first() {
+                Some((t, _, _)) => {
+                    let wait = (*t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    rx.recv_timeout(wait.min(MAX_SLEEP))
+                }
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let step = catch_unwind(AssertUnwindSafe(|| match msg {
+                Ok(ClockMsg::Job(id)) => {
+                    Metrics::inc(&self.engine.metrics.scheduler_replans_total);
+                    self.plan(&id);
+                    true
+                }
+                Ok(ClockMsg::Stop) | Err(RecvTimeoutError::Disconnected) => false,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fire_due();
+                    true
+                }
+            }));
+            match step {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    log::error!(event = "clock.panic"; "internal error in the scheduler clock; it carries on")
+                }
+            }
+        }
+    }
+
+    /// Re-plans one job from the engine's current version (or drops it).
+    fn plan(&mut self, job_id: &str) {
+        if let Some(old) = self.jobs.remove(job_id) {
+            for s in old {
+                self.queue.remove(&(s.next, job_id.to_string(), s.index));
+            }
+        }
+        let Some(job) = self.engine.job(job_id).filter(|j| j.enabled) else {
+            return;
+        };
+        let now = Utc::now();
+        let mut entries = Vec::new();
+        for (index, t) in job.triggers.iter().enumerate() {
+            let Some(plan) = make_plan(&job, t, self.engine.started_at) else {
+                continue;
+            };
+            if let Some(next) = next_after(&plan, now) {
+                self.queue.insert((next, job.id.clone(), index));
+                entries.push(Scheduled { index, plan, next });
+            }
+        }
+        if !entries.is_empty() {
+            self.jobs.insert(job.id.clone(), entries);
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = Utc::now();
+        let mut fired = false;
+        while let Some((t, job_id, index)) = self.queue.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.queue.pop_first();
+            fired = true;
+            let Some(entries) = self.jobs.get_mut(&job_id) else {
+                continue;
+            };
+            let Some(s) = entries.iter_mut().find(|s| s.index == index) else {
+                continue;
+            };
+            let mut ctx = Map::new();
+            let (kind, key) = match &s.plan {
+                Plan::Cron { expr, zone, .. } => {
+                    ctx.insert("cron".into(), expr.clone().into());
+                    ctx.insert("timezone".into(), zone.name().into());
+                    ("cron", Some(trigger_key(&job_id, index, expr)))
+                }
+                Plan::Interval { every_ms, .. } => {
+                    ctx.insert("seconds".into(), (every_ms / 1000).into());
+                    ("interval", None)
+                }
+            };
+            let scheduled = t;
+            if let Some(next) = next_after(&s.plan, now) {
+                s.next = next;
+                self.queue.insert((next, job_id.clone(), index));
+            } else {
+                entries.retain(|e| e.index != index);
+            }
+            self.fire(&job_id, kind, scheduled, ctx, key);
+        }
+        if fired {
+            Metrics::inc(&self.engine.metrics.scheduler_wakeups_total);
+        } else {
+            Metrics::inc(&self.engine.metrics.scheduler_replans_total);
+        }
+    }
+
+    fn fire(
+        &mut self,
+        job_id: &str,
+        kind: &str,
+        scheduled: DateTime<Utc>,
+        mut ctx: Map<String, Value>,
+        state_key: Option<String>,
+    ) {
+        ctx.insert("type".into(), kind.into());
+        ctx.insert(
+            "scheduled_at".into(),
+            crate::time::rfc3339(scheduled).into(),
+        );
+        ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
+        match self.engine.fire(job_id, ctx, false) {
+            Ok(_)
+            | Err(FireError::Disabled)
+            | Err(FireError::NoSuchJob)
+            | Err(FireError::ShuttingDown) => {}
+            Err(FireError::Store(e)) => {
+                log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
+            }
+        }
+        let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
+        if let (Some(key), true) = (state_key, catch_up) {
+            self.state
+                .last_fire
+                .insert(key, crate::time::rfc3339(scheduled));
+            if let Err(e) = self.engine.store.save_state(&self.state) {
+                log::error!(event = "store.error"; "{e}");
+            }
+        }
+    }
+
+    /// At start-up: one run per `catch_up` cron trigger whose slot passed while the daemon
+    /// was down. Also forgets state of jobs that no longer exist.
+    fn catch_up(&mut self) {
+        let jobs = self.engine.jobs();
+        let now = Utc::now();
+        let mut keep = std::collections::BTreeMap::new();
+        for job in &jobs {
+            for (index, t) in job.triggers.iter().enumerate() {
+                let Trigger::Cron { cron, .. } = t else {
+                    continue;
+                };
+                let key = trigger_key(&job.id, index, cron);
+                let Some(last) = self.state.last_fire.get(&key).cloned() else {
+                    continue;
+                };
+                keep.insert(key.clone(), last.clone());
+                if !job.catch_up || !job.enabled {
+                    continue;
+                }
+                let Some(plan) = make_plan(job, t, self.engine.started_at) else {
+                    continue;
+                };
+                let Some(last_t) = crate::time::parse_rfc3339(&last) else {
+                    continue;
+                };
+                let missed = match next_after(&plan, last_t) {
+                    Some(m) if m <= now => m,
+                    _ => continue,
+                };
+                log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while the daemon was down; firing once now", crate::time::rfc3339(missed));
+                let mut ctx = Map::new();
+                ctx.insert("cron".into(), cron.clone().into());
+                ctx.insert("catch_up".into(), true.into());
+                self.fire(&job.id, "cron", missed, ctx, Some(key));
+            }
+        }
+        // Drop entries of deleted jobs or changed triggers.
+        if keep.len() != self.state.last_fire.len() {
+            self.state.last_fire.retain(|k, _| keep.contains_key(k));
+            if let Err(e) = self.engine.store.save_state(&self.state) {
+                log::error!(event = "store.error"; "{e}");
+            }
+        }
+    }
+}
+
+fn make_plan(job: &Job, t: &Trigger, daemon_start: DateTime<Utc>) -> Option<Plan> {
+    match t {
+        Trigger::Cron { cron, timezone } => {
+            let sched = CronSchedule::parse(cron).ok()?;
+            let zone = Zone::parse(timezone.as_deref()).ok()?;
+            Some(Plan::Cron {
+                sched,
+                zone,
+                expr: cron.clone(),
+            })
+        }
+        Trigger::Interval { seconds } => {
+            let created = crate::time::parse_rfc3339(&job.created_at).unwrap_or(daemon_start);
+            Some(Plan::Interval {
+                anchor: created.max(daemon_start),
+                every_ms: (*seconds as i64).saturating_mul(1000),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The next instant after `now` at which any clock trigger of an enabled `job` fires; the
+/// same computation the clock plans with, so the API can show it without asking the clock.
+pub fn job_next_fire(
+    job: &Job,
+    daemon_start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if !job.enabled {
+        return None;
+    }
+    job.triggers
+        .iter()
+        .filter_map(|t| make_plan(job, t, daemon_start))
+        .filter_map(|p| next_after(&p, now))
+        .min()
+}
+
+/// The first fire instant of `plan` strictly after `after`.
+fn next_after(plan: &Plan, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match plan {
+        Plan::Cron { sched, zone, .. } => sched.next_after(after, zone),
+        Plan::Interval { anchor, every_ms } => Some(interval_next(*anchor, *every_ms, after)),
+    }
+}
+
+/// `anchor + k * every` for the smallest k >= 1 with a result after `after`: no drift,
+/// however late the clock woke.
+pub fn interval_next(anchor: DateTime<Utc>, every_ms: i64, after: DateTime<Utc>) -> DateTime<Utc> {
+    let every_ms = every_ms.max(1);
+    let elapsed = (after - anchor).num_milliseconds();
+    let k = if elapsed < 0 {
+        1
+    } else {
+        elapsed / every_ms + 1
+    };
+    anchor + chrono::Duration::milliseconds(k.saturating_mul(every_ms))
+}
+
+/// The context a manual run records as its trigger.
+pub fn manual_context() -> Map<String, Value> {
+    match json!({"type": "manual", "fired_at": crate::time::now_rfc3339()}) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_has_no_drift() {
+        let a = crate::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let late = crate::time::parse_rfc3339("2026-01-01T00:00:10.700Z").unwrap();
+        assert_eq!(
+            crate::time::rfc3339(interval_next(a, 5000, late)),
+            "2026-01-01T00:00:15.000Z"
+        );
+        assert_eq!(
+            crate::time::rfc3339(interval_next(a, 5000, a)),
+            "2026-01-01T00:00:05.000Z"
+        );
+        let before = crate::time::parse_rfc3339("2025-12-31T00:00:00Z").unwrap();
+        assert_eq!(
+            interval_next(a, 5000, before),
+            a + chrono::Duration::seconds(5)
+        );
+    }
+}

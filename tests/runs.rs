@@ -1,0 +1,337 @@
+//! Agent execution through the real daemon: interval firing, run records, overlap
+//! policies, timeouts that kill whole process groups, rlimits, output cuts, retries.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn manual(d: &Daemon, job: &str) -> String {
+    let (st, v) = d.post(&format!("/jobs/{job}/run"), &json!({}));
+    assert_eq!(st, 202, "{v}");
+    v["run_id"].as_str().expect("run_id").to_string()
+}
+
+#[test]
+fn interval_job_runs_and_records_everything() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job(
+        "tick",
+        "echo \"out:$BOG_JOB_NAME:$BOG_TRIGGER:$1\"; echo to-stderr >&2; test -s \"$BOG_EVENT_FILE\" && echo event-ok; echo \"env:$GREETING\"",
+        json!([{"type": "interval", "seconds": 1}]),
+    );
+    job["agent"]["command"] = json!(["sh", "-c", job["agent"]["command"][2], "sh", "{prompt}"]);
+    job["env"] = json!({"GREETING": "hi"});
+    d.create(&job);
+    let r = d.wait_run("tick", 20, "a succeeded interval run", |r| {
+        r["status"] == "succeeded"
+    });
+    let out = r["output"].as_str().unwrap();
+    assert!(
+        out.contains("out:tick:interval:test prompt for tick"),
+        "{out}"
+    );
+    assert!(out.contains("event-ok"), "{out}");
+    assert!(out.contains("env:hi"), "{out}");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["attempts"], 1);
+    assert_eq!(r["stderr_tail"], "to-stderr\n");
+    assert!(r["duration_ms"].is_u64());
+    assert!(r["started_at"].is_string() && r["finished_at"].is_string());
+    assert_eq!(r["trigger"]["type"], "interval");
+    assert_eq!(r["trigger"]["seconds"], 1);
+    assert!(r["trigger"]["scheduled_at"].is_string());
+    // The record on disk is the one served.
+    let p = d
+        .dir
+        .join("runs")
+        .join(r["job_id"].as_str().unwrap())
+        .join(format!("{}.json", r["id"].as_str().unwrap()));
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    assert_eq!(on_disk["status"], "succeeded");
+}
+
+#[test]
+fn prompt_via_stdin_and_failed_exit_and_retries() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job("stdin", "cat; exit 3", idle_trigger());
+    job["agent"]["prompt_via"] = json!("stdin");
+    job["max_retries"] = json!(2);
+    job["retry_backoff_seconds"] = json!(0.05);
+    d.create(&job);
+    let id = manual(&d, "stdin");
+    let r = d.wait_final("stdin", &id, 20);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["attempts"], 3);
+    assert_eq!(r["output"], "test prompt for stdin");
+    assert!(r["error"].as_str().unwrap().contains("code 3"), "{r}");
+}
+
+#[test]
+fn missing_command_and_working_dir_fail_with_reason() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&json!({"name": "nocmd", "prompt": "p", "agent": {"command": ["/no/such/agent-bin"]}, "triggers": idle_trigger()}));
+    let r = d.wait_final("nocmd", &manual(&d, "nocmd"), 20);
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("not found"), "{r}");
+
+    let mut job = sh_job("nodir", "true", idle_trigger());
+    job["working_dir"] = json!("/no/such/dir/anywhere");
+    d.create(&job);
+    let r = d.wait_final("nodir", &manual(&d, "nodir"), 20);
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/dir/anywhere"),
+        "{r}"
+    );
+}
+
+#[test]
+fn default_agent_from_config_gets_prompt_and_model() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.json"),
+        r#"{"default_agent": ["sh", "-c", "echo \"[$0] [$1]\"", "{model}", "{prompt}"]}"#,
+    )
+    .unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&json!({"name": "dflt", "prompt": "hello {{job_name}} via {{trigger}}", "model": "m1", "triggers": idle_trigger()}));
+    let r = d.wait_final("dflt", &manual(&d, "dflt"), 20);
+    assert_eq!(r["output"], "[m1] [hello dflt via manual]\n", "{r}");
+}
+
+/// A script that starts and stays busy until a flag file appears.
+fn blocker(flag: &std::path::Path) -> String {
+    format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; echo done",
+        flag.display()
+    )
+}
+
+#[test]
+fn overlap_skip_queue_parallel() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &["--workers", "4"]);
+    for (name, policy) in [("skip", "skip"), ("queue", "queue"), ("par", "parallel")] {
+        let flag = t.path().join(format!("flag-{name}"));
+        let mut job = sh_job(name, &blocker(&flag), idle_trigger());
+        job["overlap"] = json!(policy);
+        d.create(&job);
+        let first = manual(&d, name);
+        d.wait_run(name, 20, "first run running", |r| {
+            r["id"] == first.as_str() && r["status"] == "running"
+        });
+        let (_, a) = d.post(&format!("/jobs/{name}/run"), &json!({}));
+        let (_, b) = d.post(&format!("/jobs/{name}/run"), &json!({}));
+        match policy {
+            "skip" => {
+                assert_eq!(a["status"], "skipped");
+                assert_eq!(b["status"], "skipped");
+                let r = d.wait_final(name, a["run_id"].as_str().unwrap(), 5);
+                assert_eq!(r["status"], "skipped");
+                assert!(r["error"].as_str().unwrap().contains("overlap"));
+            }
+            "queue" => {
+                assert_eq!(a["status"], "queued");
+                assert_eq!(b["status"], "coalesced");
+                assert_eq!(
+                    a["run_id"], b["run_id"],
+                    "second firing coalesces into the pending run"
+                );
+            }
+            _ => {
+                assert_eq!(a["status"], "queued");
+                assert_eq!(b["status"], "queued");
+                // All three run at once: each is running before any is released.
+                for id in [&a["run_id"], &b["run_id"]] {
+                    d.wait_run(name, 20, "parallel run running", |r| {
+                        &r["id"] == id && r["status"] == "running"
+                    });
+                }
+            }
+        }
+        std::fs::write(&flag, "").unwrap();
+        let r = d.wait_final(name, &first, 20);
+        assert_eq!(r["status"], "succeeded");
+        if policy == "queue" {
+            let r = d.wait_final(name, a["run_id"].as_str().unwrap(), 20);
+            assert_eq!(r["status"], "succeeded");
+            let (_, runs) = d.get(&format!("/jobs/{name}/runs"));
+            assert_eq!(
+                runs.as_array().unwrap().len(),
+                2,
+                "one active + one coalesced pending"
+            );
+        }
+        if policy == "parallel" {
+            for id in [&a["run_id"], &b["run_id"]] {
+                assert_eq!(
+                    d.wait_final(name, id.as_str().unwrap(), 20)["status"],
+                    "succeeded"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn timeout_kills_the_process_group_including_grandchildren() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let pids = t.path().join("pids");
+    // The agent starts a grandchild that ignores SIGTERM, records both pids, then waits.
+    let script = format!(
+        "sh -c 'trap \"\" TERM; while true; do sleep 0.05; done' & echo $$ $! > {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pids.display()
+    );
+    let mut job = sh_job("slow", &script, idle_trigger());
+    job["limits"] = json!({"timeout_seconds": 1});
+    d.create(&job);
+    let id = manual(&d, "slow");
+    let text = wait_for(20, "pid file", || std::fs::read_to_string(&pids).ok());
+    let ps: Vec<i32> = text
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(ps.len(), 2);
+    assert!(ps.iter().all(|p| alive(*p)), "agent and grandchild started");
+    let r = d.wait_final("slow", &id, 30);
+    assert_eq!(r["status"], "timed_out");
+    assert!(
+        r["error"].as_str().unwrap().contains("timeout_seconds"),
+        "{r}"
+    );
+    for p in ps {
+        wait_for(10, &format!("pid {p} gone"), || (!alive(p)).then_some(()));
+    }
+}
+
+#[test]
+fn memory_limit_stops_an_agent_that_allocates_past_it() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&json!({
+        "name": "mem", "prompt": "p",
+        "agent": {"command": ["python3", "-c", "x = bytearray(512 * 1024 * 1024); print('allocated')"]},
+        "limits": {"memory_mb": 128},
+        "triggers": idle_trigger()
+    }));
+    let r = d.wait_final("mem", &manual(&d, "mem"), 30);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(!r["output"].as_str().unwrap().contains("allocated"));
+    assert!(r["error"].as_str().unwrap().contains("memory_mb"), "{r}");
+    assert!(
+        r["stderr_tail"].as_str().unwrap().contains("MemoryError"),
+        "{r}"
+    );
+}
+
+#[test]
+fn cpu_limit_is_named() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job("spin", "while :; do :; done", idle_trigger());
+    job["limits"] = json!({"cpu_seconds": 1, "timeout_seconds": 60});
+    d.create(&job);
+    let r = d.wait_final("spin", &manual(&d, "spin"), 60);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("cpu_seconds"), "{r}");
+}
+
+#[test]
+fn output_is_cut_at_max_output_kb() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job(
+        "flood",
+        "head -c 300000 /dev/zero | tr '\\0' a",
+        idle_trigger(),
+    );
+    job["limits"] = json!({"max_output_kb": 4});
+    d.create(&job);
+    let r = d.wait_final("flood", &manual(&d, "flood"), 30);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["output_truncated"], true);
+    assert_eq!(r["output_bytes"], 300000);
+    let out = r["output"].as_str().unwrap();
+    assert!(out.starts_with(&"a".repeat(4096)));
+    assert!(
+        out.contains("output cut at max_output_kb = 4 KiB"),
+        "{}",
+        &out[4096..]
+    );
+    assert!(out.len() < 4096 + 200);
+}
+
+#[test]
+fn file_and_stdout_outputs_and_dispatch_errors() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let f = t.path().join("result.txt");
+    let mut job = sh_job("outs", "echo result-text; exit 1", idle_trigger());
+    job["outputs"] = json!([
+        {"type": "file", "path": f.to_str().unwrap()},
+        {"type": "stdout", "on": ["succeeded"]},
+        {"type": "file", "path": "/no/such/dir/out.txt", "on": ["failed"]},
+        {"type": "log"}
+    ]);
+    d.create(&job);
+    let id = manual(&d, "outs");
+    let r = d.wait_final("outs", &id, 20);
+    assert_eq!(r["status"], "failed");
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert!(
+        text.contains(&format!("=== outs run {id}"))
+            && text.contains("failed")
+            && text.contains("result-text"),
+        "{text}"
+    );
+    assert!(
+        !d.stdout().contains("result-text"),
+        "stdout output is only for succeeded runs"
+    );
+    let errs = r["dispatch_errors"].as_array().unwrap();
+    assert_eq!(errs.len(), 1, "{r}");
+    assert_eq!(errs[0]["target"], "file");
+    assert!(errs[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/dir/out.txt"));
+    assert!(d.stderr().contains("output.log"), "log output line");
+}
+
+#[test]
+fn history_keeps_the_newest_runs() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job("hist", "echo x", idle_trigger());
+    job["history"] = json!(3);
+    let j = d.create(&job);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let id = manual(&d, "hist");
+        d.wait_final("hist", &id, 20);
+        ids.push(id);
+    }
+    let (_, runs) = d.get("/jobs/hist/runs");
+    let got: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = ids.iter().rev().take(3).map(String::as_str).collect();
+    assert_eq!(got, want);
+    let files = std::fs::read_dir(d.dir.join("runs").join(j["id"].as_str().unwrap()))
+        .unwrap()
+        .count();
+    assert_eq!(files, 3);
+}
