@@ -422,6 +422,11 @@ impl Engine {
         if let Some(w) = &next {
             runs.active.insert(w.run.id.clone());
         }
+        let idle = runs.active.is_empty();
+        drop(runs);
+        if idle && self.job(job_id).is_none() {
+            lock(&self.runs).remove(job_id);
+        }
         next
     }
 

@@ -89,7 +89,11 @@ pub fn interrupt_unstarted(engine: &Engine, w: Work) {
     engine.finish_run(&w.job.id, &rec.id);
 }
 
+/// Writes a run record, unless its job was deleted meanwhile (its records went with it).
 fn save(engine: &Engine, rec: &RunRecord) {
+    if engine.job(&rec.job_id).is_none() {
+        return;
+    }
     if let Err(e) = engine.store.save_run(rec) {
         log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
     }

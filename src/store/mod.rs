@@ -360,8 +360,10 @@ impl Store {
         (fixed, bad)
     }
 
-    /// Removes temp files left in `jobs/` by a crash mid-write.
+    /// Removes temp files left in `jobs/` by a crash mid-write, and event files of runs
+    /// that a crash cut short.
     pub fn clean_temp_files(&self) {
+        let _ = fs::remove_dir_all(self.dir.join("events"));
         if let Ok(rd) = fs::read_dir(self.jobs_dir()) {
             for p in rd.filter_map(|e| e.ok()).map(|e| e.path()) {
                 if p.file_name()
