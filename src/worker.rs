@@ -237,7 +237,7 @@ fn execute(engine: &Engine, w: Work) {
     }
     if rec.status != RunStatus::Interrupted {
         let before = rec.dispatch_errors.len();
-        crate::outputs::dispatch(&job, &mut rec);
+        crate::outputs::dispatch(&job, &mut rec, &engine.shutdown_signal());
         for e in &rec.dispatch_errors[before..] {
             Metrics::inc(&engine.metrics.dispatch_errors_total);
             log::warn!(event = "dispatch.error", job = job.name.as_str(), run = rec.id.as_str(), target = e.target.as_str(); "{}", e.error);
