@@ -201,7 +201,13 @@ fn classify(e: &lettre::transport::smtp::Error, shown: &str, s: &Settings) -> Fa
         };
         return Failure::permanent(format!("{text}{hint}"));
     }
-    if e.is_transient() || e.is_timeout() {
+    if is_timeout(e) {
+        return Failure::transient(format!(
+            "{shown}: timed out: no answer from the server within {} s",
+            COMMAND_TIMEOUT.as_secs()
+        ));
+    }
+    if e.is_transient() {
         return Failure::transient(text);
     }
     if e.is_tls() {
@@ -221,6 +227,22 @@ fn classify(e: &lettre::transport::smtp::Error, shown: &str, s: &Settings) -> Fa
     }
     // Connection and network errors: refused, reset, unreachable.
     Failure::transient(text)
+}
+
+/// Whether an I/O timeout caused `e`. A socket read timeout is `WouldBlock` (EAGAIN) on
+/// Linux, which lettre's own `is_timeout` does not count.
+fn is_timeout(e: &lettre::transport::smtp::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            );
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// The mail: `[bog-agents] <job> <status>`, Date, a Message-ID unique to this delivery

@@ -129,13 +129,21 @@ fn transport_failure(who: &str, t: &ureq::Transport) -> Failure {
         K::TooManyRedirects => "too many redirects",
         _ => "request failed",
     };
-    let mut error = format!("{who}: {what}");
-    if let Some(src) = std::error::Error::source(t) {
-        error.push_str(&format!(": {src}"));
-    } else if let Some(m) = t.message() {
-        error.push_str(&format!(": {m}"));
+    // ureq nests its errors; the innermost one says what happened ("Connection refused").
+    let mut root: &dyn std::error::Error = t;
+    while let Some(s) = root.source() {
+        root = s;
     }
-    if t.kind() == K::Io && error.contains("timed out") {
+    let detail = if std::ptr::addr_eq(root, t) {
+        t.message().unwrap_or_default().to_string()
+    } else {
+        root.to_string()
+    };
+    let mut error = format!("{who}: {what}");
+    if !detail.is_empty() {
+        error.push_str(&format!(": {detail}"));
+    }
+    if detail.contains("timed out") {
         error.push_str(&format!(
             " (timeouts: {} s to connect, {} s per request)",
             CONNECT_TIMEOUT.as_secs(),
