@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Capacity of the work queue between triggers and workers (default 1024).
     pub queue_capacity: Option<usize>,
+    /// Milliseconds between reads of watched git repositories (default 1000).
+    pub git_poll_ms: Option<u64>,
 }
 
 /// Reads `config.json` from the data dir; a missing file is the defaults.

@@ -32,6 +32,7 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     pub grace: Option<u64>,
     pub log_format: Option<Format>,
+    pub git_poll_ms: Option<u64>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
@@ -80,6 +81,9 @@ pub fn run(opts: RunOptions) -> i32 {
         grace_seconds: opts.grace.or(cfg.grace_seconds).unwrap_or(30),
         max_body_bytes: cfg.max_body_bytes.unwrap_or(1 << 20),
         queue_capacity: cfg.queue_capacity.unwrap_or(1024).max(1),
+        git_poll: Duration::from_millis(
+            opts.git_poll_ms.or(cfg.git_poll_ms).unwrap_or(1000).max(10),
+        ),
     };
 
     store.clean_temp_files();
@@ -136,10 +140,15 @@ pub fn run(opts: RunOptions) -> i32 {
     let started = (|| -> std::io::Result<_> {
         worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
         triggers::clock::spawn(engine.clone(), clock_rx)?;
+        triggers::files::spawn(engine.clone())?;
+        let (git_kick, git_kick_rx) = bounded(1);
+        triggers::git::spawn(engine.clone(), git_kick_rx, engine.settings.git_poll)?;
         api::spawn(
             Arc::new(Api {
                 engine: engine.clone(),
                 token,
+                hooks: Default::default(),
+                git_kick,
             }),
             server.clone(),
             HTTP_THREADS,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -29,6 +29,8 @@ pub struct Settings {
     pub grace_seconds: u64,
     pub max_body_bytes: usize,
     pub queue_capacity: usize,
+    /// How often the git poller reads watched repositories.
+    pub git_poll: std::time::Duration,
 }
 
 /// One unit of work for the pool: a run to execute.
@@ -36,6 +38,9 @@ pub struct Settings {
 pub struct Work {
     pub job: Arc<Job>,
     pub run: RunRecord,
+    /// Firing context that is too big or too raw for the run record (a webhook's body and
+    /// parsed payload): given to the prompt template and the event file only.
+    pub extra: Arc<Map<String, Value>>,
 }
 
 /// Messages to the scheduler clock.
@@ -89,6 +94,10 @@ struct JobRuns {
     active: HashSet<String>,
     /// Overlap `queue`: the one run waiting behind the active one.
     pending: Option<Work>,
+    /// Since when the job has had a run queued or executing.
+    busy_since: Option<SystemTime>,
+    /// The last stretch during which it had one (for the file_change self-trigger rule).
+    last_busy: Option<(SystemTime, SystemTime)>,
 }
 
 /// Shared daemon state; one `Arc<Engine>` is handed to every thread.
@@ -106,6 +115,10 @@ pub struct Engine {
     running: Mutex<HashMap<String, Sender<()>>>,
     work_tx: Sender<Work>,
     clock_tx: Sender<ClockMsg>,
+    /// Trigger threads that re-plan a job when it changes (file watcher, git poller).
+    listeners: Mutex<Vec<Sender<String>>>,
+    /// Webhook path → ids of the jobs with a webhook trigger on it.
+    hooks: RwLock<HashMap<String, Vec<String>>>,
     shutting_down: AtomicBool,
     /// Dropped at shutdown, which wakes every receiver of `shutdown_rx` at once.
     shutdown_tx: Mutex<Option<Sender<()>>>,
@@ -135,6 +148,12 @@ impl Engine {
         clock_tx: Sender<ClockMsg>,
     ) -> Engine {
         let mut table = JobTable::default();
+        let mut hooks: HashMap<String, Vec<String>> = HashMap::new();
+        for j in &jobs {
+            for p in hook_paths(j) {
+                hooks.entry(p).or_default().push(j.id.clone());
+            }
+        }
         for j in jobs {
             table.by_name.insert(j.name.clone(), j.id.clone());
             table.by_id.insert(j.id.clone(), Arc::new(j));
@@ -156,6 +175,8 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             work_tx,
             clock_tx,
+            listeners: Mutex::new(Vec::new()),
+            hooks: RwLock::new(hooks),
             shutting_down: AtomicBool::new(false),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             shutdown_rx,
@@ -226,18 +247,65 @@ impl Engine {
         let job = Arc::new(job);
         {
             let mut t = self.jobs.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(old) = t.by_id.get(&job.id) {
-                let old_name = old.name.clone();
-                t.by_name.remove(&old_name);
+            if let Some(old) = t.by_id.get(&job.id).cloned() {
+                t.by_name.remove(&old.name);
+                self.unindex_hooks(&old);
             }
+            self.index_hooks(&job);
             t.by_name.insert(job.name.clone(), job.id.clone());
             t.by_id.insert(job.id.clone(), job.clone());
             self.metrics
                 .jobs
                 .store(t.by_id.len() as u64, Ordering::Relaxed);
         }
-        let _ = self.clock_tx.send(ClockMsg::Job(job.id.clone()));
+        self.notify_change(&job.id);
         job
+    }
+
+    fn notify_change(&self, id: &str) {
+        let _ = self.clock_tx.send(ClockMsg::Job(id.to_string()));
+        lock(&self.listeners).retain(|l| l.send(id.to_string()).is_ok());
+    }
+
+    /// A channel that receives the id of every job that is added, changed or removed.
+    pub fn subscribe(&self) -> Receiver<String> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        lock(&self.listeners).push(tx);
+        rx
+    }
+
+    fn index_hooks(&self, job: &Job) {
+        let mut h = self.hooks.write().unwrap_or_else(|p| p.into_inner());
+        for p in hook_paths(job) {
+            let ids = h.entry(p).or_default();
+            if !ids.contains(&job.id) {
+                ids.push(job.id.clone());
+            }
+        }
+    }
+
+    fn unindex_hooks(&self, job: &Job) {
+        let mut h = self.hooks.write().unwrap_or_else(|p| p.into_inner());
+        for p in hook_paths(job) {
+            if let Some(ids) = h.get_mut(&p) {
+                ids.retain(|i| i != &job.id);
+                if ids.is_empty() {
+                    h.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// The jobs with a webhook trigger on `path`.
+    pub fn hook_jobs(&self, path: &str) -> Vec<Arc<Job>> {
+        let ids = self
+            .hooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+            .unwrap_or_default();
+        ids.iter().filter_map(|id| self.job(id)).collect()
     }
 
     /// Deletes a job, its file and its run records.
@@ -256,12 +324,13 @@ impl Engine {
             let mut t = self.jobs.write().unwrap_or_else(|p| p.into_inner());
             if let Some(old) = t.by_id.remove(id) {
                 t.by_name.remove(&old.name);
+                self.unindex_hooks(&old);
             }
             self.metrics
                 .jobs
                 .store(t.by_id.len() as u64, Ordering::Relaxed);
         }
-        let _ = self.clock_tx.send(ClockMsg::Job(id.to_string()));
+        self.notify_change(id);
     }
 
     /// Re-reads one job file after it changed on disk (a CLI `job add`, a hand edit).
@@ -333,6 +402,7 @@ impl Engine {
         &self,
         id_or_name: &str,
         trigger: Map<String, Value>,
+        extra: Map<String, Value>,
         manual: bool,
     ) -> Result<Fired, FireError> {
         if self.is_shutting_down() {
@@ -368,7 +438,11 @@ impl Engine {
                 .map_err(|e| FireError::Store(e.to_string()))?;
             let id = rec.id.clone();
             log::info!(event = "run.queued", job = job.name.as_str(), run = id.as_str(); "queued behind the active run (overlap: queue)");
-            runs.pending = Some(Work { job, run: rec });
+            runs.pending = Some(Work {
+                job,
+                run: rec,
+                extra: Arc::new(extra),
+            });
             Metrics::inc(&self.metrics.runs_queued);
             return Ok(Fired::Queued(id));
         }
@@ -376,14 +450,25 @@ impl Engine {
             .save_run(&rec)
             .map_err(|e| FireError::Store(e.to_string()))?;
         let id = rec.id.clone();
+        if runs.active.is_empty() && runs.pending.is_none() {
+            runs.busy_since = Some(SystemTime::now());
+        }
         runs.active.insert(id.clone());
-        match self.work_tx.try_send(Work { job, run: rec }) {
+        let work = Work {
+            job,
+            run: rec,
+            extra: Arc::new(extra),
+        };
+        match self.work_tx.try_send(work) {
             Ok(()) => {
                 Metrics::inc(&self.metrics.runs_queued);
                 Ok(Fired::Queued(id))
             }
             Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
                 runs.active.remove(&id);
+                if runs.active.is_empty() {
+                    runs.busy_since = None;
+                }
                 let mut rec = w.run;
                 rec.status = RunStatus::Skipped;
                 rec.error = Some(format!(
@@ -423,11 +508,40 @@ impl Engine {
             runs.active.insert(w.run.id.clone());
         }
         let idle = runs.active.is_empty();
+        if idle {
+            let now = SystemTime::now();
+            runs.last_busy = Some((runs.busy_since.take().unwrap_or(now), now));
+        }
         drop(runs);
         if idle && self.job(job_id).is_none() {
             lock(&self.runs).remove(job_id);
         }
         next
+    }
+
+    /// Whether a change to a file of a job's file_change root counts as the job's own: made
+    /// while a run is queued or executing. `mtime` is the file's modification time (None if it
+    /// is gone); without it, a change seen within `grace` after the last run is the run's.
+    pub fn is_own_change(&self, job_id: &str, mtime: Option<SystemTime>, grace: Duration) -> bool {
+        let slot = self.job_runs(job_id);
+        let runs = lock(&slot);
+        if !runs.active.is_empty() || runs.pending.is_some() {
+            return true;
+        }
+        let Some((start, end)) = runs.last_busy else {
+            return false;
+        };
+        match mtime {
+            Some(m) => m >= start && m <= end,
+            None => SystemTime::now()
+                .duration_since(end)
+                .is_ok_and(|d| d < grace),
+        }
+    }
+
+    /// Whether the work queue is full (webhooks answer 429 then).
+    pub fn queue_full(&self) -> bool {
+        self.work_tx.is_full()
     }
 
     /// Run ids that are queued or executing for a job (protected from retention).
@@ -494,6 +608,17 @@ impl Engine {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
+}
+
+/// The webhook paths a job listens on.
+fn hook_paths(job: &Job) -> Vec<String> {
+    job.triggers
+        .iter()
+        .filter_map(|t| match t {
+            crate::job::Trigger::Webhook { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Logs, once per load, the triggers and outputs of `job` that this build does not act on.

@@ -61,6 +61,22 @@ pub fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
+/// Standard base64 (RFC 4648 §4) with padding.
+pub fn base64_std(bytes: &[u8]) -> String {
+    let mut s: String = base64_url(bytes)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while s.len() % 4 != 0 {
+        s.push('=');
+    }
+    s
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -85,6 +101,12 @@ mod tests {
         assert_eq!(base64_url(b"foo"), "Zm9v");
         assert_eq!(base64_url(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn standard_base64() {
+        assert_eq!(base64_std(b"f"), "Zg==");
+        assert_eq!(base64_std(&[0xfb, 0xff]), "+/8=");
     }
 
     #[test]

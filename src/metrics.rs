@@ -42,6 +42,16 @@ metrics! {
     runs_coalesced_total: "counter",
     /// Output deliveries that failed.
     dispatch_errors_total: "counter",
+    /// Webhook requests received on /hooks/ paths.
+    webhooks_received_total: "counter",
+    /// Webhook requests refused (unknown path, bad signature, unset secret, full queue).
+    webhooks_rejected_total: "counter",
+    /// Webhook requests with an already seen X-GitHub-Delivery (not fired again).
+    webhooks_duplicate_total: "counter",
+    /// File-change firings.
+    file_change_firings_total: "counter",
+    /// Git-push firings.
+    git_push_firings_total: "counter",
     /// Times the scheduler clock woke because a deadline was due.
     scheduler_wakeups_total: "counter",
     /// Times the scheduler clock woke to re-plan (job change or wall-clock re-check).

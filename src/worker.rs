@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::agent::{self, Control, Spec};
 use crate::engine::{Engine, Work};
@@ -99,8 +99,9 @@ fn save(engine: &Engine, rec: &RunRecord) {
     }
 }
 
-/// The template variables of a run: job name, trigger type, and the trigger's context.
-pub fn template_vars(job: &Job, trigger: &Value) -> Value {
+/// The template variables of a run: job name, trigger type, the trigger's context, and the
+/// firing's extra context (a webhook's `payload` and `body`).
+pub fn template_vars(job: &Job, trigger: &Value, extra: &Map<String, Value>) -> Value {
     let mut vars = serde_json::Map::new();
     vars.insert("job_name".into(), job.name.clone().into());
     vars.insert("job_id".into(), job.id.clone().into());
@@ -112,6 +113,9 @@ pub fn template_vars(job: &Job, trigger: &Value) -> Value {
                 vars.insert(k.clone(), v.clone());
             }
         }
+    }
+    for (k, v) in extra {
+        vars.insert(k.clone(), v.clone());
     }
     Value::Object(vars)
 }
@@ -136,7 +140,7 @@ pub fn agent_argv(job: &Job, default_agent: Option<&[String]>) -> (Vec<String>, 
 fn execute(engine: &Engine, w: Work) {
     let job = w.job;
     let mut rec = w.run;
-    let vars = template_vars(&job, &rec.trigger);
+    let vars = template_vars(&job, &rec.trigger, &w.extra);
     let (prompt, unknown) = crate::template::render(&job.prompt, &vars);
     if !unknown.is_empty() {
         log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", unknown.join(", "));
@@ -154,7 +158,7 @@ fn execute(engine: &Engine, w: Work) {
         })
         .collect();
 
-    let event_file = write_event_file(engine, &job, &rec, &prompt);
+    let event_file = write_event_file(engine, &job, &rec, &w.extra, &prompt);
     let trigger_type = rec
         .trigger
         .get("type")
@@ -237,7 +241,7 @@ fn execute(engine: &Engine, w: Work) {
     }
     if rec.status != RunStatus::Interrupted {
         let before = rec.dispatch_errors.len();
-        crate::outputs::dispatch(&job, &mut rec, &engine.shutdown_signal());
+        crate::outputs::dispatch(&job, &mut rec, &vars, &engine.shutdown_signal());
         for e in &rec.dispatch_errors[before..] {
             Metrics::inc(&engine.metrics.dispatch_errors_total);
             log::warn!(event = "dispatch.error", job = job.name.as_str(), run = rec.id.as_str(), target = e.target.as_str(); "{}", e.error);
@@ -342,17 +346,29 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
 }
 
 /// Writes the firing context to `<data dir>/events/<run-id>.json` for `BOG_EVENT_FILE`.
-fn write_event_file(engine: &Engine, job: &Job, rec: &RunRecord, prompt: &str) -> Option<PathBuf> {
+fn write_event_file(
+    engine: &Engine,
+    job: &Job,
+    rec: &RunRecord,
+    extra: &Map<String, Value>,
+    prompt: &str,
+) -> Option<PathBuf> {
     let dir = engine.store.dir().join("events");
     if let Err(e) = crate::fsio::create_dir_all_mode(&dir, 0o700) {
         log::error!(event = "store.error", run = rec.id.as_str(); "cannot create {}: {e}", dir.display());
         return None;
     }
     let p = dir.join(format!("{}.json", rec.id));
+    let mut trigger = rec.trigger.clone();
+    if let Value::Object(t) = &mut trigger {
+        for (k, v) in extra {
+            t.insert(k.clone(), v.clone());
+        }
+    }
     let body = json!({
         "job": {"id": job.id, "name": job.name},
         "run": {"id": rec.id, "attempt": rec.attempts + 1},
-        "trigger": rec.trigger,
+        "trigger": trigger,
         "prompt": prompt,
     });
     let data = serde_json::to_vec_pretty(&body).unwrap_or_default();

@@ -647,6 +647,52 @@ fn github_comment_posts_to_the_issue_and_401_is_not_retried() {
     );
 }
 
+#[test]
+fn github_comment_lands_on_the_pull_request_that_fired_the_webhook() {
+    let t = tempdir();
+    let gh = Server::start(reply(201, r#"{"id": 2}"#));
+    let d = Daemon::start_env(
+        t.path(),
+        &[],
+        &[("GH_TOKEN", "ghp_pr"), ("HOOK_SECRET", "hook-secret")],
+    );
+    d.create(&json!({
+        "name": "pr-review",
+        "prompt": "review PR {{payload.pull_request.number}}",
+        "agent": {"command": ["sh", "-c", "echo \"$1\"", "sh", "{prompt}"]},
+        "triggers": [{"type": "webhook", "path": "/hooks/pr", "secret_env": "HOOK_SECRET"}],
+        "outputs": [{"type": "github_comment", "repo": "octo/repo",
+                     "issue": "{{payload.pull_request.number}}", "token_env": "GH_TOKEN",
+                     "api_url": gh.url("/api/v3")}]
+    }));
+    let body = br#"{"action": "opened", "pull_request": {"number": 99}}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"hook-secret").unwrap();
+    mac.update(body);
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (st, _, text) = d.raw(
+        "POST",
+        "/hooks/pr",
+        Some(body),
+        &[("X-Hub-Signature-256", &format!("sha256={sig}"))],
+    );
+    assert_eq!(st, 202, "{text}");
+    let r = d.wait_run("pr-review", 60, "the webhook's run to finish", |r| {
+        !matches!(r["status"].as_str(), Some("queued") | Some("running"))
+    });
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(errors(&r), vec![], "{r}");
+    let reqs = gh.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/api/v3/repos/octo/repo/issues/99/comments");
+    let comment = reqs[0].json()["body"].as_str().unwrap().to_string();
+    assert!(comment.contains("\nreview PR 99\n"), "{comment}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Email.
 

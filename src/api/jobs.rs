@@ -204,10 +204,12 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
             _ => return Resp::error(400, "this endpoint takes no body (or {})"),
         }
     }
-    match api
-        .engine
-        .fire(id, crate::triggers::clock::manual_context(), true)
-    {
+    match api.engine.fire(
+        id,
+        crate::triggers::clock::manual_context(),
+        Default::default(),
+        true,
+    ) {
         Ok(f) => {
             let status = match &f {
                 Fired::Queued(_) => "queued",

@@ -21,9 +21,19 @@ pub struct Req {
     /// Path without the query string.
     pub path: String,
     pub query: String,
-    pub authorization: Option<String>,
-    pub accept: Option<String>,
+    /// Headers with lower-case names, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Req {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A response: status, content type, extra headers, body.
@@ -70,6 +80,10 @@ impl Resp {
 pub struct Api {
     pub engine: Arc<Engine>,
     pub token: String,
+    /// Webhook intake (`/hooks/...`, authenticated by HMAC instead of the token).
+    pub hooks: crate::triggers::webhook::Intake,
+    /// Wakes the git poller (`POST /git/notify`, called by the post-receive hook).
+    pub git_kick: crossbeam_channel::Sender<()>,
 }
 
 /// Starts `threads` request threads on `server`.
@@ -106,12 +120,6 @@ fn serve(api: &Api, server: &tiny_http::Server) {
 
 fn answer(api: &Api, mut rq: tiny_http::Request) {
     let limit = api.engine.settings.max_body_bytes;
-    let header = |name: &str| {
-        rq.headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().to_string())
-    };
     let url = rq.url().to_string();
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
@@ -121,8 +129,16 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
         method: rq.method().as_str().to_ascii_uppercase(),
         path,
         query,
-        authorization: header("Authorization"),
-        accept: header("Accept"),
+        headers: rq
+            .headers()
+            .iter()
+            .map(|h| {
+                (
+                    h.field.as_str().as_str().to_ascii_lowercase(),
+                    h.value.as_str().to_string(),
+                )
+            })
+            .collect(),
         body: Vec::new(),
     };
     let resp = if rq.body_length().is_some_and(|n| n > limit) {

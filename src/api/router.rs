@@ -8,10 +8,7 @@ use crate::metrics::Metrics;
 /// Answers one request. Never panics on any input.
 pub fn handle(api: &Api, req: &Req) -> Resp {
     if req.path.starts_with("/hooks/") {
-        return Resp::error(
-            404,
-            "webhook triggers are not active yet in this version: no job fires on this path",
-        );
+        return api.hooks.handle(&api.engine, req);
     }
     if !authorized(api, req) {
         Metrics::inc(&api.engine.metrics.http_unauthorized_total);
@@ -41,12 +38,17 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
         ["jobs", id, "runs"] => only(m, &["GET"], || jobs::runs(api, id, req)),
         ["jobs", id, "runs", run_id] => only(m, &["GET"], || jobs::run(api, id, run_id)),
         ["jobs", id, "run"] => only(m, &["POST"], || jobs::trigger(api, id, req)),
+        ["git", "notify"] => only(m, &["POST"], || {
+            // Several pushes in a row need one poll: a full channel already has one queued.
+            let _ = api.git_kick.try_send(());
+            Resp::json(202, &serde_json::json!({"status": "polling"}))
+        }),
         _ => Resp::error(404, format!("no such endpoint: {}", req.path)),
     }
 }
 
 fn authorized(api: &Api, req: &Req) -> bool {
-    let Some(h) = req.authorization.as_deref() else {
+    let Some(h) = req.header("authorization") else {
         return false;
     };
     let Some((scheme, token)) = h.trim().split_once(' ') else {

@@ -23,8 +23,7 @@ pub fn metrics(api: &Api, req: &Req) -> Resp {
     let e = &api.engine;
     let extra = [("uptime_seconds", e.started.elapsed().as_secs())];
     let wants_text = req
-        .accept
-        .as_deref()
+        .header("accept")
         .is_some_and(|a| a.contains("text/plain"));
     if wants_text {
         Resp {

@@ -2,6 +2,7 @@
 //! 1 failure, 2 bad usage or invalid input.
 
 mod client;
+mod githook;
 mod job;
 mod next;
 pub mod shellwords;
@@ -37,6 +38,8 @@ pub enum Cmd {
     Next(NextArgs),
     /// Print the API token (created if missing)
     Token,
+    /// Install a post-receive hook that tells the daemon about pushes at once
+    InstallGitHook(githook::HookArgs),
 }
 
 /// Flags of `run`.
@@ -57,6 +60,9 @@ pub struct RunArgs {
     /// Log format on stderr: text or json
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<Format>,
+    /// Milliseconds between reads of the repositories of git_push triggers (default 1000)
+    #[arg(long, value_name = "MS")]
+    pub git_poll_ms: Option<u64>,
 }
 
 /// `job` subcommands.
@@ -124,9 +130,11 @@ pub fn main() -> i32 {
             workers: a.workers.map(usize::from),
             grace: a.grace,
             log_format: a.log_format,
+            git_poll_ms: a.git_poll_ms,
         }),
         Cmd::Next(a) => next::run(&a),
         Cmd::Token => job::token(cli.data_dir.as_deref()),
+        Cmd::InstallGitHook(a) => githook::run(cli.data_dir.as_deref(), &a),
         Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),
     }
 }

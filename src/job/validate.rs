@@ -994,7 +994,7 @@ mod tests {
         let job = v(j).unwrap();
         assert_eq!(job.triggers.len(), 5);
         assert_eq!(job.outputs.len(), 7);
-        assert_eq!(job.warnings().len(), 3);
+        assert!(job.warnings().is_empty(), "{:?}", job.warnings());
     }
 
     #[test]

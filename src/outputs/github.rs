@@ -25,7 +25,7 @@ pub fn deliver(
     run: &RunRecord,
     ctx: &Ctx,
 ) -> Result<(), String> {
-    let number = issue_number(issue, job, run)?;
+    let number = issue_number(issue, ctx.vars)?;
     let token = super::secret_env(token_env, "token_env")?;
     let url = format!(
         "{}/repos/{repo}/issues/{number}/comments",
@@ -53,11 +53,10 @@ pub fn deliver(
         })
 }
 
-/// The issue number: the literal, or the template rendered against the run's trigger
-/// context.
-fn issue_number(issue: &str, job: &Job, run: &RunRecord) -> Result<u64, String> {
-    let vars = crate::worker::template_vars(job, &run.trigger);
-    let (text, unknown) = crate::template::render(issue, &vars);
+/// The issue number: the literal, or the template rendered against the firing's template
+/// variables.
+fn issue_number(issue: &str, vars: &serde_json::Value) -> Result<u64, String> {
+    let (text, unknown) = crate::template::render(issue, vars);
     let text = text.trim();
     match text.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -139,22 +138,25 @@ mod tests {
     }
 
     #[test]
-    fn issue_templates_render_from_the_trigger_context() {
+    fn issue_templates_render_from_the_firing_context() {
         let r = run(
-            json!({"type": "webhook", "payload": {"pull_request": {"number": 42}}}),
+            json!({"type": "webhook", "path": "/hooks/gh"}),
             String::new(),
         );
+        let mut extra = serde_json::Map::new();
+        extra.insert("payload".into(), json!({"pull_request": {"number": 42}}));
+        let vars = crate::worker::template_vars(&job(), &r.trigger, &extra);
         assert_eq!(
-            issue_number("{{payload.pull_request.number}}", &job(), &r),
+            issue_number("{{payload.pull_request.number}}", &vars),
             Ok(42)
         );
-        assert_eq!(issue_number("7", &job(), &r), Ok(7));
-        let e = issue_number("{{payload.issue.number}}", &job(), &r).unwrap_err();
+        assert_eq!(issue_number("7", &vars), Ok(7));
+        let e = issue_number("{{payload.issue.number}}", &vars).unwrap_err();
         assert!(
             e.contains("rendered to \"\"") && e.contains("payload.issue.number not in"),
             "{e}"
         );
-        let e = issue_number("{{trigger}}", &job(), &r).unwrap_err();
+        let e = issue_number("{{trigger}}", &vars).unwrap_err();
         assert!(e.contains("rendered to \"webhook\""), "{e}");
     }
 

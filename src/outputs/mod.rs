@@ -22,6 +22,7 @@ mod webhook;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use serde_json::Value;
 
 use crate::job::{Job, OnStatus, Output, Target};
 use crate::run::{RunRecord, RunStatus};
@@ -35,14 +36,19 @@ pub struct Ctx<'a> {
     pub retries: u32,
     /// Disconnects when the daemon begins to stop: backoff waits end early, no more retries.
     pub stop: &'a Receiver<()>,
+    /// The firing's template variables (as for the prompt), for templated settings such
+    /// as a `github_comment` `issue` of `{{payload.pull_request.number}}`.
+    pub vars: &'a Value,
 }
 
 /// Delivers `run` to every matching output of `job`, recording failures in the run.
-/// `stop` is the engine's shutdown signal.
-pub fn dispatch(job: &Job, run: &mut RunRecord, stop: &Receiver<()>) {
+/// `vars` are the firing's template variables (`worker::template_vars`); `stop` is the
+/// engine's shutdown signal.
+pub fn dispatch(job: &Job, run: &mut RunRecord, vars: &Value, stop: &Receiver<()>) {
     let ctx = Ctx {
         retries: job.max_retries.max(MIN_RETRIES),
         stop,
+        vars,
     };
     let rec: &RunRecord = run;
     let failures: Vec<(&'static str, String)> = std::thread::scope(|s| {
@@ -273,14 +279,14 @@ mod tests {
         r.status = RunStatus::Succeeded;
         r.output = "hello".into();
         let (_tx, stop) = crossbeam_channel::bounded(0);
-        dispatch(&j, &mut r, &stop);
-        dispatch(&j, &mut r, &stop);
+        dispatch(&j, &mut r, &json!({}), &stop);
+        dispatch(&j, &mut r, &json!({}), &stop);
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.matches("=== j run run_1").count(), 2);
         assert!(text.contains("hello\n"));
         assert!(r.dispatch_errors.is_empty(), "{:?}", r.dispatch_errors);
         r.status = RunStatus::Failed;
-        dispatch(&j, &mut r, &stop);
+        dispatch(&j, &mut r, &json!({}), &stop);
         assert_eq!(r.dispatch_errors.len(), 1);
         assert!(r.dispatch_errors[0].error.contains("/nonexistent-dir/x"));
     }
@@ -297,7 +303,7 @@ mod tests {
         let mut r = RunRecord::queued("run_1".into(), "job_1", "j", json!({}));
         r.status = RunStatus::Failed;
         let (_tx, stop) = crossbeam_channel::bounded(0);
-        dispatch(&j, &mut r, &stop);
+        dispatch(&j, &mut r, &json!({}), &stop);
         let got: Vec<(&str, &str)> = r
             .dispatch_errors
             .iter()

@@ -186,7 +186,7 @@ impl Clock {
             crate::time::rfc3339(scheduled).into(),
         );
         ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
-        match self.engine.fire(job_id, ctx, false) {
+        match self.engine.fire(job_id, ctx, Map::new(), false) {
             Ok(_)
             | Err(FireError::Disabled)
             | Err(FireError::NoSuchJob)

@@ -1,0 +1,606 @@
+//! Event triggers end to end: signed webhooks over real HTTP, file changes through real
+//! inotify, pushes into real git repositories (polled, and through the installed hook).
+
+mod common;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::path::Path;
+use std::process::Command;
+
+const SECRET: &str = "s3cr3t-hook-value";
+
+fn sig(secret: &str, body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body);
+    let bytes = m.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn hook_job(name: &str, path: &str, var: &str) -> Value {
+    json!({
+        "name": name,
+        "prompt": "pr={{payload.pull_request.number}} event={{event}}",
+        "agent": {"command": ["sh", "-c", "echo \"$1\"; cat \"$BOG_EVENT_FILE\"", "sh", "{prompt}"]},
+        "triggers": [{"type": "webhook", "path": path, "secret_env": var}],
+    })
+}
+
+fn post_hook(d: &Daemon, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
+    let (st, _, text) = d.raw("POST", path, Some(body), headers);
+    (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn runs(d: &Daemon, job: &str) -> Vec<Value> {
+    d.get(&format!("/jobs/{job}/runs?limit=1000"))
+        .1
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn webhook_valid_signature_fires_with_raw_body_and_payload() {
+    let t = tempdir();
+    let d = Daemon::start_env(t.path(), &[], &[("HOOK_SECRET", SECRET)]);
+    d.create(&hook_job("gh", "/hooks/gh", "HOOK_SECRET"));
+    let body = br#"{"pull_request": {"number": 42}, "note": "raw  spacing kept"}"#;
+    let s = sig(SECRET, body);
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/gh",
+        body,
+        &[
+            ("X-Hub-Signature-256", &s),
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "d-1"),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(st, 202, "{v}");
+    let id = v["run_ids"][0].as_str().unwrap().to_string();
+    let r = d.wait_final("gh", &id, 20);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let out = r["output"].as_str().unwrap();
+    let (first, event_file) = out.split_once('\n').unwrap();
+    assert_eq!(first, "pr=42 event=pull_request");
+    let ev: Value = serde_json::from_str(event_file).unwrap();
+    assert_eq!(
+        ev["trigger"]["body"].as_str().unwrap().as_bytes(),
+        body,
+        "exact raw body"
+    );
+    assert_eq!(ev["trigger"]["payload"]["pull_request"]["number"], 42);
+    assert_eq!(r["trigger"]["type"], "webhook");
+    assert_eq!(r["trigger"]["delivery"], "d-1");
+    assert_eq!(r["trigger"]["headers"]["x-github-event"], "pull_request");
+    assert!(
+        r["trigger"].get("body").is_none(),
+        "the body stays out of the run record"
+    );
+
+    // Uppercase hex is the same signature; a repeated delivery id does not fire again.
+    let upper = format!("sha256={}", s[7..].to_ascii_uppercase());
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/gh",
+        body,
+        &[
+            ("X-Hub-Signature-256", &upper),
+            ("X-GitHub-Delivery", "d-1"),
+        ],
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["run_ids"], json!([]));
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/gh",
+        body,
+        &[
+            ("X-Hub-Signature-256", &upper),
+            ("X-GitHub-Delivery", "d-2"),
+        ],
+    );
+    assert_eq!(st, 202, "{v}");
+    d.wait_final("gh", v["run_ids"][0].as_str().unwrap(), 20);
+    // A non-JSON body is fine; no token is needed on /hooks/.
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/gh",
+        b"plain text",
+        &[("X-Hub-Signature-256", &sig(SECRET, b"plain text"))],
+    );
+    assert_eq!(st, 202, "{v}");
+    let r = d.wait_final("gh", v["run_ids"][0].as_str().unwrap(), 20);
+    assert!(
+        r["output"]
+            .as_str()
+            .unwrap()
+            .contains("\"body\": \"plain text\""),
+        "{r}"
+    );
+    assert_eq!(runs(&d, "gh").len(), 3);
+}
+
+#[test]
+fn webhook_rejections_fire_nothing() {
+    let t = tempdir();
+    let d = Daemon::start_env(t.path(), &[], &[("HOOK_SECRET", SECRET)]);
+    d.create(&hook_job("rej", "/hooks/rej", "HOOK_SECRET"));
+    d.create(&hook_job("unset", "/hooks/unset", "NO_SUCH_SECRET_VAR"));
+    let body = br#"{"a": 1}"#;
+    let good = sig(SECRET, body);
+    let mut one_off = good.clone();
+    let last = one_off.pop().unwrap();
+    one_off.push(if last == '0' { '1' } else { '0' });
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a [u8]);
+    let cases: Vec<Case> = vec![
+        ("missing", vec![], body),
+        ("wrong", vec![("X-Hub-Signature-256", one_off)], body),
+        (
+            "truncated",
+            vec![("X-Hub-Signature-256", good[..good.len() - 2].to_string())],
+            body,
+        ),
+        (
+            "other secret",
+            vec![("X-Hub-Signature-256", sig("other", body))],
+            body,
+        ),
+        (
+            "different body",
+            vec![("X-Hub-Signature-256", good.clone())],
+            br#"{"a": 2}"#,
+        ),
+        (
+            "wrong gitlab token",
+            vec![("X-Gitlab-Token", "nope".into())],
+            body,
+        ),
+        (
+            "no prefix",
+            vec![("X-Hub-Signature-256", good[7..].to_string())],
+            body,
+        ),
+    ];
+    for (what, hs, b) in &cases {
+        let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (st, v) = post_hook(&d, "/hooks/rej", b, &hs);
+        assert_eq!(st, 401, "{what}: {v}");
+        assert!(v["error"].is_string(), "{what}");
+    }
+    let (st, _) = post_hook(
+        &d,
+        "/hooks/unset",
+        body,
+        &[("X-Hub-Signature-256", &sig("", body))],
+    );
+    assert_eq!(st, 401, "unset secret variable refuses everything");
+    assert!(d.stderr().contains("NO_SUCH_SECRET_VAR"));
+    assert_eq!(
+        post_hook(
+            &d,
+            "/hooks/nobody-here",
+            body,
+            &[("X-Hub-Signature-256", &good)]
+        )
+        .0,
+        404
+    );
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    assert_eq!(
+        post_hook(
+            &d,
+            "/hooks/rej",
+            &big,
+            &[("X-Hub-Signature-256", &sig(SECRET, &big))]
+        )
+        .0,
+        413
+    );
+    assert!(runs(&d, "rej").is_empty());
+    assert!(runs(&d, "unset").is_empty());
+    let m = d.get("/metrics").1;
+    assert_eq!(m["webhooks_rejected_total"], cases.len() as u64 + 2, "{m}");
+    // GitLab's token is accepted.
+    let (st, v) = post_hook(&d, "/hooks/rej", body, &[("X-Gitlab-Token", SECRET)]);
+    assert_eq!(st, 202, "{v}");
+}
+
+#[test]
+fn webhook_shared_path_and_replay_window() {
+    let t = tempdir();
+    let d = Daemon::start_env(t.path(), &[], &[("HOOK_SECRET", SECRET)]);
+    d.create(&hook_job("a", "/hooks/shared", "HOOK_SECRET"));
+    d.create(&hook_job("b", "/hooks/shared", "HOOK_SECRET"));
+    let body = b"{}";
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/shared",
+        body,
+        &[("X-Hub-Signature-256", &sig(SECRET, body))],
+    );
+    assert_eq!(st, 202);
+    assert_eq!(v["run_ids"].as_array().unwrap().len(), 2, "both jobs fire");
+
+    let mut j = hook_job("ts", "/hooks/ts", "HOOK_SECRET");
+    j["triggers"][0]["max_age_seconds"] = json!(60);
+    d.create(&j);
+    let now = chrono::Utc::now().timestamp();
+    let signed = format!("{now}.{{}}");
+    let (st, v) = post_hook(
+        &d,
+        "/hooks/ts",
+        body,
+        &[
+            ("X-Hub-Signature-256", &sig(SECRET, signed.as_bytes())),
+            ("X-Bog-Timestamp", &now.to_string()),
+        ],
+    );
+    assert_eq!(st, 202, "{v}");
+    let old = now - 3600;
+    let signed = format!("{old}.{{}}");
+    let (st, _) = post_hook(
+        &d,
+        "/hooks/ts",
+        body,
+        &[
+            ("X-Hub-Signature-256", &sig(SECRET, signed.as_bytes())),
+            ("X-Bog-Timestamp", &old.to_string()),
+        ],
+    );
+    assert_eq!(st, 401, "outside the window");
+    let (st, _) = post_hook(
+        &d,
+        "/hooks/ts",
+        body,
+        &[("X-Hub-Signature-256", &sig(SECRET, body))],
+    );
+    assert_eq!(st, 401, "timestamp required");
+}
+
+fn write(p: &Path, s: &str) {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(p, s).unwrap();
+}
+
+fn file_job(name: &str, root: &Path, patterns: Value, script: &str) -> Value {
+    json!({
+        "name": name,
+        "prompt": "{{changed_files}}",
+        "agent": {"command": ["sh", "-c", script, "sh", "{prompt}"]},
+        "triggers": [{"type": "file_change", "root": root.to_str().unwrap(), "patterns": patterns, "debounce_seconds": 0.2}],
+    })
+}
+
+/// Creates a file_change job and waits until the daemon watches its root.
+fn create_watched(d: &Daemon, job: &Value, root: &Path) {
+    let before = d.stderr().matches("files.watching").count();
+    d.create(job);
+    let want = format!("watching {}", root.display());
+    wait_for(10, "the root to be watched", || {
+        let log = d.stderr();
+        (log.matches("files.watching").count() > before && log.contains(&want)).then_some(())
+    });
+}
+
+/// Waits until the job has exactly `n` finished runs; returns them, oldest first.
+fn wait_runs(d: &Daemon, job: &str, n: usize) -> Vec<Value> {
+    let mut v = wait_for(30, &format!("{n} finished runs of {job}"), || {
+        let rs = runs(d, job);
+        let done = rs
+            .iter()
+            .filter(|r| !matches!(r["status"].as_str(), Some("queued" | "running")))
+            .count();
+        (rs.len() >= n && done == rs.len()).then_some(rs)
+    });
+    assert_eq!(v.len(), n, "{v:?}");
+    v.reverse();
+    // A file whose modification time falls inside a run counts as the run's own change, and
+    // file times come from a coarse clock: let the clock pass the run's end before the test
+    // writes again.
+    let end = v
+        .iter()
+        .filter_map(|r| r["finished_at"].as_str())
+        .max()
+        .map(String::from);
+    if let Some(end) = end {
+        let end = chrono::DateTime::parse_from_rfc3339(&end).unwrap();
+        wait_for(5, "the clock to pass the run's end", || {
+            (chrono::Utc::now() > end + chrono::Duration::milliseconds(30)).then_some(())
+        });
+    }
+    v
+}
+
+fn changed(r: &Value) -> Vec<String> {
+    r["trigger"]["changed_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn file_change_globs_git_ignore_and_debounce() {
+    let t = tempdir();
+    let root = t.path().join("w");
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    create_watched(
+        &d,
+        &file_job("fc", &root, json!(["src/**/*.py", "*.md"]), "echo \"$1\""),
+        &root,
+    );
+    // Not matching: nested .md, a .txt, anything under .git/. Matching: the rest.
+    write(&root.join("docs/nested.md"), "x");
+    write(&root.join("src/notes.txt"), "x");
+    write(&root.join(".git/x.md"), "x");
+    write(&root.join("src/a/b/c.py"), "x");
+    write(&root.join("README.md"), "x");
+    let r = &wait_runs(&d, "fc", 1)[0];
+    assert_eq!(changed(r), ["README.md", "src/a/b/c.py"]);
+    assert_eq!(r["output"], "README.md\nsrc/a/b/c.py\n");
+    // A burst of writes makes one run; the fence afterwards makes exactly one more.
+    for i in 0..300 {
+        write(&root.join(format!("src/burst/f{i}.py")), "x");
+    }
+    let rs = wait_runs(&d, "fc", 2);
+    let listed = changed(&rs[1]);
+    let omitted = rs[1]["trigger"]["changed_files_omitted"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    let missing: Vec<String> = (0..300)
+        .map(|i| format!("src/burst/f{i}.py"))
+        .filter(|f| !listed.contains(f))
+        .take(5)
+        .collect();
+    assert_eq!(listed.len() + omitted, 300, "some not listed: {missing:?}");
+    assert_eq!(listed.len(), 200);
+    write(&root.join("fence.md"), "x");
+    let rs = wait_runs(&d, "fc", 3);
+    assert_eq!(changed(&rs[2]), ["fence.md"]);
+}
+
+#[test]
+fn file_change_agent_edits_do_not_refire() {
+    let t = tempdir();
+    let root = t.path().join("w");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    let script = format!(
+        "echo edited >> {}/agent-output.md; echo \"$1\"",
+        root.display()
+    );
+    create_watched(
+        &d,
+        &file_job("selfish", &root, json!(["*.md"]), &script),
+        &root,
+    );
+    write(&root.join("input.md"), "1");
+    wait_runs(&d, "selfish", 1);
+    // The agent wrote a matching file during its run; only our next write fires again.
+    write(&root.join("fence1.md"), "x");
+    let rs = wait_runs(&d, "selfish", 2);
+    write(&root.join("fence2.md"), "x");
+    let rs2 = wait_runs(&d, "selfish", 3);
+    assert_eq!(changed(&rs[1]), ["fence1.md"]);
+    assert_eq!(changed(&rs2[2]), ["fence2.md"]);
+    assert!(rs2
+        .iter()
+        .all(|r| !changed(r).contains(&"agent-output.md".to_string())));
+}
+
+#[test]
+fn file_change_root_created_later_and_recreated() {
+    let t = tempdir();
+    let root = t.path().join("later");
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&file_job("later", &root, json!(["*.txt"]), "echo \"$1\""));
+    wait_for(10, "missing root logged", || {
+        d.stderr().contains("files.root_missing").then_some(())
+    });
+    std::fs::create_dir_all(&root).unwrap();
+    wait_for(10, "root watched", || {
+        d.stderr().contains("files.root_back").then_some(())
+    });
+    write(&root.join("a.txt"), "x");
+    assert_eq!(changed(&wait_runs(&d, "later", 1)[0]), ["a.txt"]);
+    std::fs::remove_dir_all(&root).unwrap();
+    wait_for(10, "root gone logged", || {
+        d.stderr().contains("files.root_gone").then_some(())
+    });
+    std::fs::create_dir_all(&root).unwrap();
+    wait_for(10, "root watched again", || {
+        (d.stderr().matches("files.root_back").count() >= 2).then_some(())
+    });
+    write(&root.join("b.txt"), "x");
+    assert_eq!(changed(&wait_runs(&d, "later", 2)[1]), ["b.txt"]);
+    // Removing the job removes its watch: a write now fires nothing, which a new job on
+    // the same root proves by seeing only its own fence.
+    assert_eq!(d.req("DELETE", "/jobs/later", None).0, 204);
+    create_watched(
+        &d,
+        &file_job("after", &root, json!(["fence.txt"]), "true"),
+        &root,
+    );
+    write(&root.join("c.txt"), "x");
+    write(&root.join("fence.txt"), "x");
+    assert_eq!(changed(&wait_runs(&d, "after", 1)[0]), ["fence.txt"]);
+    assert_eq!(d.get("/jobs/later/runs").0, 404);
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repo and a clone of it with one commit on main pushed.
+fn repos(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bare = t.join("origin.git");
+    let work = t.join("work");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "--bare", "-q"]);
+    git(
+        t,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    commit(&work, "first");
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    (bare, work)
+}
+
+fn commit(work: &Path, msg: &str) -> String {
+    std::fs::write(work.join("f.txt"), msg).unwrap();
+    git(work, &["add", "f.txt"]);
+    git(work, &["commit", "-q", "-m", msg]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+/// Waits until the poller has read the repository once (pushes after that fire).
+fn wait_baseline(d: &Daemon, repo: &Path) {
+    let want = format!("watching {}:", repo.display());
+    wait_for(10, "the repository's baseline", || {
+        d.stderr().contains(&want).then_some(())
+    });
+}
+
+fn git_job(name: &str, repo: &Path, branch: &str) -> Value {
+    json!({
+        "name": name, "prompt": "{{branch}} {{before}} {{after}}",
+        "agent": {"command": ["sh", "-c", "echo \"$1\"", "sh", "{prompt}"]},
+        "triggers": [{"type": "git_push", "repo": repo.to_str().unwrap(), "branch": branch}],
+    })
+}
+
+#[test]
+fn git_push_fires_for_matching_branches() {
+    let t = tempdir();
+    let (bare, work) = repos(t.path());
+    let d = Daemon::start(t.path(), &["--git-poll-ms", "100"]);
+    d.create(&git_job("main", &bare, "main"));
+    d.create(&git_job("feat", &bare, "feature/*"));
+    wait_baseline(&d, &bare);
+    let before = git(&work, &["rev-parse", "HEAD"]);
+    // Push to a branch nobody watches, then to main: one run, for main.
+    git(&work, &["push", "-q", "origin", "HEAD:other"]);
+    let after = commit(&work, "second");
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    let r = &wait_runs(&d, "main", 1)[0];
+    assert_eq!(r["trigger"]["branch"], "main");
+    assert_eq!(r["trigger"]["ref"], "refs/heads/main");
+    assert_eq!(r["trigger"]["before"], before.as_str());
+    assert_eq!(r["trigger"]["after"], after.as_str());
+    assert_eq!(r["output"], format!("main {before} {after}\n"));
+
+    // A new feature branch: before is all zeros.
+    git(&work, &["push", "-q", "origin", "HEAD:feature/login"]);
+    let r = &wait_runs(&d, "feat", 1)[0];
+    assert_eq!(r["trigger"]["branch"], "feature/login");
+    assert_eq!(
+        r["trigger"]["before"],
+        "0000000000000000000000000000000000000000"
+    );
+    // Deleting it does not fire; the next push (to another feature branch) is the fence.
+    git(&work, &["push", "-q", "origin", ":feature/login"]);
+    git(&work, &["push", "-q", "origin", "HEAD:feature/fence"]);
+    let rs = wait_runs(&d, "feat", 2);
+    assert_eq!(rs[1]["trigger"]["branch"], "feature/fence");
+
+    // Force push (rewrite main) after packing refs: still seen, with the right before.
+    git(&bare, &["pack-refs", "--all"]);
+    assert!(
+        !bare.join("refs/heads/main").exists(),
+        "main is only in packed-refs now"
+    );
+    git(&work, &["reset", "-q", "--hard", &before]);
+    let forced = commit(&work, "rewritten");
+    git(&work, &["push", "-q", "-f", "origin", "HEAD:main"]);
+    let rs = wait_runs(&d, "main", 2);
+    assert_eq!(rs[1]["trigger"]["before"], after.as_str());
+    assert_eq!(rs[1]["trigger"]["after"], forced.as_str());
+}
+
+#[test]
+fn installed_hook_notifies_the_daemon_at_once() {
+    let t = tempdir();
+    let (bare, work) = repos(t.path());
+    // Polling is effectively off: only the hook can make this fire.
+    let d = Daemon::start(t.path(), &["--git-poll-ms", "3600000"]);
+    d.create(&git_job("hooked", &bare, "*"));
+    wait_baseline(&d, &bare);
+    let (code, out, err) = cli(
+        &d.dir,
+        &["install-git-hook", "--repo", bare.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("post-receive"));
+    let hook = std::fs::read_to_string(bare.join("hooks/post-receive")).unwrap();
+    assert!(hook.starts_with("#!/bin/sh"));
+    assert!(
+        !hook.contains(&d.token),
+        "the token is never copied into the hook"
+    );
+    let sh = Command::new("sh")
+        .arg("-n")
+        .arg(bare.join("hooks/post-receive"))
+        .status()
+        .unwrap();
+    assert!(sh.success(), "valid /bin/sh syntax");
+    let after = commit(&work, "hooked");
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    let r = &wait_runs(&d, "hooked", 1)[0];
+    assert_eq!(r["trigger"]["after"], after.as_str());
+
+    // With the daemon stopped, a push still succeeds.
+    let mut d = d;
+    d.kill9();
+    commit(&work, "daemon down");
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    // A foreign hook is not replaced without --force.
+    std::fs::write(bare.join("hooks/post-receive"), "#!/bin/sh\necho mine\n").unwrap();
+    let (code, _, err) = cli(
+        &d.dir,
+        &["install-git-hook", "--repo", bare.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+    let (code, _, _) = cli(
+        &d.dir,
+        &["install-git-hook", "--repo", t.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "not a repository");
+}
