@@ -586,6 +586,41 @@ fn twenty_five_failing_outputs_keep_twenty_errors_and_an_overflow_entry_on_disk(
 }
 
 #[test]
+fn stopping_the_daemon_ends_an_outputs_retry_wait() {
+    let t = tempdir();
+    let recv = Server::start(reply(204, ""));
+    let mut busy = reply(503, "maintenance");
+    busy.headers.push(("Retry-After".into(), "25".into()));
+    recv.script("/slow", vec![busy]);
+    let mut d = Daemon::start(t.path(), &[]);
+    let mut j = sh_job("stopper", "echo done", idle_trigger());
+    j["outputs"] = json!([{"type": "webhook", "url": recv.url("/slow")}]);
+    let job_id = d.create(&j)["id"].as_str().unwrap().to_string();
+    let run_id = manual(&d, "stopper");
+    wait_for(30, "the first delivery attempt", || {
+        (!recv.requests().is_empty()).then_some(())
+    });
+    // The daemon now waits 25 s before retrying; stopping must not wait for that.
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(15).code(), Some(0));
+    let p = d
+        .dir
+        .join("runs")
+        .join(&job_id)
+        .join(format!("{run_id}.json"));
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    assert_eq!(rec["status"], "succeeded");
+    let e = errors(&rec);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].1.contains("HTTP 503") && e[0].1.contains("the daemon is stopping"),
+        "{}",
+        e[0].1
+    );
+    assert_eq!(recv.requests().len(), 1);
+}
+
+#[test]
 fn secrets_never_reach_the_data_dir_or_the_log() {
     let t = tempdir();
     let smtp = SmtpSink::start(t.path());
