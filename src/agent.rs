@@ -35,6 +35,10 @@ pub struct Spec {
     pub cpu_seconds: Option<u64>,
     pub memory_mb: Option<u64>,
     pub max_output_bytes: usize,
+    /// An environment entry (`NAME=value`, also in `env`) that marks this run's processes:
+    /// when the agent ends, every process still carrying it is killed, including those that
+    /// left the process group with `setsid` (Linux, via `/proc/<pid>/environ`).
+    pub marker: Option<String>,
 }
 
 /// How an agent process ended.
@@ -54,6 +58,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// A process that escaped the group kept the output pipes open past the agent's exit.
     pub pipes_held_open: bool,
+    /// Processes outside the agent's group that carried its marker and were killed.
+    pub escaped_killed: usize,
 }
 
 /// Lets another thread stop a running agent (used at shutdown).
@@ -176,8 +182,11 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
     let mut outcome = Outcome::default();
     let deadline = spec.timeout.map(|t| started + t);
     let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, pgid, &mut outcome)?;
-    // Whatever the agent left running in its group goes with it.
+    // Whatever the agent left running, in its group or escaped from it, goes with it.
     kill_group(pgid, libc::SIGKILL);
+    if let Some(m) = &spec.marker {
+        outcome.escaped_killed = sweep_marked(m);
+    }
     outcome.duration = started.elapsed();
     if let Some(code) = status.code() {
         outcome.exit_code = Some(code);
@@ -227,6 +236,50 @@ fn wait_or_stop(
         .recv()
         .map_err(|_| "agent wait thread vanished".to_string())?
         .map_err(wait_err)
+}
+
+/// Kills (SIGKILL) every other process whose environment holds `marker`; returns how many.
+/// Repeats a few times, since one of them may fork while the sweep runs.
+#[cfg(target_os = "linux")]
+pub fn sweep_marked(marker: &str) -> usize {
+    let me = std::process::id();
+    let needle = marker.as_bytes();
+    let mut killed = 0;
+    for _ in 0..5 {
+        let mut found = 0;
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return killed;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|kv| kv == needle) {
+                // SAFETY: kill(2) on a pid; no memory involved.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+                found += 1;
+            }
+        }
+        killed += found;
+        if found == 0 {
+            break;
+        }
+    }
+    killed
+}
+
+/// Without `/proc` there is nothing to sweep; the process group kill still applies.
+#[cfg(not(target_os = "linux"))]
+pub fn sweep_marked(_marker: &str) -> usize {
+    0
 }
 
 /// Sends `sig` to process group `pgid`; a group that is already gone is fine.
@@ -357,6 +410,7 @@ mod tests {
             cpu_seconds: None,
             memory_mb: None,
             max_output_bytes: 1024,
+            marker: None,
         }
     }
 

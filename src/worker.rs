@@ -195,6 +195,7 @@ fn execute(engine: &Engine, w: Work) {
         cpu_seconds: job.limits.cpu_seconds,
         memory_mb: job.limits.memory_mb,
         max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
+        marker: Some(format!("BOG_RUN_ID={}", rec.id)),
     };
 
     let first_start = chrono::Utc::now();
@@ -295,6 +296,12 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
     if o.pipes_held_open {
         notes
             .push("a process that left the agent's process group kept its output open".to_string());
+    }
+    if o.escaped_killed > 0 {
+        notes.push(format!(
+            "killed {} leftover process(es) of this run that had left its process group",
+            o.escaped_killed
+        ));
     }
     let (status, error) = if o.killed {
         (

@@ -335,3 +335,60 @@ fn history_keeps_the_newest_runs() {
         .count();
     assert_eq!(files, 3);
 }
+
+/// An agent whose grandchild escapes into its own session (setsid) and ignores SIGTERM:
+/// nothing of it survives the run, whether the agent exits, times out, or the daemon stops.
+#[test]
+fn escaped_grandchildren_do_not_survive() {
+    let t = tempdir();
+    let mut d = Daemon::start(t.path(), &["--grace", "1"]);
+    let script = |pidfile: &std::path::Path, tail: &str| {
+        format!(
+            "setsid sh -c 'trap \"\" TERM; echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 300' </dev/null >/dev/null 2>&1 & \
+             while [ ! -s {p} ]; do sleep 0.01; done; {tail}",
+            p = pidfile.display()
+        )
+    };
+    let cases = [("exits", "echo done"), ("hangs", "trap '' TERM; sleep 300")];
+    let mut pids = Vec::new();
+    for (name, tail) in cases {
+        let pidfile = t.path().join(format!("{name}.pid"));
+        let mut job = sh_job(name, &script(&pidfile, tail), idle_trigger());
+        job["limits"] = json!({"timeout_seconds": 1});
+        d.create(&job);
+        let id = manual(&d, name);
+        let pid: i32 = wait_for(20, "escaped pid", || {
+            std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+        });
+        let r = d.wait_final(name, &id, 30);
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("left its process group"),
+            "{r}"
+        );
+        wait_for(10, &format!("escaped pid {pid} gone"), || {
+            (!alive(pid)).then_some(())
+        });
+        pids.push(pid);
+    }
+    // Daemon shutdown with the agent still running.
+    let pidfile = t.path().join("shutdown.pid");
+    d.create(&sh_job(
+        "shutdown",
+        &script(&pidfile, "sleep 300"),
+        idle_trigger(),
+    ));
+    manual(&d, "shutdown");
+    let pid: i32 = wait_for(20, "escaped pid", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(30).code(), Some(0));
+    wait_for(
+        10,
+        &format!("escaped pid {pid} gone after shutdown"),
+        || (!alive(pid)).then_some(()),
+    );
+}
