@@ -43,7 +43,15 @@ impl DaemonLock {
     pub fn acquire(dir: &Path) -> io::Result<DaemonLock> {
         let path = lock_path(dir);
         let file = open(&path)?;
-        if !try_flock(&file)? {
+        // A daemon killed a moment ago may still have a child between fork and exec that
+        // holds a copy of the locked descriptor; give that a moment to clear.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut locked = try_flock(&file)?;
+        while !locked && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            locked = try_flock(&file)?;
+        }
+        if !locked {
             let who = read_info(&path)
                 .map(|i| format!(" (pid {}, listening on {}:{})", i.pid, i.bind, i.port))
                 .unwrap_or_default();

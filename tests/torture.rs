@@ -1,0 +1,136 @@
+//! Crash torture: the daemon is SIGKILLed at random moments while jobs are being created and
+//! runs recorded. After every restart, every job whose POST got a 201 is there and every file
+//! under the data dir parses.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+fn check_files(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            check_files(&p);
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                serde_json::from_str::<Value>(&text).is_ok(),
+                "{} does not parse: {text:?}",
+                p.display()
+            );
+        }
+        assert!(
+            !name.ends_with(".corrupt"),
+            "{} was quarantined",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn kill9_at_random_moments_loses_nothing_acknowledged() {
+    let iterations: usize = std::env::var("BOG_TORTURE_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let t = tempdir();
+    let mut seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut runs_acked = 0usize;
+    for i in 0..iterations {
+        let mut d = Daemon::start(t.path(), &[]);
+        // Everything acknowledged so far survived.
+        let (_, jobs) = d.get("/jobs");
+        let names: std::collections::HashSet<String> = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect();
+        for n in acked.lock().unwrap().iter() {
+            assert!(
+                names.contains(n),
+                "iteration {i}: job {n} was acknowledged with 201 and is gone"
+            );
+        }
+        check_files(&d.dir);
+        if i == 0 {
+            d.create(&sh_job("runner", "echo run", idle_trigger()));
+            acked.lock().unwrap().push("runner".into());
+        }
+        // Create jobs and fire runs from a client thread; kill the daemon after a random
+        // number of acknowledged requests.
+        let port = d.port;
+        let token = d.token.clone();
+        let a = acked.clone();
+        let stop_after = rnd(12) as usize;
+        let (tx, rx) = crossbeam_channel::unbounded::<()>();
+        let client = std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(5))
+                .build();
+            let mut ok_runs = 0;
+            for k in 0.. {
+                let name = format!("j{i}-{k}");
+                let body = json!({"name": name, "prompt": "p", "agent": {"command": ["true"]}, "triggers": [{"type": "cron", "cron": "0 0 1 1 *"}]});
+                let r = agent
+                    .post(&format!("http://127.0.0.1:{port}/jobs"))
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .send_string(&body.to_string());
+                match r {
+                    Ok(resp) if resp.status() == 201 => a.lock().unwrap().push(name),
+                    _ => return ok_runs,
+                }
+                let r = agent
+                    .post(&format!("http://127.0.0.1:{port}/jobs/runner/run"))
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .call();
+                match r {
+                    Ok(resp) if resp.status() == 202 => ok_runs += 1,
+                    _ => return ok_runs,
+                }
+                let _ = tx.send(());
+            }
+            ok_runs
+        });
+        for _ in 0..stop_after {
+            if rx.recv_timeout(std::time::Duration::from_secs(10)).is_err() {
+                break;
+            }
+        }
+        d.kill9();
+        runs_acked += client.join().unwrap();
+    }
+    let d = Daemon::start(t.path(), &[]);
+    let (_, jobs) = d.get("/jobs");
+    assert!(jobs.as_array().unwrap().len() >= acked.lock().unwrap().len());
+    // Every acknowledged manual run left a record (retention keeps the newest 100).
+    let (_, runs) = d.get("/jobs/runner/runs?limit=100000");
+    let n = runs.as_array().unwrap().len();
+    assert!(
+        n >= runs_acked.min(100),
+        "{n} run records for {runs_acked} acknowledged runs"
+    );
+    for r in runs.as_array().unwrap() {
+        assert!(
+            !matches!(r["status"].as_str(), Some("queued" | "running")),
+            "left unfinished: {r}"
+        );
+    }
+    check_files(&d.dir);
+}
