@@ -13,6 +13,8 @@ mod job;
 mod logging;
 mod metrics;
 mod outputs;
+#[cfg(test)]
+mod proptests;
 mod run;
 mod schedule;
 mod signals;
