@@ -1331,7 +1331,7 @@ fn garbage_bodies_never_get_a_5xx_or_a_dropped_connection() {
 }
 
 #[test]
-#[ignore = "BUG: a request body is read before the token is checked and with no read timeout, so a handful (3-4, the HTTP thread count) of unauthenticated connections that announce a body over 1 KiB and stall freeze the whole API, /health and /hooks/ included"]
+#[ignore = "BUG (tiny_http 0.12): unauthenticated requests are now answered 401 before their body is read, so the daemon's request threads are never held; but tiny_http's own connection thread then waits forever for the rest of the body (no read timeout on accepted sockets), and a race in its TaskPool::spawn can queue a new connection behind such a thread, so /health sometimes goes unanswered"]
 fn clients_that_stall_mid_body_do_not_freeze_the_api() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);

@@ -141,7 +141,11 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
             .collect(),
         body: Vec::new(),
     };
-    let resp = if rq.body_length().is_some_and(|n| n > limit) {
+    // Only webhooks are read before they are authenticated: a client without the token
+    // cannot hold a request thread by trickling a body.
+    let resp = if !req.path.starts_with("/hooks/") && !router::authorized(api, &req) {
+        router::handle(api, &req)
+    } else if rq.body_length().is_some_and(|n| n > limit) {
         too_large(limit)
     } else {
         let mut body = Vec::new();

@@ -47,7 +47,8 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
     }
 }
 
-fn authorized(api: &Api, req: &Req) -> bool {
+/// Whether the request carries the API token.
+pub fn authorized(api: &Api, req: &Req) -> bool {
     let Some(h) = req.header("authorization") else {
         return false;
     };
