@@ -205,6 +205,7 @@ pub fn run(opts: RunOptions) -> i32 {
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
     }
     log::info!(event = "daemon.stopped"; "stopped");
+    lock.clear();
     drop(lock);
     0
 }

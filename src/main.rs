@@ -17,6 +17,7 @@ mod outputs;
 mod proptests;
 mod run;
 mod schedule;
+mod service;
 mod signals;
 mod store;
 mod template;

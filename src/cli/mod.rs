@@ -5,6 +5,7 @@ mod client;
 mod githook;
 mod job;
 mod next;
+mod service;
 pub mod shellwords;
 
 use std::path::PathBuf;
@@ -40,6 +41,22 @@ pub enum Cmd {
     Token,
     /// Install a post-receive hook that tells the daemon about pushes at once
     InstallGitHook(githook::HookArgs),
+    /// Install a systemd unit (user unit by default) that runs the daemon
+    InstallSystemd(service::SystemdArgs),
+    /// Remove the systemd unit written by install-systemd
+    UninstallSystemd(service::UninstallSystemdArgs),
+    /// Install a launchd agent (macOS) that runs the daemon at login
+    InstallLaunchd(service::LaunchdArgs),
+    /// Remove the launchd agent written by install-launchd
+    UninstallLaunchd,
+    /// Write (and on Windows register) a Task Scheduler task that runs the daemon at logon
+    InstallWindowsTask(service::InstallArgs),
+    /// Remove the Task Scheduler task written by install-windows-task
+    UninstallWindowsTask,
+    /// Is a daemon running on the data dir? (exit 0 running, 1 not, 3 stale lock)
+    Status,
+    /// Stop the daemon running on the data dir (SIGTERM, then wait for it to drain)
+    Stop(service::StopArgs),
 }
 
 /// Flags of `run`.
@@ -135,6 +152,14 @@ pub fn main() -> i32 {
         Cmd::Next(a) => next::run(&a),
         Cmd::Token => job::token(cli.data_dir.as_deref()),
         Cmd::InstallGitHook(a) => githook::run(cli.data_dir.as_deref(), &a),
+        Cmd::InstallSystemd(a) => service::install_systemd(cli.data_dir.as_deref(), &a),
+        Cmd::UninstallSystemd(a) => service::uninstall_systemd(&a),
+        Cmd::InstallLaunchd(a) => service::install_launchd(cli.data_dir.as_deref(), &a),
+        Cmd::UninstallLaunchd => service::uninstall_launchd(),
+        Cmd::InstallWindowsTask(a) => service::install_windows_task(cli.data_dir.as_deref(), &a),
+        Cmd::UninstallWindowsTask => service::uninstall_windows_task(cli.data_dir.as_deref()),
+        Cmd::Status => service::status(cli.data_dir.as_deref()),
+        Cmd::Stop(a) => service::stop(cli.data_dir.as_deref(), &a),
         Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),
     }
 }

@@ -78,6 +78,15 @@ impl DaemonLock {
     }
 }
 
+impl DaemonLock {
+    /// Empties the lock file before a clean exit, so `status` tells a stopped daemon
+    /// (empty file) from one that died (file still naming its pid).
+    pub fn clear(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.sync_all();
+    }
+}
+
 /// Reports whether a daemon holds `dir`'s lock, without taking it for long.
 pub fn holder(dir: &Path) -> io::Result<Holder> {
     let path = lock_path(dir);

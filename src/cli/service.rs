@@ -1,0 +1,433 @@
+//! `install-*` / `uninstall-*` (service files for systemd, launchd, the Windows Task
+//! Scheduler), `status` and `stop`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::service::{self, launchd, systemd, windows, Options};
+use crate::store::lock::{holder, Holder};
+use crate::store::resolve_data_dir;
+
+/// Flags shared by the installers.
+#[derive(Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// Write the file to stdout and change nothing
+    #[arg(long)]
+    pub print: bool,
+    /// Port the service's daemon listens on
+    #[arg(long, value_name = "N", default_value_t = 7878)]
+    pub port: u16,
+    /// Path of the daemon binary to run (default: this binary)
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+}
+
+/// Flags of `install-systemd`.
+#[derive(Args, Debug, Clone)]
+pub struct SystemdArgs {
+    /// Install a user unit in ~/.config/systemd/user (the default)
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// Install a system unit in /etc/systemd/system (needs root), running as --run-as
+    #[arg(long)]
+    pub system: bool,
+    /// User a system unit runs as (default: $SUDO_USER, else $USER)
+    #[arg(long, value_name = "NAME", requires = "system")]
+    pub run_as: Option<String>,
+    #[command(flatten)]
+    pub common: InstallArgs,
+}
+
+/// Flags of `uninstall-systemd`.
+#[derive(Args, Debug, Clone)]
+pub struct UninstallSystemdArgs {
+    /// Remove the user unit (the default)
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// Remove the system unit
+    #[arg(long)]
+    pub system: bool,
+}
+
+/// Flags of `install-launchd`.
+#[derive(Args, Debug, Clone)]
+pub struct LaunchdArgs {
+    /// Install a per-user agent in ~/Library/LaunchAgents (the only kind; accepted for clarity)
+    #[arg(long)]
+    pub user: bool,
+    #[command(flatten)]
+    pub common: InstallArgs,
+}
+
+/// Flags of `stop`.
+#[derive(Args, Debug, Clone)]
+pub struct StopArgs {
+    /// Seconds to wait for the daemon to drain and exit
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub timeout: u64,
+}
+
+fn home() -> Result<PathBuf, String> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| "HOME is not set".to_string())
+}
+
+fn options(a: &InstallArgs, data_dir: Option<&Path>, home: PathBuf) -> Result<Options, String> {
+    let binary = match &a.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find this binary's path: {e}; pass --binary"))?,
+    };
+    let data_dir = match data_dir {
+        Some(d) => Some(resolve_data_dir(Some(d)).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Options {
+        binary,
+        port: a.port,
+        data_dir,
+        home,
+    })
+}
+
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The home directory of a user, from the password database.
+fn home_of(user: &str) -> Option<PathBuf> {
+    let name = std::ffi::CString::new(user).ok()?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; read immediately.
+    unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() || (*pw).pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+        Some(PathBuf::from(dir.to_string_lossy().into_owned()))
+    }
+}
+
+/// `install-systemd`.
+pub fn install_systemd(data_dir: Option<&Path>, a: &SystemdArgs) -> i32 {
+    report((|| {
+        let (user, home) = if a.system {
+            let user = a
+                .run_as
+                .clone()
+                .or_else(|| std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()))
+                .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+                .ok_or("cannot tell which user the service runs as; pass --run-as")?;
+            let h = home_of(&user).ok_or_else(|| format!("user {user} does not exist"))?;
+            (Some(user), h)
+        } else {
+            (None, home()?)
+        };
+        let o = options(&a.common, data_dir, home.clone())?;
+        let text = systemd::unit(&o, user.as_deref());
+        if a.common.print {
+            print!("{text}");
+            return Ok(());
+        }
+        let path = systemd::unit_path(&home, a.system);
+        let changed = service::write_file(&path, text.as_bytes())?;
+        println!(
+            "{} {}",
+            if changed { "wrote" } else { "unchanged:" },
+            path.display()
+        );
+        let scope = if a.system { "" } else { " --user" };
+        if systemd::systemd_running() {
+            let ok = std::process::Command::new("systemctl")
+                .args(if a.system {
+                    vec!["daemon-reload"]
+                } else {
+                    vec!["--user", "daemon-reload"]
+                })
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                println!("ran: systemctl{scope} daemon-reload");
+            }
+        }
+        println!("start it now and at every login/boot with:");
+        if !a.system {
+            println!("  systemctl --user daemon-reload");
+        } else {
+            println!("  systemctl daemon-reload");
+        }
+        println!("  systemctl{scope} enable --now bog-agents-daemon");
+        if !a.system {
+            println!("to keep it running while you are logged out (and start it at boot):");
+            println!("  loginctl enable-linger $USER");
+        }
+        println!("logs: journalctl{scope} -u bog-agents-daemon -f");
+        Ok(())
+    })())
+}
+
+/// `uninstall-systemd`.
+pub fn uninstall_systemd(a: &UninstallSystemdArgs) -> i32 {
+    report((|| {
+        let path = systemd::unit_path(&home()?, a.system);
+        let scope = if a.system { "" } else { " --user" };
+        if service::remove_file(&path)? {
+            println!("removed {}", path.display());
+            println!("if it was running: systemctl{scope} disable --now bog-agents-daemon; systemctl{scope} daemon-reload");
+        } else {
+            println!("nothing to remove: {} does not exist", path.display());
+        }
+        Ok(())
+    })())
+}
+
+/// `install-launchd`.
+pub fn install_launchd(data_dir: Option<&Path>, a: &LaunchdArgs) -> i32 {
+    report((|| {
+        let home = home()?;
+        let o = options(&a.common, data_dir, home.clone())?;
+        let text = launchd::plist(&o);
+        if a.common.print {
+            print!("{text}");
+            return Ok(());
+        }
+        std::fs::create_dir_all(o.effective_data_dir())
+            .map_err(|e| format!("cannot create {}: {e}", o.effective_data_dir().display()))?;
+        let path = launchd::plist_path(&home);
+        let changed = service::write_file(&path, text.as_bytes())?;
+        println!(
+            "{} {}",
+            if changed { "wrote" } else { "unchanged:" },
+            path.display()
+        );
+        println!("load it now (it also starts at every login):");
+        println!("  launchctl bootstrap gui/$(id -u) {}", path.display());
+        println!(
+            "logs: {}",
+            o.effective_data_dir().join("daemon.err.log").display()
+        );
+        Ok(())
+    })())
+}
+
+/// `uninstall-launchd`.
+pub fn uninstall_launchd() -> i32 {
+    report((|| {
+        let path = launchd::plist_path(&home()?);
+        if service::remove_file(&path)? {
+            println!("removed {}", path.display());
+            println!(
+                "if it was loaded: launchctl bootout gui/$(id -u)/{}",
+                launchd::LABEL
+            );
+        } else {
+            println!("nothing to remove: {} does not exist", path.display());
+        }
+        Ok(())
+    })())
+}
+
+fn task_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("bog-agents-daemon-task.xml")
+}
+
+/// `install-windows-task`.
+pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
+    report((|| {
+        let mut o = options(a, data_dir, home().unwrap_or_default())?;
+        if a.binary.is_none() && !cfg!(windows) {
+            // Elsewhere the XML is for another machine: name the Windows binary.
+            o.binary = PathBuf::from(r"C:\Program Files\bog-agents-daemon\bog-agents-daemon.exe");
+        }
+        let text = windows::task_xml(&o);
+        if a.print {
+            print!("{text}");
+            return Ok(());
+        }
+        let dir = resolve_data_dir(data_dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = task_file(&dir);
+        service::write_file(&path, &windows::utf16(&text))?;
+        println!("wrote {} (UTF-16, as schtasks expects)", path.display());
+        register(&path)
+    })())
+}
+
+#[cfg(windows)]
+fn register(path: &Path) -> Result<(), String> {
+    let st = std::process::Command::new("schtasks")
+        .args(["/Create", "/XML"])
+        .arg(path)
+        .args(["/TN", windows::TASK, "/F"])
+        .status()
+        .map_err(|e| format!("cannot run schtasks: {e}"))?;
+    if st.success() {
+        println!("registered task {}", windows::TASK);
+        Ok(())
+    } else {
+        Err(format!("schtasks /Create failed ({st})"))
+    }
+}
+
+#[cfg(not(windows))]
+fn register(path: &Path) -> Result<(), String> {
+    println!("register it on the Windows machine with:");
+    println!(
+        "  schtasks /Create /XML {} /TN {} /F",
+        path.display(),
+        windows::TASK
+    );
+    Ok(())
+}
+
+/// `uninstall-windows-task`.
+pub fn uninstall_windows_task(data_dir: Option<&Path>) -> i32 {
+    report((|| {
+        #[cfg(windows)]
+        {
+            let _ = std::process::Command::new("schtasks")
+                .args(["/Delete", "/TN", windows::TASK, "/F"])
+                .status();
+        }
+        let dir = resolve_data_dir(data_dir).map_err(|e| e.to_string())?;
+        let path = task_file(&dir);
+        if service::remove_file(&path)? {
+            println!("removed {}", path.display());
+        } else {
+            println!("nothing to remove: {} does not exist", path.display());
+        }
+        if !cfg!(windows) {
+            println!("on Windows: schtasks /Delete /TN {} /F", windows::TASK);
+        }
+        Ok(())
+    })())
+}
+
+/// `status`: 0 running, 1 not running, 3 stale lock.
+pub fn status(data_dir: Option<&Path>) -> i32 {
+    let dir = match resolve_data_dir(data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match holder(&dir) {
+        Ok(Holder::Held(Some(info))) => {
+            println!(
+                "running: pid {}, listening on {}:{}, data dir {}",
+                info.pid,
+                info.bind,
+                info.port,
+                dir.display()
+            );
+            println!("started: {}", info.started_at);
+            match super::client::Client::to(&dir, &info)
+                .and_then(|c| c.call("GET", "/health", None))
+            {
+                Ok((200, h)) => println!(
+                    "uptime: {} s, jobs: {}, running runs: {}, version {}",
+                    h["uptime_seconds"],
+                    h["jobs"],
+                    h["running"],
+                    h["version"].as_str().unwrap_or("?")
+                ),
+                Ok((st, _)) => println!("the API answered HTTP {st}"),
+                Err(e) => println!("the API did not answer: {e}"),
+            }
+            0
+        }
+        Ok(Holder::Held(None)) => {
+            println!(
+                "starting: a daemon holds {} but is not listening yet",
+                dir.display()
+            );
+            0
+        }
+        Ok(Holder::Free { stale: Some(info) }) => {
+            println!(
+                "not running, stale lock: {} names pid {} (started {}), which is gone; the next start clears it",
+                crate::store::lock::lock_path(&dir).display(),
+                info.pid,
+                info.started_at
+            );
+            3
+        }
+        Ok(Holder::Free { stale: None }) => {
+            println!("not running (data dir {})", dir.display());
+            1
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the lock in {}: {e}", dir.display());
+            1
+        }
+    }
+}
+
+/// `stop`: SIGTERM the daemon that holds the lock and wait for it to exit.
+pub fn stop(data_dir: Option<&Path>, a: &StopArgs) -> i32 {
+    let dir = match resolve_data_dir(data_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let info = match holder(&dir) {
+        Ok(Holder::Held(Some(info))) => info,
+        Ok(Holder::Held(None)) => {
+            eprintln!(
+                "error: a daemon is starting on {}; try again in a moment",
+                dir.display()
+            );
+            return 1;
+        }
+        Ok(Holder::Free { .. }) => {
+            println!("no daemon is running on {}", dir.display());
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the lock in {}: {e}", dir.display());
+            return 1;
+        }
+    };
+    // SAFETY: kill(2) on the pid recorded by the daemon that holds the lock right now.
+    if unsafe { libc::kill(info.pid as i32, libc::SIGTERM) } != 0 {
+        eprintln!(
+            "error: cannot signal pid {}: {}",
+            info.pid,
+            std::io::Error::last_os_error()
+        );
+        return 1;
+    }
+    println!(
+        "sent SIGTERM to pid {}; waiting up to {} s for it to drain and exit",
+        info.pid, a.timeout
+    );
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let mut delay = Duration::from_millis(20);
+    while Instant::now() < deadline {
+        if matches!(holder(&dir), Ok(Holder::Free { .. })) {
+            println!("stopped");
+            return 0;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+    eprintln!(
+        "error: pid {} is still running after {} s",
+        info.pid, a.timeout
+    );
+    1
+}

@@ -1,0 +1,86 @@
+//! Running as a service: unit/agent/task files for systemd, launchd and the Windows Task
+//! Scheduler. Each generator is a pure function from [`Options`] to text, so `--print`, the
+//! installers and the contrib copies all come from the same code.
+
+pub mod launchd;
+pub mod systemd;
+pub mod windows;
+
+use std::path::{Path, PathBuf};
+
+/// What every generated service file needs to know.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Absolute path of the daemon binary.
+    pub binary: PathBuf,
+    pub port: u16,
+    /// An explicit data dir (None: the daemon's default for the service's user).
+    pub data_dir: Option<PathBuf>,
+    /// Home directory of the user the service runs as.
+    pub home: PathBuf,
+}
+
+impl Options {
+    /// The arguments after the binary: `run --port N [--data-dir DIR]`.
+    pub fn run_args(&self) -> Vec<String> {
+        let mut v = vec!["run".to_string(), "--port".into(), self.port.to_string()];
+        if let Some(d) = &self.data_dir {
+            v.push("--data-dir".into());
+            v.push(d.display().to_string());
+        }
+        v
+    }
+
+    /// The data dir the service will use.
+    pub fn effective_data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| self.home.join(".bog-agents").join("daemon"))
+    }
+}
+
+/// Seconds the daemon waits for running agents on SIGTERM by default; service managers
+/// must wait longer than this plus the 5 s SIGTERM→SIGKILL delay before killing it.
+pub const DRAIN_GRACE_SECONDS: u64 = 30;
+/// What the service manager waits for a stop: grace + 5 s + margin.
+pub const STOP_TIMEOUT_SECONDS: u64 = DRAIN_GRACE_SECONDS + 5 + 10;
+
+/// Writes `text` to `path` with mode 0644 (creating parent directories). Returns false if
+/// the file already had exactly this content.
+pub fn write_file(path: &Path, text: &[u8]) -> Result<bool, String> {
+    if std::fs::read(path).is_ok_and(|old| old == text) {
+        return Ok(false);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    crate::fsio::write_atomic(path, text, 0o644)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(true)
+}
+
+/// Removes `path`; returns false if it was not there.
+pub fn remove_file(path: &Path) -> Result<bool, String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
+}
+
+/// Escapes text for XML element content and attribute values.
+pub fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c => o.push(c),
+        }
+    }
+    o
+}

@@ -1,0 +1,289 @@
+//! Service files and lifecycle commands: systemd units verified by systemd-analyze, the
+//! launchd plist parsed by plistlib, the Task Scheduler XML parsed as XML, installs into a
+//! temp HOME, contrib/ kept in step with the generators, and status/stop against a real
+//! daemon.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const BIN_PLACEHOLDER: &str = "/usr/local/bin/bog-agents-daemon";
+const WIN_PLACEHOLDER: &str = r"C:\Program Files\bog-agents-daemon\bog-agents-daemon.exe";
+
+fn run_with_home(home: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("BOG_AGENTS_HOME")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn python(script: &str, arg: &Path) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let t = tempdir();
+    for (name, args) in [
+        ("user", vec!["install-systemd", "--print"]),
+        (
+            "system",
+            vec!["install-systemd", "--system", "--run-as", "root", "--print"],
+        ),
+        (
+            "datadir",
+            vec![
+                "--data-dir",
+                "/srv/bog agents",
+                "install-systemd",
+                "--print",
+                "--port",
+                "9000",
+            ],
+        ),
+    ] {
+        let (code, unit, err) = run_with_home(t.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        let dir = t.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bog-agents-daemon.service");
+        std::fs::write(&p, &unit).unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&p)
+            .output()
+            .expect("systemd-analyze (package systemd; .ci/run installs it)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{name}: {}\n{unit}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            unit.contains(&format!("ExecStart={BIN} run --port")) || unit.contains("ExecStart=\""),
+            "{unit}"
+        );
+        assert!(unit.contains("Restart=on-failure") && unit.contains("KillMode=mixed"));
+    }
+    // The verifier really checks: a unit with a missing binary fails.
+    let bad = t.path().join("bad/bog-agents-daemon.service");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    let (_, unit, _) = run_with_home(
+        t.path(),
+        &["install-systemd", "--print", "--binary", "/nonexistent/bog"],
+    );
+    std::fs::write(&bad, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() || !out.stderr.is_empty());
+}
+
+#[test]
+fn launchd_plist_and_windows_xml_parse() {
+    let t = tempdir();
+    let (code, plist, _) =
+        run_with_home(t.path(), &["install-launchd", "--print", "--port", "8123"]);
+    assert_eq!(code, 0);
+    let p = t.path().join("x.plist");
+    std::fs::write(&p, plist).unwrap();
+    let got = python(
+        "import plistlib,sys,json; d=plistlib.load(open(sys.argv[1],'rb')); print(json.dumps(d))",
+        &p,
+    );
+    let d: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(d["Label"], "com.bogware.bog-agents-daemon");
+    assert_eq!(
+        d["ProgramArguments"],
+        serde_json::json!([BIN, "run", "--port", "8123"])
+    );
+    assert_eq!(d["RunAtLoad"], true);
+    assert_eq!(d["KeepAlive"]["SuccessfulExit"], false);
+    assert!(d["StandardErrorPath"]
+        .as_str()
+        .unwrap()
+        .starts_with(t.path().to_str().unwrap()));
+    assert!(d["EnvironmentVariables"]["PATH"]
+        .as_str()
+        .unwrap()
+        .contains("/usr/bin"));
+
+    // The Windows task: written as UTF-16 with a BOM, parsed by an XML parser.
+    let data = t.path().join("data");
+    let (code, out, err) = run_with_home(
+        t.path(),
+        &["--data-dir", data.to_str().unwrap(), "install-windows-task"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("schtasks /Create /XML"), "{out}");
+    let xml = data.join("bog-agents-daemon-task.xml");
+    assert_eq!(&std::fs::read(&xml).unwrap()[..2], &[0xFF, 0xFE]);
+    let got = python(
+        "import sys,xml.etree.ElementTree as E; n={'t':'http://schemas.microsoft.com/windows/2004/02/mit/task'}; r=E.parse(sys.argv[1]).getroot(); \
+         print(r.find('t:Settings/t:RestartOnFailure/t:Count',n).text, r.find('t:Settings/t:RestartOnFailure/t:Interval',n).text, \
+         r.find('t:Settings/t:ExecutionTimeLimit',n).text, r.find('t:Triggers/t:LogonTrigger/t:Enabled',n).text, r.find('t:Actions/t:Exec/t:Arguments',n).text)",
+        &xml,
+    );
+    assert_eq!(
+        got.trim(),
+        format!(
+            "999 PT1M PT0S true run --port 7878 --data-dir {}",
+            data.display()
+        )
+    );
+    let (code, _, _) = run_with_home(
+        t.path(),
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "uninstall-windows-task",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(!xml.exists());
+}
+
+#[test]
+fn install_systemd_user_into_home_is_idempotent_and_uninstalls() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempdir();
+    let unit = t
+        .path()
+        .join(".config/systemd/user/bog-agents-daemon.service");
+    let (code, out, err) = run_with_home(t.path(), &["install-systemd", "--user"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("systemctl --user enable --now bog-agents-daemon"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(&unit).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let first = std::fs::read_to_string(&unit).unwrap();
+    let (code, out, _) = run_with_home(t.path(), &["install-systemd"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged"), "{out}");
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), first);
+    let (code, _, _) = run_with_home(t.path(), &["uninstall-systemd"]);
+    assert_eq!(code, 0);
+    assert!(!unit.exists());
+    // launchd too.
+    let plist = t
+        .path()
+        .join("Library/LaunchAgents/com.bogware.bog-agents-daemon.plist");
+    assert_eq!(run_with_home(t.path(), &["install-launchd"]).0, 0);
+    assert_eq!(
+        std::fs::metadata(&plist).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(run_with_home(t.path(), &["uninstall-launchd"]).0, 0);
+    assert!(!plist.exists());
+    // --print touches nothing.
+    assert_eq!(
+        run_with_home(t.path(), &["install-systemd", "--print"]).0,
+        0
+    );
+    assert!(!unit.exists());
+}
+
+#[test]
+fn contrib_files_match_the_generators() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let home = Path::new("/home/you");
+    let (_, unit, _) = run_with_home(
+        home,
+        &["install-systemd", "--print", "--binary", BIN_PLACEHOLDER],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("contrib/systemd/bog-agents-daemon.service")).unwrap(),
+        unit,
+        "contrib/systemd drifted: regenerate with `HOME=/home/you bog-agents-daemon install-systemd --print --binary {BIN_PLACEHOLDER}`"
+    );
+    let (_, plist, _) = run_with_home(
+        Path::new("/Users/you"),
+        &["install-launchd", "--print", "--binary", BIN_PLACEHOLDER],
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("contrib/launchd/com.bogware.bog-agents-daemon.plist"))
+            .unwrap(),
+        plist,
+        "contrib/launchd drifted"
+    );
+    let (_, xml, _) = run_with_home(
+        home,
+        &[
+            "install-windows-task",
+            "--print",
+            "--binary",
+            WIN_PLACEHOLDER,
+        ],
+    );
+    let bytes = std::fs::read(root.join("contrib/windows/bog-agents-daemon.xml")).unwrap();
+    assert_eq!(&bytes[..2], &[0xFF, 0xFE]);
+    let units: Vec<u16> = bytes[2..]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let text = String::from_utf16(&units).unwrap().replace("\r\n", "\n");
+    assert_eq!(text, xml, "contrib/windows drifted");
+}
+
+#[test]
+fn status_and_stop_against_a_real_daemon() {
+    let t = tempdir();
+    let mut d = Daemon::start(t.path(), &[]);
+    let (code, out, _) = cli(&d.dir, &["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("pid {}", d.pid())) && out.contains("jobs: 0"),
+        "{out}"
+    );
+    d.create(&sh_job("drain", "sleep 0.5; echo drained", idle_trigger()));
+    let (_, v) = d.post("/jobs/drain/run", &serde_json::json!({}));
+    let id = v["run_id"].as_str().unwrap().to_string();
+    d.wait_run("drain", 20, "running", |r| {
+        r["id"] == id.as_str() && r["status"] == "running"
+    });
+    let (code, out, err) = cli(&d.dir, &["stop", "--timeout", "30"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(d.wait_exit(10).code(), Some(0));
+    let (code, out, _) = cli(&d.dir, &["status"]);
+    assert_eq!(
+        code, 1,
+        "a cleanly stopped daemon is not a stale lock: {out}"
+    );
+    assert_eq!(
+        cli(&d.dir, &["stop"]).0,
+        0,
+        "stopping a stopped daemon is fine"
+    );
+    let mut d2 = Daemon::start(t.path(), &[]);
+    let (_, r) = d2.get(&format!("/jobs/drain/runs/{id}"));
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["output"], "drained\n");
+    d2.kill9();
+    let (code, out, _) = cli(&d2.dir, &["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("stale"), "{out}");
+}
