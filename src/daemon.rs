@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, RecvTimeoutError};
+use crossbeam_channel::{bounded, unbounded};
 
 use crate::api::{self, Api};
 use crate::engine::{Engine, Settings};
@@ -90,7 +90,10 @@ pub fn run(opts: RunOptions) -> i32 {
     store.clean_temp_files();
     let (recovered, bad_runs) = store.recover_runs();
     for r in &recovered {
-        log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(); "run was left unfinished by a previous daemon; marked interrupted");
+        // An agent of a daemon that was killed may still run: it goes too.
+        let killed = crate::agent::sweep_marked(&format!("BOG_RUN_ID={}", r.id));
+        log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), killed_leftovers = killed;
+            "run was left unfinished by a previous daemon; marked interrupted");
     }
     let (jobs, bad_jobs) = store.load_jobs();
     for q in bad_jobs.iter().chain(&bad_runs) {
@@ -186,23 +189,35 @@ pub fn run(opts: RunOptions) -> i32 {
     // Stop intake.
     log::info!(event = "daemon.stopping", running = engine.running_count(), grace_seconds = grace.as_secs();
         "{}: no new runs; waiting up to {}s for running agents", crate::agent::signal_name(sig), grace.as_secs());
+    // The API keeps answering while the daemon drains (/health, reads; firings get 503).
     engine.begin_shutdown();
-    for _ in 0..HTTP_THREADS {
-        server.unblock();
-    }
     for w in engine.take_all_pending() {
         worker::interrupt_unstarted(&engine, w);
     }
-    // Drain: workers exit once their current run is recorded.
-    // Nobody sends on `exit_rx`: it disconnects when the last worker has exited.
-    let drained = matches!(
-        exit_rx.recv_deadline(Instant::now() + grace),
-        Err(RecvTimeoutError::Disconnected)
-    );
+    // Drain: workers exit once their current run is recorded. Nobody sends on `exit_rx`: it
+    // disconnects when the last worker has exited. A second SIGTERM/SIGINT ends the grace.
+    let deadline = Instant::now() + grace;
+    let drained = loop {
+        crossbeam_channel::select! {
+            recv(exit_rx) -> _ => break true,
+            recv(sig_rx) -> s => match s {
+                Ok(Signal::Stop(_)) => {
+                    log::warn!(event = "daemon.stopping"; "second stop signal: not waiting for the grace period");
+                    break false;
+                }
+                Ok(Signal::Reload) => {}
+                Err(_) => {}
+            },
+            default(deadline.saturating_duration_since(Instant::now())) => break false,
+        }
+    };
     if !drained {
         let n = engine.kill_all_running();
-        log::warn!(event = "daemon.kill", killed = n; "grace period over: killing {n} running agent process groups");
+        log::warn!(event = "daemon.kill", killed = n; "killing {n} running agent process groups");
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
+    }
+    for _ in 0..HTTP_THREADS {
+        server.unblock();
     }
     log::info!(event = "daemon.stopped"; "stopped");
     lock.clear();

@@ -459,12 +459,12 @@ impl Engine {
             run: rec,
             extra: Arc::new(extra),
         };
+        // Counted before the send: a worker may take it (and count it down) at once.
+        Metrics::inc(&self.metrics.runs_queued);
         match self.work_tx.try_send(work) {
-            Ok(()) => {
-                Metrics::inc(&self.metrics.runs_queued);
-                Ok(Fired::Queued(id))
-            }
+            Ok(()) => Ok(Fired::Queued(id)),
             Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
+                Metrics::dec(&self.metrics.runs_queued);
                 runs.active.remove(&id);
                 if runs.active.is_empty() {
                     runs.busy_since = None;

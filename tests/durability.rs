@@ -35,14 +35,29 @@ fn job_survives_kill9_right_after_201() {
 fn kill9_during_a_run_marks_it_interrupted_after_restart() {
     let t = tempdir();
     let mut d = Daemon::start(t.path(), &[]);
-    d.create(&sh_job("long", "sleep 30", idle_trigger()));
+    let pidfile = t.path().join("agent.pid");
+    d.create(&sh_job(
+        "long",
+        &format!("echo $$ > {}; exec sleep 30", pidfile.display()),
+        idle_trigger(),
+    ));
     let (_, v) = d.post("/jobs/long/run", &json!({}));
     let id = v["run_id"].as_str().unwrap().to_string();
     d.wait_run("long", 20, "run to be running", |r| {
         r["id"] == id.as_str() && r["status"] == "running"
     });
+    let pid: i32 = wait_for(20, "agent pid", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
     d.kill9();
+    assert!(
+        alive(pid),
+        "the orphaned agent outlives a kill -9 of the daemon"
+    );
     let d = Daemon::start(t.path(), &[]);
+    wait_for(10, "the orphaned agent to be killed at restart", || {
+        (!alive(pid)).then_some(())
+    });
     let (_, r) = d.get(&format!("/jobs/long/runs/{id}"));
     assert_eq!(r["status"], "interrupted", "{r}");
     assert!(r["error"].as_str().unwrap().contains("daemon stopped"));
@@ -108,13 +123,25 @@ fn data_dir_and_token_modes() {
 fn sigterm_drains_a_running_agent_and_exits_zero() {
     let t = tempdir();
     let mut d = Daemon::start(t.path(), &["--grace", "20"]);
-    d.create(&sh_job("drain", "sleep 0.5; echo finished", idle_trigger()));
+    let release = t.path().join("release");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; echo finished",
+        release.display()
+    );
+    d.create(&sh_job("drain", &script, idle_trigger()));
     let (_, v) = d.post("/jobs/drain/run", &json!({}));
     let id = v["run_id"].as_str().unwrap().to_string();
     d.wait_run("drain", 20, "running", |r| {
         r["id"] == id.as_str() && r["status"] == "running"
     });
     d.signal(libc::SIGTERM);
+    // While it drains, the API still answers: reads work, new runs are refused with 503.
+    wait_for(10, "firings refused with 503", || {
+        (d.post("/jobs/drain/run", &json!({})).0 == 503).then_some(())
+    });
+    assert_eq!(d.get("/health").0, 200);
+    assert_eq!(d.get("/jobs/drain").0, 200);
+    std::fs::write(&release, "").unwrap();
     let st = d.wait_exit(30);
     assert_eq!(st.code(), Some(0));
     let dir = d.dir.clone();

@@ -238,6 +238,9 @@ impl Clock {
                 log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while the daemon was down; firing once now", crate::time::rfc3339(missed));
                 let mut ctx = Map::new();
                 ctx.insert("cron".into(), cron.clone().into());
+                if let Plan::Cron { zone, .. } = &plan {
+                    ctx.insert("timezone".into(), zone.name().into());
+                }
                 ctx.insert("catch_up".into(), true.into());
                 self.fire(&job.id, "cron", missed, ctx, Some(key));
             }
