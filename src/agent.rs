@@ -34,6 +34,8 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     pub cpu_seconds: Option<u64>,
     pub memory_mb: Option<u64>,
+    /// `RLIMIT_NPROC` (counts all processes of the user; root is exempt).
+    pub max_processes: Option<u64>,
     pub max_output_bytes: usize,
     /// An environment entry (`NAME=value`, also in `env`) that marks this run's processes:
     /// when the agent ends, every process still carrying it is killed, including those that
@@ -99,7 +101,12 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
         } else {
             Stdio::null()
         });
-    prepare_child(&mut cmd, spec.cpu_seconds, spec.memory_mb);
+    prepare_child(
+        &mut cmd,
+        spec.cpu_seconds,
+        spec.memory_mb,
+        spec.max_processes,
+    );
 
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
@@ -322,7 +329,12 @@ pub fn signal_name(sig: i32) -> String {
 }
 
 /// New process group, limits, and a clean signal mask, applied in the child before exec.
-fn prepare_child(cmd: &mut Command, cpu_seconds: Option<u64>, memory_mb: Option<u64>) {
+fn prepare_child(
+    cmd: &mut Command,
+    cpu_seconds: Option<u64>,
+    memory_mb: Option<u64>,
+    max_processes: Option<u64>,
+) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
     // SAFETY: the closure only calls async-signal-safe functions (setrlimit, sigprocmask)
@@ -349,6 +361,15 @@ fn prepare_child(cmd: &mut Command, cpu_seconds: Option<u64>, memory_mb: Option<
                     rlim_max: bytes,
                 };
                 if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(n) = max_processes {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -409,6 +430,7 @@ mod tests {
             timeout: Some(Duration::from_secs(30)),
             cpu_seconds: None,
             memory_mb: None,
+            max_processes: None,
             max_output_bytes: 1024,
             marker: None,
         }

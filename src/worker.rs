@@ -194,6 +194,7 @@ fn execute(engine: &Engine, w: Work) {
         timeout: job.limits.timeout_seconds.map(Duration::from_secs),
         cpu_seconds: job.limits.cpu_seconds,
         memory_mb: job.limits.memory_mb,
+        max_processes: job.limits.max_processes,
         max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
         marker: Some(format!("BOG_RUN_ID={}", rec.id)),
     };
@@ -321,26 +322,19 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
         (RunStatus::Succeeded, None)
     } else if let Some(sig) = o.signal {
         let mut e = format!("the agent was killed by {}", agent::signal_name(sig));
-        if let (Some(cpu), true) = (
-            job.limits.cpu_seconds,
-            sig == libc::SIGXCPU || sig == libc::SIGKILL,
-        ) {
-            e.push_str(&format!(
+        match job.limits.cpu_seconds {
+            Some(cpu) if sig == libc::SIGXCPU || sig == libc::SIGKILL => e.push_str(&format!(
                 ": cpu_seconds limit of {cpu} s reached (RLIMIT_CPU)"
-            ));
-        } else if let Some(mb) = job.limits.memory_mb {
-            e.push_str(&format!(
-                " (memory_mb limit is {mb} MiB of address space; allocations past it fail)"
-            ));
+            )),
+            _ => e.push_str(&limit_hints(job)),
         }
         (RunStatus::Failed, Some(e))
     } else {
-        let mut e = format!("the agent exited with code {}", o.exit_code.unwrap_or(-1));
-        if let Some(mb) = job.limits.memory_mb {
-            e.push_str(&format!(
-                " (memory_mb limit is {mb} MiB of address space; allocations past it fail)"
-            ));
-        }
+        let e = format!(
+            "the agent exited with code {}{}",
+            o.exit_code.unwrap_or(-1),
+            limit_hints(job)
+        );
         (RunStatus::Failed, Some(e))
     };
     rec.status = status;
@@ -350,6 +344,27 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
     } else {
         Some(notes.join("; "))
     };
+}
+
+/// For a failed run: the limits that make allocations or forks fail inside the agent, which
+/// is how those limits show (the process sees an error, not a signal).
+fn limit_hints(job: &Job) -> String {
+    let mut h = Vec::new();
+    if let Some(mb) = job.limits.memory_mb {
+        h.push(format!(
+            "memory_mb limit is {mb} MiB of address space; allocations past it fail"
+        ));
+    }
+    if let Some(n) = job.limits.max_processes {
+        h.push(format!(
+            "max_processes limit is {n} (RLIMIT_NPROC); fork fails past it"
+        ));
+    }
+    if h.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", h.join("; "))
+    }
 }
 
 /// Writes the firing context to `<data dir>/events/<run-id>.json` for `BOG_EVENT_FILE`.

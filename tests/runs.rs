@@ -354,7 +354,8 @@ fn escaped_grandchildren_do_not_survive() {
     for (name, tail) in cases {
         let pidfile = t.path().join(format!("{name}.pid"));
         let mut job = sh_job(name, &script(&pidfile, tail), idle_trigger());
-        job["limits"] = json!({"timeout_seconds": 1});
+        // Long enough for the escaped process to start and write its pid on a busy machine.
+        job["limits"] = json!({"timeout_seconds": 5});
         d.create(&job);
         let id = manual(&d, name);
         let pid: i32 = wait_for(20, "escaped pid", || {

@@ -134,3 +134,110 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
     }
     check_files(&d.dir);
 }
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A 1 GiB output flood, a memory bomb and a CPU spinner at once: each ends with its limit
+/// named, the daemon's memory stays bounded, and an every-second job keeps firing meanwhile.
+#[test]
+fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &["--workers", "4"]);
+    let mut flood = sh_job("flood", "head -c 1073741824 /dev/zero", idle_trigger());
+    flood["limits"] = json!({"max_output_kb": 1024});
+    d.create(&flood);
+    d.create(&json!({
+        "name": "bomb", "prompt": "p",
+        "agent": {"command": ["python3", "-c", "b = []\nwhile True: b.append(bytearray(64 << 20))"]},
+        "limits": {"memory_mb": 256}, "triggers": idle_trigger()
+    }));
+    let mut spin = sh_job("spin", "while :; do :; done", idle_trigger());
+    spin["limits"] = json!({"cpu_seconds": 2, "timeout_seconds": 120});
+    d.create(&spin);
+    let mut procs = sh_job(
+        "procs",
+        "grep 'Max processes' /proc/self/limits",
+        idle_trigger(),
+    );
+    procs["limits"] = json!({"max_processes": 77});
+    d.create(&procs);
+    d.create(
+        &json!({"name": "tick", "prompt": "p", "agent": {"command": ["true"]},
+        "triggers": [{"type": "cron", "cron": "* * * * * *"}]}),
+    );
+    let ids: Vec<(String, String)> = ["flood", "bomb", "spin", "procs"]
+        .iter()
+        .map(|n| {
+            let (st, v) = d.post(&format!("/jobs/{n}/run"), &json!({}));
+            assert_eq!(st, 202);
+            (n.to_string(), v["run_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut max_rss = 0;
+    let finals: Vec<Value> = ids
+        .iter()
+        .map(|(n, id)| {
+            wait_for(180, &format!("{n} to finish"), || {
+                max_rss = max_rss.max(rss_kib(d.pid()));
+                let (st, r) = d.get(&format!("/jobs/{n}/runs/{id}"));
+                (st == 200 && !matches!(r["status"].as_str(), Some("queued" | "running")))
+                    .then_some(r)
+            })
+        })
+        .collect();
+    let (flood, bomb, spin, procs) = (&finals[0], &finals[1], &finals[2], &finals[3]);
+    assert_eq!(flood["status"], "succeeded", "{flood}");
+    assert_eq!(flood["output_bytes"], 1u64 << 30);
+    assert_eq!(flood["output_truncated"], true);
+    assert!(flood["output"]
+        .as_str()
+        .unwrap()
+        .contains("max_output_kb = 1024"));
+    assert_eq!(bomb["status"], "failed");
+    assert!(
+        bomb["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory_mb limit is 256 MiB"),
+        "{bomb}"
+    );
+    assert_eq!(spin["status"], "failed");
+    assert!(
+        spin["error"]
+            .as_str()
+            .unwrap()
+            .contains("cpu_seconds limit of 2 s"),
+        "{spin}"
+    );
+    let line = procs["output"].as_str().unwrap();
+    assert!(
+        line.split_whitespace().filter(|w| *w == "77").count() == 2,
+        "soft and hard RLIMIT_NPROC: {line}"
+    );
+    assert!(max_rss < 64 * 1024, "daemon RSS reached {max_rss} KiB");
+    // The every-second job fired while the spinner was burning its CPU limit.
+    let (s0, s1) = (
+        spin["started_at"].as_str().unwrap().to_string(),
+        spin["finished_at"].as_str().unwrap().to_string(),
+    );
+    let (_, ticks) = d.get("/jobs/tick/runs?limit=1000");
+    let during = ticks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .filter(|r| {
+            let s = r["started_at"].as_str().unwrap();
+            s > s0.as_str() && s < s1.as_str()
+        })
+        .count();
+    assert!(during >= 1, "no tick between {s0} and {s1}");
+}

@@ -80,6 +80,9 @@ pub struct AddArgs {
     /// RLIMIT_AS of the agent in MiB
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u64>,
+    /// RLIMIT_NPROC of the agent (processes of its user; root is exempt)
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u64>,
     /// Keep at most this many KiB of output (default 1024)
     #[arg(long, value_name = "KB")]
     pub max_output_kb: Option<u64>,
@@ -298,6 +301,7 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
     if a.timeout.is_some()
         || a.cpu_seconds.is_some()
         || a.memory_mb.is_some()
+        || a.max_processes.is_some()
         || a.max_output_kb.is_some()
     {
         let l = m.entry("limits").or_insert_with(|| json!({}));
@@ -306,6 +310,7 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
                 ("timeout_seconds", a.timeout),
                 ("cpu_seconds", a.cpu_seconds),
                 ("memory_mb", a.memory_mb),
+                ("max_processes", a.max_processes),
                 ("max_output_kb", a.max_output_kb),
             ] {
                 if let Some(v) = v {

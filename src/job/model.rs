@@ -58,6 +58,9 @@ pub struct Limits {
     pub cpu_seconds: Option<u64>,
     /// `RLIMIT_AS`, in MiB.
     pub memory_mb: Option<u64>,
+    /// `RLIMIT_NPROC`: processes the agent's user may have (not enforced for root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_processes: Option<u64>,
     /// Captured stdout beyond this many KiB is cut.
     pub max_output_kb: u64,
 }
@@ -68,6 +71,7 @@ impl Default for Limits {
             timeout_seconds: Some(3600),
             cpu_seconds: None,
             memory_mb: None,
+            max_processes: None,
             max_output_kb: 1024,
         }
     }

@@ -238,6 +238,7 @@ fn limits(v: Option<&Value>) -> R<Limits> {
             "timeout_seconds",
             "cpu_seconds",
             "memory_mb",
+            "max_processes",
             "max_output_kb",
         ],
         &[],
@@ -251,6 +252,7 @@ fn limits(v: Option<&Value>) -> R<Limits> {
         timeout_seconds,
         cpu_seconds: opt_uint(m, "limits", "cpu_seconds", 1, 30 * 86400)?,
         memory_mb: opt_uint(m, "limits", "memory_mb", 1, 1 << 30)?,
+        max_processes: opt_uint(m, "limits", "max_processes", 1, 1 << 22)?,
         max_output_kb: opt_uint(m, "limits", "max_output_kb", 1, MAX_OUTPUT_KB_LIMIT)?
             .unwrap_or(d.max_output_kb),
     })
