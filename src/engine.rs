@@ -481,6 +481,20 @@ impl Engine {
         }
     }
 
+    /// [`Engine::fire`] for trigger threads, which have no one to answer: a disabled or
+    /// deleted job and shutdown are not errors there; a failed write is logged.
+    pub fn fire_from_trigger(&self, job_id: &str, trigger: Map<String, Value>) {
+        match self.fire(job_id, trigger, Map::new(), false) {
+            Ok(_)
+            | Err(FireError::Disabled)
+            | Err(FireError::NoSuchJob)
+            | Err(FireError::ShuttingDown) => {}
+            Err(FireError::Store(e)) => {
+                log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
+            }
+        }
+    }
+
     fn record_skip(&self, rec: RunRecord) -> Result<Fired, FireError> {
         self.store
             .save_run(&rec)

@@ -25,15 +25,6 @@ fn sign(body: &[u8]) -> String {
     )
 }
 
-fn status_field(pid: i32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 fn fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -117,7 +108,7 @@ fn webhook_burst_loses_nothing_accepted_and_throttles() {
         "a 32-slot queue behind one worker must fill up"
     );
     assert!(!accepted.is_empty());
-    let rss_kib = status_field(d.pid(), "VmRSS:");
+    let rss_kib = proc_status(d.pid(), "VmRSS:");
     assert!(rss_kib < 64 * 1024, "RSS after the burst: {rss_kib} KiB");
     // Every accepted event becomes a run record that reaches a final state.
     let want: HashSet<String> = accepted.into_iter().collect();
@@ -151,9 +142,9 @@ fn soak_holds_memory_descriptors_and_threads_flat() {
     let pid = d.pid();
     let sample = || {
         (
-            status_field(pid, "VmRSS:"),
+            proc_status(pid, "VmRSS:"),
             fds(pid),
-            status_field(pid, "Threads:"),
+            proc_status(pid, "Threads:"),
         )
     };
     // Warm up under the same load for a third of the time (thread stacks, allocator arenas

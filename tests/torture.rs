@@ -135,16 +135,6 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
     check_files(&d.dir);
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// A 1 GiB output flood, a memory bomb and a CPU spinner at once: each ends with its limit
 /// named, the daemon's memory stays bounded, and an every-second job keeps firing meanwhile.
 #[test]
@@ -186,7 +176,7 @@ fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
         .iter()
         .map(|(n, id)| {
             wait_for(180, &format!("{n} to finish"), || {
-                max_rss = max_rss.max(rss_kib(d.pid()));
+                max_rss = max_rss.max(proc_status(d.pid(), "VmRSS:"));
                 let (st, r) = d.get(&format!("/jobs/{n}/runs/{id}"));
                 (st == 200 && !matches!(r["status"].as_str(), Some("queued" | "running")))
                     .then_some(r)

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::{json, Map, Value};
 
-use crate::engine::{ClockMsg, Engine, FireError};
+use crate::engine::{ClockMsg, Engine};
 use crate::job::{Job, Trigger};
 use crate::metrics::Metrics;
 use crate::schedule::cron::CronSchedule;
@@ -186,15 +186,7 @@ impl Clock {
             crate::time::rfc3339(scheduled).into(),
         );
         ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
-        match self.engine.fire(job_id, ctx, Map::new(), false) {
-            Ok(_)
-            | Err(FireError::Disabled)
-            | Err(FireError::NoSuchJob)
-            | Err(FireError::ShuttingDown) => {}
-            Err(FireError::Store(e)) => {
-                log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
-            }
-        }
+        self.engine.fire_from_trigger(job_id, ctx);
         let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
         if let (Some(key), true) = (state_key, catch_up) {
             self.state

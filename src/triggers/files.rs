@@ -26,7 +26,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde_json::{Map, Value};
 
-use crate::engine::{Engine, FireError};
+use crate::engine::Engine;
 use crate::job::{Job, Trigger};
 use crate::metrics::Metrics;
 
@@ -351,15 +351,7 @@ impl FileWatcher {
             }
             ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
             Metrics::inc(&self.engine.metrics.file_change_firings_total);
-            match self.engine.fire(&k.0, ctx, Map::new(), false) {
-                Ok(_)
-                | Err(FireError::Disabled)
-                | Err(FireError::NoSuchJob)
-                | Err(FireError::ShuttingDown) => {}
-                Err(FireError::Store(e)) => {
-                    log::error!(event = "fire.error", job = k.0.as_str(); "cannot record the run: {e}")
-                }
-            }
+            self.engine.fire_from_trigger(&k.0, ctx);
         }
     }
 }

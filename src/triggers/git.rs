@@ -20,7 +20,7 @@ use crossbeam_channel::{select, Receiver};
 use globset::{GlobBuilder, GlobMatcher};
 use serde_json::{json, Map, Value};
 
-use crate::engine::{Engine, FireError};
+use crate::engine::Engine;
 use crate::job::Trigger;
 use crate::metrics::Metrics;
 
@@ -191,15 +191,7 @@ impl Poller {
             ctx.insert("refs".into(), Value::Array(refs));
             ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
             Metrics::inc(&self.engine.metrics.git_push_firings_total);
-            match self.engine.fire(job_id, ctx, Map::new(), false) {
-                Ok(_)
-                | Err(FireError::Disabled)
-                | Err(FireError::NoSuchJob)
-                | Err(FireError::ShuttingDown) => {}
-                Err(FireError::Store(e)) => {
-                    log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
-                }
-            }
+            self.engine.fire_from_trigger(job_id, ctx);
         }
     }
 }

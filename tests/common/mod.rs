@@ -278,6 +278,17 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// A numeric field of `/proc/<pid>/status`, e.g. `VmRSS:` (KiB) or `Threads:`.
+pub fn proc_status(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 /// A job body whose agent is `sh -c script`.
 pub fn sh_job(name: &str, script: &str, triggers: Value) -> Value {
     serde_json::json!({
