@@ -423,6 +423,9 @@ impl Engine {
         );
         let busy = !runs.active.is_empty();
         if busy && job.overlap == Overlap::Skip {
+            // A skipped record is final and no worker will touch it: write it outside the
+            // job's lock, so a burst of firings does not queue behind one fsync at a time.
+            drop(runs);
             rec.status = RunStatus::Skipped;
             rec.error = Some("a run of this job was still active (overlap: skip)".into());
             rec.finished_at = Some(crate::time::now_rfc3339());
