@@ -116,7 +116,7 @@ pub fn run(opts: RunOptions) -> i32 {
     } else {
         format!("{bind}:{port}")
     };
-    let server = match tiny_http::Server::http(&addr) {
+    let server = match listen(&addr) {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
@@ -234,6 +234,29 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// Binds the API socket. TCP_NODELAY is set on the listener, which accepted connections
+/// inherit on Linux: tiny_http writes a response's head and body separately, and without it
+/// Nagle's algorithm meets the client's delayed ACK and larger answers wait 40 ms.
+fn listen(addr: &str) -> Result<tiny_http::Server, String> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a local c_int.
+        unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
 }
 
 fn fail(msg: &str) -> i32 {

@@ -117,6 +117,8 @@ pub struct Engine {
     clock_tx: Sender<ClockMsg>,
     /// Trigger threads that re-plan a job when it changes (file watcher, git poller).
     listeners: Mutex<Vec<Sender<String>>>,
+    /// Next fire instant per job, published by the clock.
+    next_fire: Mutex<HashMap<String, Option<DateTime<Utc>>>>,
     /// Webhook path → ids of the jobs with a webhook trigger on it.
     hooks: RwLock<HashMap<String, Vec<String>>>,
     shutting_down: AtomicBool,
@@ -177,6 +179,7 @@ impl Engine {
             clock_tx,
             listeners: Mutex::new(Vec::new()),
             hooks: RwLock::new(hooks),
+            next_fire: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             shutdown_rx,
@@ -252,6 +255,8 @@ impl Engine {
                 self.unindex_hooks(&old);
             }
             self.index_hooks(&job);
+            // Until the clock has re-planned it, the next fire time is computed on demand.
+            lock(&self.next_fire).remove(&job.id);
             t.by_name.insert(job.name.clone(), job.id.clone());
             t.by_id.insert(job.id.clone(), job.clone());
             self.metrics
@@ -320,6 +325,7 @@ impl Engine {
     }
 
     fn forget(&self, id: &str) {
+        lock(&self.next_fire).remove(id);
         {
             let mut t = self.jobs.write().unwrap_or_else(|p| p.into_inner());
             if let Some(old) = t.by_id.remove(id) {
@@ -388,8 +394,20 @@ impl Engine {
         }
     }
 
-    /// The next instant any of a job's clock triggers fires (None: not scheduled).
+    /// Records the next fire instant of a job as planned by the clock (None: not scheduled).
+    pub fn set_next_fire(&self, job_id: &str, at: Option<DateTime<Utc>>) {
+        lock(&self.next_fire).insert(job_id.to_string(), at);
+    }
+
+    /// The next instant any of a job's clock triggers fires (None: not scheduled). The
+    /// clock's plan when it has one; computed here for a job it has not planned yet (just
+    /// created), so an API answer never shows a stale or missing time.
     pub fn next_fire(&self, job: &Job) -> Option<DateTime<Utc>> {
+        if let Some(at) = lock(&self.next_fire).get(&job.id) {
+            if at.is_none_or(|t| t > Utc::now()) {
+                return *at;
+            }
+        }
         crate::triggers::clock::job_next_fire(job, self.started_at, Utc::now())
     }
 

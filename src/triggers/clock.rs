@@ -111,6 +111,7 @@ impl Clock {
             }
         }
         let Some(job) = self.engine.job(job_id).filter(|j| j.enabled) else {
+            self.engine.set_next_fire(job_id, None);
             return;
         };
         let now = Utc::now();
@@ -124,6 +125,8 @@ impl Clock {
                 entries.push(Scheduled { index, plan, next });
             }
         }
+        self.engine
+            .set_next_fire(&job.id, entries.iter().map(|s| s.next).min());
         if !entries.is_empty() {
             self.jobs.insert(job.id.clone(), entries);
         }
@@ -163,6 +166,8 @@ impl Clock {
             } else {
                 entries.retain(|e| e.index != index);
             }
+            let next_fire = entries.iter().map(|s| s.next).min();
+            self.engine.set_next_fire(&job_id, next_fire);
             self.fire(&job_id, kind, scheduled, ctx, key);
         }
         if fired {
