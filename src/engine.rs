@@ -396,7 +396,12 @@ impl Engine {
 
     /// Records the next fire instant of a job as planned by the clock (None: not scheduled).
     pub fn set_next_fire(&self, job_id: &str, at: Option<DateTime<Utc>>) {
-        lock(&self.next_fire).insert(job_id.to_string(), at);
+        let mut m = lock(&self.next_fire);
+        match at {
+            Some(_) => m.insert(job_id.to_string(), at),
+            // Not scheduled (disabled, no clock trigger, deleted): computed on demand.
+            None => m.remove(job_id),
+        };
     }
 
     /// The next instant any of a job's clock triggers fires (None: not scheduled). The

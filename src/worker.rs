@@ -149,12 +149,13 @@ fn execute(engine: &Engine, w: Work) {
     let argv: Vec<String> = argv_t
         .iter()
         .map(|a| {
-            let a = if via == PromptVia::Arg {
+            // {model} first: a prompt that happens to contain "{model}" stays as written.
+            let a = a.replace("{model}", &job.model);
+            if via == PromptVia::Arg {
                 a.replace("{prompt}", &prompt)
             } else {
-                a.clone()
-            };
-            a.replace("{model}", &job.model)
+                a
+            }
         })
         .collect();
 

@@ -184,16 +184,19 @@ impl Intake {
             log::warn!(event = "webhook.rejected", path = req.path.as_str(); "{}", e.text());
             return Resp::error(401, e.text());
         }
-        if let Some(id) = req.header("x-github-delivery").filter(|d| !d.is_empty()) {
-            if !self.first_delivery(id) {
-                Metrics::inc(&engine.metrics.webhooks_duplicate_total);
-                return Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}));
-            }
-        }
         if engine.queue_full() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
             return Resp::error(429, "the work queue is full; retry later")
                 .with("Retry-After", "5");
+        }
+        // Remembered only once it is sure to be queued: a delivery refused with 429 or 5xx
+        // must fire when the sender retries it.
+        let delivery = req.header("x-github-delivery").filter(|d| !d.is_empty());
+        if let Some(id) = delivery {
+            if !self.first_delivery(id) {
+                Metrics::inc(&engine.metrics.webhooks_duplicate_total);
+                return Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}));
+            }
         }
 
         let mut trigger = Map::new();
@@ -235,17 +238,26 @@ impl Intake {
             match engine.fire(&job.id, trigger.clone(), extra.clone(), false) {
                 Ok(f) => run_ids.push(f.run_id().to_string()),
                 Err(FireError::ShuttingDown) => {
+                    self.forget_delivery(delivery);
                     return Resp::error(503, "the daemon is shutting down")
-                        .with("Retry-After", "10")
+                        .with("Retry-After", "10");
                 }
                 Err(FireError::Store(e)) => {
-                    return Resp::error(500, format!("could not record the run: {e}"))
+                    self.forget_delivery(delivery);
+                    return Resp::error(500, format!("could not record the run: {e}"));
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }
         }
         log::info!(event = "webhook.accepted", path = req.path.as_str(), runs = run_ids.len(); "webhook accepted");
         Resp::json(202, &json!({ "run_ids": run_ids }))
+    }
+
+    /// Forgets a delivery id that was recorded but could not be queued.
+    fn forget_delivery(&self, id: Option<&str>) {
+        if let Some(id) = id {
+            lock(&self.seen).remove(id);
+        }
     }
 
     /// Records a delivery id; false if it was seen within the window.
