@@ -1,8 +1,9 @@
 //! The REST API (SPEC §5) against the real binary: the token on every endpoint, create /
 //! get / list / patch / delete by id and by name, validation errors that name the field,
 //! name conflicts, body limits, malformed bodies, unknown paths and methods, manual runs
-//! and run listings, /health and /metrics, and a loop of garbage bodies that must never
-//! get a 5xx or a dropped connection.
+//! and run listings, /health and /metrics, every trigger and output type accepted without
+//! warnings (a failing output is a dispatch error, never a failed run), and a loop of
+//! garbage bodies that must never get a 5xx or a dropped connection.
 
 mod common;
 use chrono::Datelike;
@@ -1086,6 +1087,79 @@ fn health_and_metrics_in_json_and_prometheus_text() {
     assert!(header(&hs, "content-type")
         .unwrap()
         .starts_with("text/plain"));
+}
+
+/// Every trigger and output type is active in this build (README: `warnings` is "none
+/// today"), so a job using all of them is created with `warnings: []`. An output that cannot
+/// deliver (a Slack bot token variable that is not set) never fails the run: the run
+/// succeeds and records one `dispatch_errors` entry naming the target and the variable.
+#[test]
+fn every_trigger_and_output_type_is_accepted_and_a_failing_output_is_a_dispatch_error() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let root = t.path().join("watched");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.to_str().unwrap();
+    let unset = "BOG_API_TEST_NEVER_SET_SLACK_TOKEN";
+
+    let mut all = sh_job(
+        "all-types",
+        "true",
+        json!([
+            {"type": "cron", "cron": "0 0 1 1 *", "timezone": "UTC"},
+            {"type": "interval", "seconds": 86400},
+            {"type": "file_change", "patterns": ["**/*.rs"], "root": root},
+            {"type": "webhook", "path": "/hooks/all-types", "secret_env": "BOG_API_TEST_HOOK"},
+            {"type": "git_push", "repo": root, "branch": "main"},
+        ]),
+    );
+    all["outputs"] = json!([
+        {"type": "log"},
+        {"type": "stdout", "on": ["failed"]},
+        {"type": "file", "path": t.path().join("out.log").to_str().unwrap()},
+        {"type": "slack", "channel": "#ops", "token_env": unset},
+        {"type": "slack", "webhook_url_env": unset},
+        {"type": "webhook", "url": "http://127.0.0.1:9/never"},
+        {"type": "email", "to": "ops@example.com", "from": "bog@example.com"},
+        {"type": "github_comment", "repo": "owner/name", "issue": 1, "token_env": unset},
+    ]);
+    let c = d.create(&all);
+    assert_eq!(c["warnings"], json!([]), "{c}");
+    assert_eq!(c["triggers"].as_array().unwrap().len(), 5, "{c}");
+    assert_eq!(c["outputs"].as_array().unwrap().len(), 8, "{c}");
+    assert_eq!(d.get("/jobs/all-types").1["warnings"], json!([]));
+    // A webhook-only job has no clock trigger: no next fire time, and no warnings either.
+    let h = d.create(&sh_job(
+        "hook-only",
+        "true",
+        json!([{"type": "webhook", "path": "/hooks/only", "secret_env": "BOG_API_TEST_HOOK"}]),
+    ));
+    assert_eq!(h["warnings"], json!([]), "{h}");
+    assert_eq!(h["next_fire_at"], Value::Null, "{h}");
+
+    // A manual run of a job whose Slack output cannot deliver.
+    let mut job = sh_job("to-slack", "echo slack-body", idle_trigger());
+    job["outputs"] = json!([
+        {"type": "log"},
+        {"type": "slack", "channel": "#ops", "token_env": unset},
+    ]);
+    assert_eq!(d.create(&job)["warnings"], json!([]));
+    let run = manual(&d, "to-slack");
+    let r = d.wait_final("to-slack", &run, 20);
+    assert_eq!(
+        r["status"], "succeeded",
+        "a failing output never fails the run: {r}"
+    );
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["output"], "slack-body\n", "{r}");
+    let errs = r["dispatch_errors"].as_array().expect("dispatch_errors");
+    assert_eq!(errs.len(), 1, "only the Slack output failed: {r}");
+    assert_eq!(errs[0]["target"], "slack", "{r}");
+    let e = errs[0]["error"].as_str().unwrap();
+    assert!(e.contains(unset) && e.contains("not set"), "{e}");
+    let m = d.get("/metrics").1;
+    assert_eq!(m["dispatch_errors_total"], 1, "{m}");
+    assert_eq!(m["runs_succeeded_total"], 1, "{m}");
 }
 
 /// xorshift64*: deterministic bytes for the garbage loop.

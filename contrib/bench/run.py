@@ -279,7 +279,12 @@ def python_daemon(a):
     res["cpu"] = (cpu_ms(p.pid) - c0) * 60 / window
     res["jobs_rps"] = wrk(f"http://127.0.0.1:{port}/jobs", 3 if a.quick else 10, headers=[f"X-Daemon-Token: {tok}"])[0]
     p.terminate()
-    p.wait(timeout=30)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        res["note"] = "did not exit within 30 s of SIGTERM; killed"
+        p.kill()
+        p.wait()
     return res
 
 
@@ -299,6 +304,8 @@ def main():
         secs = 3 if a.quick else 10
         rv, rb, rss_burst, ours = bench_ours(a)
         peer = adnanh_webhook(secs, reps) if a.peers else None
+        if peer:
+            print(f"  adnanh/webhook: valid {peer[0]:,.0f} req/s, bad signature {peer[1]:,.0f} req/s", flush=True)
         row("webhook intake, valid signature (1.5 KiB) -> 202", [r[0] for r in rv], "req/s", ">= 5,000/s",
             lambda med, w: med >= 5000, peer[0] if peer else None, f"p99 {statistics.median([r[1] for r in rv]):.2f} ms; RSS after burst {rss_burst:.1f} MiB (<= 32)")
         row("webhook intake, bad signature -> 401", [r[0] for r in rb], "req/s", ">= adnanh/webhook",
@@ -307,7 +314,7 @@ def main():
         if a.peers:
             py = python_daemon(a)
             if py:
-                print(f"  python daemon: {py}")
+                print(f"  python daemon: {py}", flush=True)
                 ROWS.append(("Python daemon idle RSS 0 / 1,000 jobs", f"{py['rss0']:.1f} / {py['rss1000']:.1f} MiB", "", "", "", "", "", "peer, for the ratio"))
                 ROWS.append(("Python daemon idle CPU, 1,000 jobs", f"{py['cpu']:.0f} ms/min", "", "", "", "", "", ""))
                 ROWS.append(("Python daemon GET /jobs (1,000 jobs)", f"{py['jobs_rps']:,.0f} req/s", "", "", "", "", "", "cron lateness: its scheduler ticks every 30 s"))
