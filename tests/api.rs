@@ -2,8 +2,9 @@
 //! get / list / patch / delete by id and by name, validation errors that name the field,
 //! name conflicts, body limits, malformed bodies, unknown paths and methods, manual runs
 //! and run listings, /health and /metrics, every trigger and output type accepted without
-//! warnings (a failing output is a dispatch error, never a failed run), and a loop of
-//! garbage bodies that must never get a 5xx or a dropped connection.
+//! warnings (a failing output is a dispatch error, never a failed run), the unread body of
+//! a refused request never run as a request of its own, and a loop of garbage bodies that
+//! must never get a 5xx or a dropped connection.
 
 mod common;
 use chrono::Datelike;
@@ -1162,6 +1163,171 @@ fn every_trigger_and_output_type_is_accepted_and_a_failing_output_is_a_dispatch_
     assert_eq!(m["runs_succeeded_total"], 1, "{m}");
 }
 
+/// Reads one whole response (head, then a `Content-Length` body); returns the status and the
+/// body. Panics if the connection closes or the read deadline passes first.
+fn read_response(s: &mut TcpStream, what: &str) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            Ok(_) => panic!(
+                "{what}: connection closed after {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Err(e) => panic!(
+                "{what}: no answer: {e} (after {:?})",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no status line in {head:?}"));
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("{what}: no Content-Length in {head:?}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)
+        .unwrap_or_else(|e| panic!("{what}: body cut short: {e}"));
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A smuggled request and a pipelined GET /health, for the body-skipping tests.
+struct Pipelined {
+    smuggled: String,
+    health: String,
+}
+
+impl Pipelined {
+    fn new(token: &str) -> Pipelined {
+        Pipelined {
+            // A complete request, with the real token, that would delete the job `keep`.
+            smuggled: format!(
+                "DELETE /jobs/keep HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+            ),
+            health: format!(
+                "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+        }
+    }
+
+    /// POST /jobs with `auth` header lines and the smuggled request as a sized body.
+    fn sized(&self, auth: &str) -> String {
+        format!(
+            "POST /jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            self.smuggled.len(),
+            self.smuggled
+        )
+    }
+
+    /// POST /jobs/keep/run with `auth` header lines and the smuggled request as one chunk.
+    fn chunked(&self, auth: &str) -> String {
+        format!(
+            "POST /jobs/keep/run HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            self.smuggled.len(),
+            self.smuggled
+        )
+    }
+
+    /// Sends `first` and GET /health in one write on one keep-alive connection; returns the
+    /// first answer and the raw bytes of everything after it up to the close.
+    fn send(&self, d: &Daemon, first: &str, what: &str) -> ((u16, String), String) {
+        let mut s = connect(d, 10);
+        s.write_all(format!("{first}{}", self.health).as_bytes())
+            .unwrap();
+        let answer = read_response(&mut s, what);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        (answer, String::from_utf8_lossy(&rest).into_owned())
+    }
+}
+
+/// The status codes of the response heads in `raw`.
+fn status_lines(raw: &str) -> Vec<u16> {
+    raw.split("\r\n")
+        .filter(|l| l.starts_with("HTTP/1."))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+/// The daemon answers a request without the token before reading its body. That unread body
+/// must never be run as a request of its own: here each body is a complete request, with the
+/// real token, that would delete a job. With a `Content-Length` body the connection stays in
+/// step and the pipelined GET /health gets its answer.
+#[test]
+fn an_unread_unauthenticated_body_is_never_run_as_a_request() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&sh_job("keep", "true", idle_trigger()));
+    let p = Pipelined::new(&d.token);
+
+    for (what, first) in [
+        ("no token, Content-Length", p.sized("")),
+        (
+            "wrong token, Content-Length",
+            p.sized("Authorization: Bearer wrong\r\n"),
+        ),
+    ] {
+        let ((st, body), rest) = p.send(&d, &first, what);
+        assert_eq!(st, 401, "{what}: {body}");
+        // Exactly one more answer, /health's: the smuggled DELETE was skipped as body bytes.
+        assert_eq!(status_lines(&rest), [200], "{what}: {rest}");
+        let h: Value = serde_json::from_str(rest.rsplit("\r\n\r\n").next().unwrap()).unwrap();
+        assert_eq!(h["status"], "ok", "{what}: {h}");
+        assert_eq!(h["jobs"], 1, "{what}: {h}");
+    }
+    let basic = format!("Authorization: Basic {}\r\n", d.token);
+    for (what, first) in [
+        ("no token, chunked", p.chunked("")),
+        ("Basic scheme, chunked", p.chunked(&basic)),
+    ] {
+        let ((st, body), rest) = p.send(&d, &first, what);
+        assert_eq!(st, 401, "{what}: {body}");
+        // Whatever follows (see the ignored test below), the smuggled DELETE is not run.
+        assert!(
+            !status_lines(&rest).contains(&204),
+            "{what}: the smuggled DELETE ran: {rest}"
+        );
+    }
+    assert_eq!(d.get("/jobs/keep").0, 200);
+    assert!(runs(&d, "keep").is_empty());
+
+    // A 2 MiB body with a missing or wrong token is refused with 401 (not 413, not a reset
+    // connection), and creates nothing.
+    let big = body_of_len("big-intruder", 2 * LIMIT);
+    for auth in [vec![], vec![("Authorization", "Bearer wrong")]] {
+        let (st, hs, text) = d.raw("POST", "/jobs", Some(&big), &auth);
+        assert_eq!(st, 401, "{auth:?}: {text}");
+        assert!(header(&hs, "www-authenticate").is_some_and(|w| w.starts_with("Bearer")));
+    }
+    assert_eq!(d.get("/jobs").1.as_array().unwrap().len(), 1);
+    let m = d.get("/metrics").1;
+    assert_eq!(m["http_unauthorized_total"], 6, "{m}");
+}
+
+#[test]
+#[ignore = "BUG (tiny_http 0.12): after a 401 to an unauthenticated request with an unread chunked body, the next request pipelined on that keep-alive connection gets a bare 400 with an empty body (not JSON) and the connection is closed, instead of its own answer"]
+fn an_unread_chunked_body_does_not_spoil_the_next_request_on_the_connection() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&sh_job("keep", "true", idle_trigger()));
+    let p = Pipelined::new(&d.token);
+    let ((st, body), rest) = p.send(&d, &p.chunked(""), "no token, chunked");
+    assert_eq!(st, 401, "{body}");
+    assert_eq!(status_lines(&rest), [200], "{rest}");
+    let h: Value = serde_json::from_str(rest.rsplit("\r\n\r\n").next().unwrap()).unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
+}
+
 /// xorshift64*: deterministic bytes for the garbage loop.
 struct Rng(u64);
 
@@ -1446,4 +1612,46 @@ fn a_non_ascii_header_value_gets_an_answer() {
     let st = read_status(&mut s, "header with UTF-8");
     assert!(matches!(st, 200 | 400), "{st}");
     assert_eq!(d.get("/health").0, 200);
+}
+
+#[test]
+#[ignore = "BUG: a request whose target holds a non-ASCII byte (GET /jobs/\\xff) gets no response at all: tiny_http drops the connection instead of answering 400"]
+fn a_non_ascii_request_target_gets_a_400_not_a_dropped_connection() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    for target in [&b"/jobs/\xff"[..], b"/jobs/caf\xc3\xa9", b"/health?x=\xff"] {
+        let mut s = connect(&d, 10);
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                d.token
+            )
+            .as_bytes(),
+        );
+        s.write_all(&req).unwrap();
+        let what = format!("GET {}", String::from_utf8_lossy(target));
+        let (st, body) = read_response(&mut s, &what);
+        assert!(matches!(st, 400 | 404), "{what}: {st} {body}");
+    }
+    assert_eq!(d.get("/health").0, 200);
+}
+
+#[test]
+#[ignore = "BUG: a request in absolute form (GET http://127.0.0.1:PORT/health, which RFC 9112 section 3.2.2 says a server MUST accept) is routed on the whole URL and gets 404 \"no such endpoint: http://...\""]
+fn an_absolute_form_request_target_is_routed_like_its_path() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut s = connect(&d, 10);
+    write!(
+        s,
+        "GET http://127.0.0.1:{}/health HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        d.port, d.token
+    )
+    .unwrap();
+    let (st, body) = read_response(&mut s, "absolute-form GET /health");
+    assert_eq!(st, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "ok", "{h}");
 }
