@@ -1,6 +1,6 @@
 //! Identifiers and secrets from the OS random number generator.
 //!
-//! Job ids look like `job_3f9a0c1b2d4e` and run ids like `run_0193a5b2c4d10007`: the
+//! Job ids look like `job_3f9a0c1b2d4e` and run ids like `run_0193a5b2c4d10007a3f2c1`: the
 //! underscore can never appear in a job name, so an id and a name never collide. Run ids
 //! start with the creation time in milliseconds, so sorting them sorts runs by age.
 
@@ -20,11 +20,20 @@ pub fn new_job_id() -> std::io::Result<String> {
     Ok(format!("job_{}", hex(&b)))
 }
 
-/// A new run id: `run_`, 12 hex digits of Unix milliseconds, 4 hex digits of a sequence.
+/// A new run id: `run_`, 12 hex digits of Unix milliseconds, 4 hex digits of a per-process
+/// sequence, 6 random hex digits. The random part keeps ids unique across daemons on one
+/// machine: agents are found by their `BOG_RUN_ID` when they are swept, so two daemons must
+/// never hand out the same id.
 pub fn new_run_id() -> String {
     let ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let seq = RUN_SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff;
-    format!("run_{:012x}{:04x}", ms & 0xffff_ffff_ffff, seq)
+    let mut r = [0u8; 3];
+    if random_bytes(&mut r).is_err() {
+        // No OS randomness: fall back to the pid, still distinct between live daemons.
+        let pid = std::process::id().to_le_bytes();
+        r.copy_from_slice(&pid[..3]);
+    }
+    format!("run_{:012x}{:04x}{}", ms & 0xffff_ffff_ffff, seq, hex(&r))
 }
 
 /// A new API token: 32 random bytes, URL-safe base64 without padding (43 characters).
@@ -122,8 +131,8 @@ mod tests {
     fn run_ids_sort_by_creation() {
         let a = new_run_id();
         let b = new_run_id();
-        assert!(a < b, "{a} !< {b}");
-        assert_eq!(a.len(), 20);
+        assert!(a[..20] < b[..20], "{a} !< {b}");
+        assert_eq!(a.len(), 26);
     }
 
     #[test]

@@ -229,5 +229,5 @@ fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
             s > s0.as_str() && s < s1.as_str()
         })
         .count();
-    assert!(during >= 1, "no tick between {s0} and {s1}");
+    assert!(during >= 1, "no tick between {s0} and {s1}: {spin}");
 }

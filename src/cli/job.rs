@@ -623,12 +623,12 @@ fn runs(dir: &Path, id: &str, limit: usize, as_json: bool) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<21} {:<12} {:<9} {:<25} {:>10} EXIT",
+        "{:<26} {:<12} {:<11} {:<25} {:>10} EXIT",
         "RUN", "STATUS", "TRIGGER", "STARTED", "MS"
     );
     for r in &runs {
         println!(
-            "{:<21} {:<12} {:<9} {:<25} {:>10} {}",
+            "{:<26} {:<12} {:<11} {:<25} {:>10} {}",
             r["id"].as_str().unwrap_or(""),
             r["status"].as_str().unwrap_or(""),
             r["trigger"]["type"].as_str().unwrap_or(""),
