@@ -21,6 +21,55 @@ pub struct FileConfig {
     pub queue_capacity: Option<usize>,
     /// Milliseconds between reads of watched git repositories (default 1000).
     pub git_poll_ms: Option<u64>,
+    /// Limits and deadlines of the API's connections.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `config.json` `"http"`: limits and deadlines of the API's connections (README
+/// "Security model"). Times are seconds and may have a fraction.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Connections open at once (default 1024, lowered to fit `RLIMIT_NOFILE`/`RLIMIT_NPROC`).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one IP address (default 256; 0 = no such limit).
+    pub max_connections_per_ip: Option<usize>,
+    /// A request line and headers must arrive within this time (default 10).
+    pub head_timeout_seconds: Option<f64>,
+    /// A body must arrive within this time plus its length at `body_min_bytes_per_second`
+    /// (default 10).
+    pub body_timeout_seconds: Option<f64>,
+    /// The slowest body upload allowed (default 65536 bytes per second).
+    pub body_min_bytes_per_second: Option<u64>,
+    /// An idle keep-alive connection is closed after this time (default 30).
+    pub keep_alive_seconds: Option<f64>,
+    /// Writing one response must take no longer (default 30).
+    pub write_timeout_seconds: Option<f64>,
+    /// Bytes of a request head in all (default 65536; 431 past it).
+    pub max_head_bytes: Option<usize>,
+    /// Header lines of a request (default 100; 431 past it).
+    pub max_headers: Option<usize>,
+    /// Bytes of request bodies held in memory at once, all connections together
+    /// (default 64 MiB, at least `max_body_bytes`; 503 past it).
+    pub max_body_memory_bytes: Option<usize>,
+}
+
+impl HttpConfig {
+    /// The seconds in `v` (named `field` in errors) as a duration, or `default`.
+    pub fn seconds(
+        v: Option<f64>,
+        field: &str,
+        default: f64,
+    ) -> Result<std::time::Duration, String> {
+        let s = v.unwrap_or(default);
+        if !s.is_finite() || s <= 0.0 || s > 86_400.0 {
+            return Err(format!(
+                "config.json: http.{field} must be a number of seconds above 0 and at most 86400, got {s}"
+            ));
+        }
+        Ok(std::time::Duration::from_secs_f64(s))
+    }
 }
 
 /// Reads `config.json` from the data dir; a missing file is the defaults.

@@ -20,9 +20,6 @@ use crate::store::lock::{DaemonLock, LockInfo};
 use crate::store::{self, Store};
 use crate::{config, triggers, worker};
 
-/// Number of HTTP request threads (a slow client holds one while it sends its body).
-const HTTP_THREADS: usize = 16;
-
 /// Options of the `run` subcommand (flags override `config.json`).
 #[derive(Debug, Default, Clone)]
 pub struct RunOptions {
@@ -116,15 +113,16 @@ pub fn run(opts: RunOptions) -> i32 {
     } else {
         format!("{bind}:{port}")
     };
-    let server = match listen(&addr) {
-        Ok(s) => Arc::new(s),
+    let (limits, body_memory) = match http_limits(&cfg, &settings) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    let listener = match listen(&addr) {
+        Ok(s) => s,
         Err(e) => return fail(&format!("cannot listen on {addr}: {e}")),
     };
-    let port = server
-        .server_addr()
-        .to_ip()
-        .map(|a| a.port())
-        .unwrap_or(port);
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    crate::payload::clean(&store.dir().join("spool"));
     if let Err(e) = lock.write_info(&LockInfo {
         pid: std::process::id(),
         port,
@@ -147,21 +145,27 @@ pub fn run(opts: RunOptions) -> i32 {
         triggers::files::spawn(engine.clone())?;
         let (git_kick, git_kick_rx) = bounded(1);
         triggers::git::spawn(engine.clone(), git_kick_rx, engine.settings.git_poll)?;
-        api::spawn(
+        let http = limits.stats.clone();
+        let (max_conns, per_ip) = (limits.max_connections, limits.max_connections_per_ip);
+        let server = api::serve(
             Arc::new(Api {
                 engine: engine.clone(),
                 token,
                 hooks: Default::default(),
                 git_kick,
+                http,
+                bodies: api::BodyBudget::new(body_memory),
             }),
-            server.clone(),
-            HTTP_THREADS,
+            listener,
+            limits,
         )?;
+        log::info!(event = "http.limits", max_connections = max_conns, max_connections_per_ip = per_ip;
+            "API connections: at most {max_conns} open ({per_ip} per address; 0 = no per-address limit)");
         let (sig_tx, sig_rx) = unbounded();
         signals::spawn(sig_tx)?;
-        Ok(sig_rx)
+        Ok((sig_rx, server))
     })();
-    let sig_rx = match started {
+    let (sig_rx, server) = match started {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot start threads: {e}")),
     };
@@ -216,9 +220,7 @@ pub fn run(opts: RunOptions) -> i32 {
         log::warn!(event = "daemon.kill", killed = n; "killing {n} running agent process groups");
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
     }
-    for _ in 0..HTTP_THREADS {
-        server.unblock();
-    }
+    drop(server);
     log::info!(event = "daemon.stopped"; "stopped");
     lock.clear();
     drop(lock);
@@ -233,13 +235,74 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only changes allocator tuning; called before any other thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed mmap threshold: large buffers (request bodies, webhook payloads, agent
+        // output) are mapped and given back to the OS when freed. glibc's default raises the
+        // threshold after the first such free, and the memory then stays in the heap.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 
-/// Binds the API socket. TCP_NODELAY is set on the listener, which accepted connections
-/// inherit on Linux: tiny_http writes a response's head and body separately, and without it
-/// Nagle's algorithm meets the client's delayed ACK and larger answers wait 40 ms.
-fn listen(addr: &str) -> Result<tiny_http::Server, String> {
+/// The soft value of a resource limit, `None` when unlimited or unknown. (A macro: the
+/// resource constants' type differs between C libraries.)
+macro_rules! soft_limit {
+    ($resource:expr) => {{
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        if unsafe { libc::getrlimit($resource, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
+            None
+        } else {
+            usize::try_from(r.rlim_cur).ok()
+        }
+    }};
+}
+
+/// The API's connection limits from `config.json` `"http"`, and the body memory budget.
+/// The connection cap is lowered to fit the process's limits: each connection takes a file
+/// descriptor and a thread, and agents, job files and outputs need theirs too.
+fn http_limits(
+    cfg: &config::FileConfig,
+    settings: &Settings,
+) -> Result<(tiny_http::Limits, usize), String> {
+    use config::HttpConfig as H;
+    let h = &cfg.http;
+    let reserve = 64 + 8 * settings.workers;
+    let mut max = h.max_connections.unwrap_or(1024).max(1);
+    for n in [
+        soft_limit!(libc::RLIMIT_NOFILE),
+        soft_limit!(libc::RLIMIT_NPROC),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        max = max.min(n.saturating_sub(reserve).max(8));
+    }
+    let body_memory = h
+        .max_body_memory_bytes
+        .unwrap_or(64 << 20)
+        .max(settings.max_body_bytes);
+    let limits = tiny_http::Limits {
+        max_connections: max,
+        max_connections_per_ip: h.max_connections_per_ip.unwrap_or(256),
+        head_timeout: H::seconds(h.head_timeout_seconds, "head_timeout_seconds", 10.0)?,
+        body_timeout: H::seconds(h.body_timeout_seconds, "body_timeout_seconds", 10.0)?,
+        body_min_rate: h.body_min_bytes_per_second.unwrap_or(64 * 1024).max(1),
+        max_body_bytes: settings.max_body_bytes,
+        keep_alive_timeout: H::seconds(h.keep_alive_seconds, "keep_alive_seconds", 30.0)?,
+        write_timeout: H::seconds(h.write_timeout_seconds, "write_timeout_seconds", 30.0)?,
+        max_head_bytes: h.max_head_bytes.unwrap_or(64 * 1024).max(256),
+        max_headers: h.max_headers.unwrap_or(100).max(1),
+        ..tiny_http::Limits::default()
+    };
+    Ok((limits, body_memory))
+}
+
+/// Binds the API socket. TCP_NODELAY is set on the listener (and again on each accepted
+/// connection): without it Nagle's algorithm meets the client's delayed ACK and answers
+/// written in more than one piece wait 40 ms.
+fn listen(addr: &str) -> Result<std::net::TcpListener, String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     #[cfg(unix)]
     {
@@ -256,7 +319,7 @@ fn listen(addr: &str) -> Result<tiny_http::Server, String> {
             );
         }
     }
-    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+    Ok(listener)
 }
 
 fn fail(msg: &str) -> i32 {

@@ -38,9 +38,18 @@ pub struct Settings {
 pub struct Work {
     pub job: Arc<Job>,
     pub run: RunRecord,
-    /// Firing context that is too big or too raw for the run record (a webhook's body and
-    /// parsed payload): given to the prompt template and the event file only.
-    pub extra: Arc<Map<String, Value>>,
+    /// Firing context that is too big or too raw for the run record: given to the prompt
+    /// template and the event file only.
+    pub extra: Arc<Extra>,
+}
+
+/// What a firing carries besides its run record's `trigger` object.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// Template and event-file variables.
+    pub vars: Map<String, Value>,
+    /// A webhook's body, shared by every run of the delivery, parsed only when a run starts.
+    pub body: Option<Arc<crate::payload::Body>>,
 }
 
 /// Messages to the scheduler clock.
@@ -425,7 +434,7 @@ impl Engine {
         &self,
         id_or_name: &str,
         trigger: Map<String, Value>,
-        extra: Map<String, Value>,
+        extra: Extra,
         manual: bool,
     ) -> Result<Fired, FireError> {
         if self.is_shutting_down() {
@@ -510,7 +519,7 @@ impl Engine {
     /// [`Engine::fire`] for trigger threads, which have no one to answer: a disabled or
     /// deleted job and shutdown are not errors there; a failed write is logged.
     pub fn fire_from_trigger(&self, job_id: &str, trigger: Map<String, Value>) {
-        match self.fire(job_id, trigger, Map::new(), false) {
+        match self.fire(job_id, trigger, Extra::default(), false) {
             Ok(_)
             | Err(FireError::Disabled)
             | Err(FireError::NoSuchJob)

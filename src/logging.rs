@@ -101,3 +101,76 @@ pub fn init(format: Format) {
     });
     let _ = b.try_init();
 }
+
+/// Rate-limits one kind of log line, for events a client can cause at will (refused
+/// webhooks, refused connections): the first is written at once; later ones within the
+/// next minute are only counted, and the count goes with the first line written after it.
+pub struct Throttle {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Throttle {
+    /// The window in which only one line is written.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub const fn new() -> Throttle {
+        Throttle {
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line should be written now, `n` being how many were held back
+    /// since the last one; `None` when this one is only counted.
+    pub fn allow(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match s.0 {
+            Some(t) if now.duration_since(t) < Self::WINDOW => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let held = s.1;
+                *s = (Some(now), 0);
+                Some(held)
+            }
+        }
+    }
+}
+
+/// " (N more in the last minute)" for a throttled line, or nothing.
+pub fn held_back(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more like it since the last such line)")
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::Throttle;
+
+    #[test]
+    fn the_first_line_is_written_and_the_rest_of_the_window_is_counted() {
+        let t = Throttle::new();
+        assert_eq!(t.allow(), Some(0));
+        for _ in 0..1999 {
+            assert_eq!(t.allow(), None);
+        }
+        // The window has not passed: still counted.
+        assert_eq!(t.allow(), None);
+        let Some(past) = std::time::Instant::now().checked_sub(Throttle::WINDOW) else {
+            return; // a machine up for less than a minute
+        };
+        t.state.lock().unwrap().0 = Some(past);
+        assert_eq!(t.allow(), Some(2000));
+        assert_eq!(t.allow(), None);
+    }
+}

@@ -13,6 +13,7 @@ mod job;
 mod logging;
 mod metrics;
 mod outputs;
+mod payload;
 #[cfg(test)]
 mod proptests;
 mod run;

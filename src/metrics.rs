@@ -99,7 +99,12 @@ impl Metrics {
             ));
         }
         for (k, v) in extra {
-            s.push_str(&format!("# TYPE bog_{k} gauge\nbog_{k} {v}\n"));
+            let kind = if k.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            s.push_str(&format!("# TYPE bog_{k} {kind}\nbog_{k} {v}\n"));
         }
         s
     }

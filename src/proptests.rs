@@ -85,6 +85,8 @@ fn test_api() -> (Api, tempfile::TempDir) {
         token: "t0ken".into(),
         hooks: Default::default(),
         git_kick,
+        http: Default::default(),
+        bodies: crate::api::BodyBudget::new(64 << 20),
     };
     (api, d)
 }

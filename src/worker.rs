@@ -9,10 +9,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::agent::{self, Control, Spec};
-use crate::engine::{Engine, Work};
+use crate::engine::{Engine, Extra, Work};
 use crate::job::{Job, PromptVia};
 use crate::metrics::Metrics;
 use crate::run::{RunRecord, RunStatus};
@@ -100,8 +100,14 @@ fn save(engine: &Engine, rec: &RunRecord) {
 }
 
 /// The template variables of a run: job name, trigger type, the trigger's context, and the
-/// firing's extra context (a webhook's `payload` and `body`).
+/// firing's extra context (a webhook's `payload` and `body`, from [`firing_vars`]).
+#[cfg(test)]
 pub fn template_vars(job: &Job, trigger: &Value, extra: &Map<String, Value>) -> Value {
+    template_vars_from(job, trigger, extra.clone())
+}
+
+/// [`template_vars`] taking the extra context by value (a webhook payload is not copied).
+fn template_vars_from(job: &Job, trigger: &Value, extra: Map<String, Value>) -> Value {
     let mut vars = serde_json::Map::new();
     vars.insert("job_name".into(), job.name.clone().into());
     vars.insert("job_id".into(), job.id.clone().into());
@@ -115,7 +121,7 @@ pub fn template_vars(job: &Job, trigger: &Value, extra: &Map<String, Value>) -> 
         }
     }
     for (k, v) in extra {
-        vars.insert(k.clone(), v.clone());
+        vars.insert(k, v);
     }
     Value::Object(vars)
 }
@@ -140,7 +146,11 @@ pub fn agent_argv(job: &Job, default_agent: Option<&[String]>) -> (Vec<String>, 
 fn execute(engine: &Engine, w: Work) {
     let job = w.job;
     let mut rec = w.run;
-    let vars = template_vars(&job, &rec.trigger, &w.extra);
+    // The body is parsed here, once per run, and dropped when the run has started.
+    let extra = firing_vars(&w.extra);
+    drop(w.extra);
+    let extra_keys: Vec<String> = extra.keys().cloned().collect();
+    let vars = template_vars_from(&job, &rec.trigger, extra);
     let (prompt, unknown) = crate::template::render(&job.prompt, &vars);
     if !unknown.is_empty() {
         log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", unknown.join(", "));
@@ -159,7 +169,7 @@ fn execute(engine: &Engine, w: Work) {
         })
         .collect();
 
-    let event_file = write_event_file(engine, &job, &rec, &w.extra, &prompt);
+    let event_file = write_event_file(engine, &job, &rec, &vars, &extra_keys, &prompt);
     let trigger_type = rec
         .trigger
         .get("type")
@@ -368,33 +378,87 @@ fn limit_hints(job: &Job) -> String {
     }
 }
 
-/// Writes the firing context to `<data dir>/events/<run-id>.json` for `BOG_EVENT_FILE`.
+/// A firing's extra variables with its webhook body (if any) read and parsed.
+pub fn firing_vars(extra: &Extra) -> Map<String, Value> {
+    let mut m = extra.vars.clone();
+    if let Some(b) = &extra.body {
+        m.extend(b.vars());
+    }
+    m
+}
+
+/// Writes the firing context to `<data dir>/events/<run-id>.json` for `BOG_EVENT_FILE`:
+/// the run's trigger object plus the firing's extra variables (`extra_keys`, taken from
+/// `vars`), serialized from borrowed data so a large webhook payload is not copied again.
 fn write_event_file(
     engine: &Engine,
     job: &Job,
     rec: &RunRecord,
-    extra: &Map<String, Value>,
+    vars: &Value,
+    extra_keys: &[String],
     prompt: &str,
 ) -> Option<PathBuf> {
+    /// The trigger object with the extra variables merged in (they win on equal keys).
+    struct TriggerView<'a> {
+        trigger: &'a Value,
+        vars: &'a Value,
+        extra_keys: &'a [String],
+    }
+    impl serde::Serialize for TriggerView<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let own = self
+                .trigger
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !self.extra_keys.contains(k));
+            let extra = self
+                .extra_keys
+                .iter()
+                .filter_map(|k| self.vars.get(k).map(|v| (k, v)));
+            s.collect_map(own.chain(extra))
+        }
+    }
     let dir = engine.store.dir().join("events");
     if let Err(e) = crate::fsio::create_dir_all_mode(&dir, 0o700) {
         log::error!(event = "store.error", run = rec.id.as_str(); "cannot create {}: {e}", dir.display());
         return None;
     }
     let p = dir.join(format!("{}.json", rec.id));
-    let mut trigger = rec.trigger.clone();
-    if let Value::Object(t) = &mut trigger {
-        for (k, v) in extra {
-            t.insert(k.clone(), v.clone());
-        }
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        job: Named<'a>,
+        run: Attempt<'a>,
+        trigger: TriggerView<'a>,
+        prompt: &'a str,
     }
-    let body = json!({
-        "job": {"id": job.id, "name": job.name},
-        "run": {"id": rec.id, "attempt": rec.attempts + 1},
-        "trigger": trigger,
-        "prompt": prompt,
-    });
-    let data = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    #[derive(serde::Serialize)]
+    struct Named<'a> {
+        id: &'a str,
+        name: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Attempt<'a> {
+        id: &'a str,
+        attempt: u32,
+    }
+    let data = serde_json::to_vec_pretty(&Event {
+        job: Named {
+            id: &job.id,
+            name: &job.name,
+        },
+        run: Attempt {
+            id: &rec.id,
+            attempt: rec.attempts + 1,
+        },
+        trigger: TriggerView {
+            trigger: &rec.trigger,
+            vars,
+            extra_keys,
+        },
+        prompt,
+    })
+    .unwrap_or_default();
     match crate::fsio::write_atomic(&p, &data, 0o600) {
         Ok(()) => Some(p),
         Err(e) => {

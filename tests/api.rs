@@ -1315,7 +1315,7 @@ fn an_unread_unauthenticated_body_is_never_run_as_a_request() {
 }
 
 #[test]
-#[ignore = "BUG (tiny_http 0.12): after a 401 to an unauthenticated request with an unread chunked body, the next request pipelined on that keep-alive connection gets a bare 400 with an empty body (not JSON) and the connection is closed, instead of its own answer"]
+
 fn an_unread_chunked_body_does_not_spoil_the_next_request_on_the_connection() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
@@ -1571,7 +1571,7 @@ fn garbage_bodies_never_get_a_5xx_or_a_dropped_connection() {
 }
 
 #[test]
-#[ignore = "BUG (tiny_http 0.12): unauthenticated requests are now answered 401 before their body is read, so the daemon's request threads are never held; but tiny_http's own connection thread then waits forever for the rest of the body (no read timeout on accepted sockets), and a race in its TaskPool::spawn can queue a new connection behind such a thread, so /health sometimes goes unanswered"]
+
 fn clients_that_stall_mid_body_do_not_freeze_the_api() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
@@ -1598,7 +1598,7 @@ fn clients_that_stall_mid_body_do_not_freeze_the_api() {
 }
 
 #[test]
-#[ignore = "BUG: a request with a non-ASCII byte in a header value (obs-text, allowed by RFC 9110) gets no response at all: tiny_http drops the connection"]
+
 fn a_non_ascii_header_value_gets_an_answer() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
@@ -1615,7 +1615,7 @@ fn a_non_ascii_header_value_gets_an_answer() {
 }
 
 #[test]
-#[ignore = "BUG: a request whose target holds a non-ASCII byte (GET /jobs/\\xff) gets no response at all: tiny_http drops the connection instead of answering 400"]
+
 fn a_non_ascii_request_target_gets_a_400_not_a_dropped_connection() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
@@ -1639,7 +1639,7 @@ fn a_non_ascii_request_target_gets_a_400_not_a_dropped_connection() {
 }
 
 #[test]
-#[ignore = "BUG: a request in absolute form (GET http://127.0.0.1:PORT/health, which RFC 9112 section 3.2.2 says a server MUST accept) is routed on the whole URL and gets 404 \"no such endpoint: http://...\""]
+
 fn an_absolute_form_request_target_is_routed_like_its_path() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);

@@ -7,6 +7,8 @@ the target, whether it is met, and the ratio to a peer where one was measured).
     python3 contrib/bench/run.py --quick    # shorter windows, fewer repeats (~3 minutes)
     python3 contrib/bench/run.py --peers    # also Debian's `webhook` (adnanh) and the Python
                                             # bog-agents-daemon from PyPI, side by side
+    python3 contrib/bench/run.py --http     # only the API and webhook intake figures
+    BOG_BIN=/other/build/bog-agents-daemon python3 contrib/bench/run.py --http   # another build
 
 Needs wrk (apt-get install wrk) for the HTTP figures; --peers installs the peers into a temp
 dir / with apt. Not part of the test suite.
@@ -127,6 +129,12 @@ def lua_post(path, body, headers, unique=False):
 
 def bench_ours(a):
     reps = 2 if a.quick else 3
+    if not a.http:
+        bench_idle(a, reps)
+    return bench_http(a, reps)
+
+
+def bench_idle(a, reps):
     settle = 3 if a.quick else 10
     print("idle RSS", flush=True)
     for n, target in [(0, 4096), (1000, 8192), (10000, None)]:
@@ -172,6 +180,9 @@ def bench_ours(a):
     row(f"cron lateness p50 (n={len(late)})", [statistics.median(late)], "ms", "", None)
     row("cron lateness p99", [p99], "ms", "<= 20 ms", lambda med, w: med <= 20)
     row("cron lateness max", [late[-1]], "ms", "<= 100 ms", lambda med, w: med <= 100)
+
+
+def bench_http(a, reps):
     secs = 3 if a.quick else 10
     print("API throughput (wrk, 16 connections)", flush=True)
     d = Daemon(TMP, 100)
@@ -197,13 +208,14 @@ def bench_ours(a):
     rb = [wrk(f"http://127.0.0.1:{d.port}/hooks/bench", secs, bad) for _ in range(reps)]
     d.stop()
     ours = {"valid": statistics.median([r[0] for r in rv]), "bad": statistics.median([r[0] for r in rb])}
-    print("startup with 10,000 job files", flush=True)
-    st = []
-    for _ in range(reps):
-        d = Daemon(TMP, 10000)
-        st.append(d.startup * 1000)
-        d.stop()
-    row("startup, 10,000 job files (exec -> /health 200)", st, "ms", "<= 500 ms", lambda med, w: w <= 500)
+    if not a.http:
+        print("startup with 10,000 job files", flush=True)
+        st = []
+        for _ in range(reps):
+            d = Daemon(TMP, 10000)
+            st.append(d.startup * 1000)
+            d.stop()
+        row("startup, 10,000 job files (exec -> /health 200)", st, "ms", "<= 500 ms", lambda med, w: w <= 500)
     return rv, rb, rss_burst, ours
 
 
@@ -293,6 +305,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--http", action="store_true", help="only the HTTP figures (API and webhook intake)")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"build first: cargo build --release ({BIN} missing)")
@@ -320,13 +333,14 @@ def main():
                 ROWS.append(("Python daemon GET /jobs (1,000 jobs)", f"{py['jobs_rps']:,.0f} req/s", "", "", "", "", "", "cron lateness: its scheduler ticks every 30 s"))
             else:
                 ROWS.append(("Python daemon", "not measured", "", "", "", "", "", "could not install or start it"))
-        print("trigger latency", flush=True)
-        tr = subprocess.run([sys.executable, os.path.join(ROOT, "contrib/bench/triggers.py"), "-n", "20" if a.quick else "50"],
-                            capture_output=True, text=True, env=dict(os.environ, BOG_BIN=BIN))
-        for line in tr.stdout.splitlines():
-            m = re.match(r"(.+?)\s+n=(\d+)\s+median\s+([\d.]+) ms\s+worst\s+([\d.]+) ms", line)
-            if m:
-                ROWS.append((m.group(1).strip(), f"{float(m.group(3)):.1f} ms", f"{float(m.group(4)):.1f}", "report", "", "", "", f"n={m.group(2)}"))
+        if not a.http:
+            print("trigger latency", flush=True)
+            tr = subprocess.run([sys.executable, os.path.join(ROOT, "contrib/bench/triggers.py"), "-n", "20" if a.quick else "50"],
+                                capture_output=True, text=True, env=dict(os.environ, BOG_BIN=BIN))
+            for line in tr.stdout.splitlines():
+                m = re.match(r"(.+?)\s+n=(\d+)\s+median\s+([\d.]+) ms\s+worst\s+([\d.]+) ms", line)
+                if m:
+                    ROWS.append((m.group(1).strip(), f"{float(m.group(3)):.1f} ms", f"{float(m.group(4)):.1f}", "report", "", "", "", f"n={m.group(2)}"))
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     heads = ("figure", "median", "worst", "target", "met", "peer", "ours/peer", "note")

@@ -8,7 +8,10 @@ use crate::metrics::Metrics;
 /// Answers one request. Never panics on any input.
 pub fn handle(api: &Api, req: &Req) -> Resp {
     if req.path.starts_with("/hooks/") {
-        return api.hooks.handle(&api.engine, req);
+        return match api.hooks.jobs_for(&api.engine, &req.method, &req.path) {
+            Ok(jobs) => api.hooks.handle(&api.engine, jobs, &mut req.clone()),
+            Err(r) => r,
+        };
     }
     if !authorized(api, req) {
         Metrics::inc(&api.engine.metrics.http_unauthorized_total);

@@ -21,7 +21,27 @@ pub fn health(api: &Api) -> Resp {
 
 pub fn metrics(api: &Api, req: &Req) -> Resp {
     let e = &api.engine;
-    let extra = [("uptime_seconds", e.started.elapsed().as_secs())];
+    let h = &api.http;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let extra = [
+        ("uptime_seconds", e.started.elapsed().as_secs()),
+        (
+            "http_connections_open",
+            h.connections_open
+                .load(std::sync::atomic::Ordering::Relaxed) as u64,
+        ),
+        (
+            "http_connections_accepted_total",
+            get(&h.connections_accepted),
+        ),
+        (
+            "http_connections_refused_total",
+            get(&h.connections_refused),
+        ),
+        ("http_accept_errors_total", get(&h.accept_errors)),
+        ("http_timeouts_total", get(&h.timeouts)),
+        ("http_heads_too_large_total", get(&h.heads_too_large)),
+    ];
     let wants_text = req
         .header("accept")
         .is_some_and(|a| a.contains("text/plain"));

@@ -9,12 +9,17 @@
 //!   and the HMAC covers `"<timestamp>.<body>"` (GitLab tokens are not accepted then).
 //!
 //! The secret is read from the environment variable named by `secret_env` at request time;
-//! unset or empty refuses every request (fail closed) and is logged once per job.
+//! unset or empty refuses every request (fail closed) and is logged once per job; the 401
+//! itself never names the variable. Refusals are logged at most once a minute, with a count.
+//!
+//! The hook's jobs are found from the request head alone ([`Intake::jobs_for`]): a path no
+//! job listens on is answered 404 before a byte of its body is read. The body is kept once
+//! for all the runs a delivery fires ([`crate::payload::Body`]), and parsed when each starts.
 //! A repeated `X-GitHub-Delivery` within 24 hours is answered without firing again (kept in
 //! memory: a restart forgets). A full work queue answers 429 with `Retry-After`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -22,9 +27,10 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::api::{Req, Resp};
-use crate::engine::{lock, Engine, FireError};
+use crate::engine::{lock, Engine, Extra, FireError};
 use crate::ids::constant_time_eq;
-use crate::job::Trigger;
+use crate::job::{Job, Trigger};
+use crate::logging::{held_back, Throttle};
 use crate::metrics::Metrics;
 
 /// How long a delivery id is remembered.
@@ -54,7 +60,7 @@ pub enum Reject {
 impl Reject {
     fn text(&self) -> String {
         match self {
-            Reject::NoSecret(var) => format!("webhook secret variable {var} is not set in the daemon's environment; every request is refused"),
+            Reject::NoSecret(_) => "this hook cannot authenticate requests yet (its secret is not configured; see the daemon's log)".into(),
             Reject::Missing => "missing signature: send X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body> or X-Gitlab-Token".into(),
             Reject::Malformed => "malformed X-Hub-Signature-256: expected sha256=<64 hex digits>".into(),
             Reject::BadSignature => "signature does not match".into(),
@@ -83,8 +89,10 @@ pub fn verify(
 ) -> Result<(), Reject> {
     let sig = req.header("x-hub-signature-256");
     let gitlab = req.header("x-gitlab-token");
-    let signed: Vec<u8> = match max_age_seconds {
-        None => req.body.clone(),
+    // What precedes the body in the signed string (nothing, or "<timestamp>."); the body
+    // itself is fed to the MAC in place, never copied.
+    let prefix: String = match max_age_seconds {
+        None => String::new(),
         Some(max) => {
             let ts = req
                 .header("x-bog-timestamp")
@@ -93,9 +101,7 @@ pub fn verify(
             if (now - ts).unsigned_abs() > max {
                 return Err(Reject::BadTimestamp);
             }
-            let mut v = format!("{ts}.").into_bytes();
-            v.extend_from_slice(&req.body);
-            v
+            format!("{ts}.")
         }
     };
     if let Some(sig) = sig {
@@ -107,7 +113,8 @@ pub fn verify(
             .filter(|b| b.len() == 32)
             .ok_or(Reject::Malformed)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Reject::BadSignature)?;
-        mac.update(&signed);
+        mac.update(prefix.as_bytes());
+        mac.update(&req.body);
         return mac.verify_slice(&want).map_err(|_| Reject::BadSignature);
     }
     match (gitlab, max_age_seconds) {
@@ -122,27 +129,41 @@ pub fn verify(
 pub struct Intake {
     seen: Mutex<HashMap<String, Instant>>,
     warned_unset: Mutex<HashSet<String>>,
+    /// Refusals are logged at most once a minute.
+    refused_log: Throttle,
 }
 
 impl Intake {
-    /// Answers `POST /hooks/...`.
-    pub fn handle(&self, engine: &Engine, req: &Req) -> Resp {
+    /// The enabled jobs listening on `path`, decided from the request head alone: 404 when
+    /// none does, 405 for another method than POST. Nothing of the body is needed.
+    pub fn jobs_for(
+        &self,
+        engine: &Engine,
+        method: &str,
+        path: &str,
+    ) -> Result<Vec<Arc<Job>>, Resp> {
         Metrics::inc(&engine.metrics.webhooks_received_total);
         let jobs: Vec<_> = engine
-            .hook_jobs(&req.path)
+            .hook_jobs(path)
             .into_iter()
             .filter(|j| j.enabled)
             .collect();
         if jobs.is_empty() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
-            return Resp::error(
+            return Err(Resp::error(
                 404,
-                format!("no enabled job has a webhook trigger on {}", req.path),
-            );
+                format!("no enabled job has a webhook trigger on {path}"),
+            ));
         }
-        if req.method != "POST" {
-            return Resp::error(405, "webhooks are POST requests").with("Allow", "POST");
+        if method != "POST" {
+            return Err(Resp::error(405, "webhooks are POST requests").with("Allow", "POST"));
         }
+        Ok(jobs)
+    }
+
+    /// Answers `POST /hooks/...` for `jobs` (from [`Intake::jobs_for`]), body read. An
+    /// accepted body is moved out of `req` into the runs, never copied.
+    pub fn handle(&self, engine: &Engine, jobs: Vec<Arc<Job>>, req: &mut Req) -> Resp {
         let now = chrono::Utc::now().timestamp();
         let mut accepted = Vec::new();
         let mut reject = None;
@@ -181,7 +202,9 @@ impl Intake {
         if accepted.is_empty() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
             let e = reject.unwrap_or(Reject::Missing);
-            log::warn!(event = "webhook.rejected", path = req.path.as_str(); "{}", e.text());
+            if let Some(n) = self.refused_log.allow() {
+                log::warn!(event = "webhook.rejected", path = req.path.as_str(); "{}{}", e.text(), held_back(n));
+            }
             return Resp::error(401, e.text());
         }
         if engine.queue_full() {
@@ -191,7 +214,11 @@ impl Intake {
         }
         // Remembered only once it is sure to be queued: a delivery refused with 429 or 5xx
         // must fire when the sender retries it.
-        let delivery = req.header("x-github-delivery").filter(|d| !d.is_empty());
+        let delivery = req
+            .header("x-github-delivery")
+            .filter(|d| !d.is_empty())
+            .map(str::to_string);
+        let delivery = delivery.as_deref();
         if let Some(id) = delivery {
             if !self.first_delivery(id) {
                 Metrics::inc(&engine.metrics.webhooks_duplicate_total);
@@ -217,25 +244,19 @@ impl Intake {
         trigger.insert("body_bytes".into(), req.body.len().into());
         trigger.insert("fired_at".into(), crate::time::now_rfc3339().into());
         trigger.insert("type".into(), "webhook".into());
-        let mut extra = Map::new();
-        match std::str::from_utf8(&req.body) {
-            Ok(s) => {
-                extra.insert("body".into(), s.into());
-            }
-            Err(_) => {
-                extra.insert(
-                    "body_base64".into(),
-                    crate::ids::base64_std(&req.body).into(),
-                );
-            }
-        }
-        if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
-            extra.insert("payload".into(), v);
-        }
+        // One copy of the body for every run of this delivery; parsed when a run starts.
+        let body = Arc::new(crate::payload::Body::new(
+            std::mem::take(&mut req.body),
+            &engine.store.dir().join("spool"),
+        ));
 
         let mut run_ids = Vec::new();
         for job in accepted {
-            match engine.fire(&job.id, trigger.clone(), extra.clone(), false) {
+            let extra = Extra {
+                vars: Map::new(),
+                body: Some(body.clone()),
+            };
+            match engine.fire(&job.id, trigger.clone(), extra, false) {
                 Ok(f) => run_ids.push(f.run_id().to_string()),
                 Err(FireError::ShuttingDown) => {
                     self.forget_delivery(delivery);
