@@ -557,6 +557,14 @@ fn git_push_on_a_linked_worktree_fires() {
     let r = &wait_runs(&d, "wt", 2)[1];
     assert_eq!(r["trigger"]["branch"], "main");
     assert_eq!(r["trigger"]["after"], main_after.as_str());
+    // The hook goes where git looks for it: the common dir's hooks/.
+    let (code, out, err) = cli(
+        &d.dir,
+        &["install-git-hook", "--repo", linked.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("post-receive"), "{out}");
+    assert!(work.join(".git/hooks/post-receive").is_file(), "{out}");
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
