@@ -58,6 +58,16 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     crate::logging::init(format);
     install_panic_hook();
+    match store::tighten_data_dir(&dir) {
+        Ok(Some(was)) => {
+            log::warn!(event = "data_dir.tightened", path = dir.display().to_string().as_str();
+                "data dir {} was mode {was:04o}; set to 0700 (it holds the API token and run records)", dir.display())
+        }
+        Ok(None) => {}
+        Err(e) => {
+            log::warn!(event = "data_dir.mode", path = dir.display().to_string().as_str(); "{e}")
+        }
+    }
 
     let mut lock = match DaemonLock::acquire(&dir) {
         Ok(l) => l,

@@ -5,6 +5,11 @@
 //! hands the work to the pool over a bounded channel. Job changes (API, CLI file drops,
 //! SIGHUP) go through [`Engine::put_job`] / [`Engine::remove_job`], which also tell the
 //! clock to re-plan. Nothing else mutates the job table.
+//!
+//! A queued run carries the job as it was fired; [`Engine::start_run`] swaps in the job as
+//! it is when a worker takes the run, or closes the run if the job is gone. Every run-record
+//! write of a job (firing, worker, retention) holds that job's `deleted` guard shared, and a
+//! deletion holds it exclusively, so records are never written into a job being deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -96,6 +101,17 @@ struct JobTable {
     by_name: HashMap<String, String>,
 }
 
+/// One job's run bookkeeping. Lock order: `runs`, then `deleted`.
+#[derive(Default)]
+struct JobSlot {
+    runs: Mutex<JobRuns>,
+    /// Guards the job's run records against its deletion: every record write holds it
+    /// shared and checks it; [`Engine::remove_job`] holds it exclusively while it removes the
+    /// records, then sets it. Once set, nothing is written for the job again, so no write can
+    /// fail halfway through a deletion, make it fail, or leave a `runs/<job-id>/` behind.
+    deleted: RwLock<bool>,
+}
+
 /// Active and pending runs of one job.
 #[derive(Default)]
 struct JobRuns {
@@ -119,7 +135,7 @@ pub struct Engine {
     jobs: RwLock<JobTable>,
     /// Serializes job mutations (check name, write file, swap in memory).
     mutate: Mutex<()>,
-    runs: Mutex<HashMap<String, Arc<Mutex<JobRuns>>>>,
+    runs: Mutex<HashMap<String, Arc<JobSlot>>>,
     /// Kill switches of running agents, by run id.
     running: Mutex<HashMap<String, Sender<()>>>,
     work_tx: Sender<Work>,
@@ -206,6 +222,12 @@ impl Engine {
                 .and_then(|id| t.by_id.get(id))
                 .cloned()
         })
+    }
+
+    /// A job by id only.
+    pub fn job_by_id(&self, id: &str) -> Option<Arc<Job>> {
+        let t = self.jobs.read().unwrap_or_else(|p| p.into_inner());
+        t.by_id.get(id).cloned()
     }
 
     /// All jobs, sorted by name.
@@ -322,15 +344,54 @@ impl Engine {
         ids.iter().filter_map(|id| self.job(id)).collect()
     }
 
-    /// Deletes a job, its file and its run records.
+    /// Deletes a job, its file and its run records. Its pending run is dropped and runs
+    /// still waiting in the work queue never start (see [`Engine::start_run`]); a run that is
+    /// executing finishes, but its record is not kept.
     pub fn remove_job(&self, id_or_name: &str) -> Result<Arc<Job>, JobError> {
         let _g = lock(&self.mutate);
         let job = self.job(id_or_name).ok_or(JobError::NotFound)?;
-        self.store
-            .delete_job(&job.id)
-            .map_err(|e| JobError::Store(e.to_string()))?;
+        let slot = self.job_slot(&job.id);
+        let pending = {
+            let mut runs = lock(&slot.runs);
+            let mut deleted = slot.deleted.write().unwrap_or_else(|p| p.into_inner());
+            self.store
+                .delete_job(&job.id)
+                .map_err(|e| JobError::Store(e.to_string()))?;
+            *deleted = true;
+            runs.pending.take()
+        };
+        if let Some(w) = pending {
+            Metrics::dec(&self.metrics.runs_queued);
+            log::info!(event = "run.cancelled", job = job.name.as_str(), run = w.run.id.as_str(); "the job was deleted before this run started");
+        }
         self.forget(&job.id);
         Ok(job)
+    }
+
+    /// Unloads a job whose file is gone (removed by hand), keeping its records: its pending
+    /// run is recorded `skipped`; runs that are executing finish and are recorded.
+    fn unload(&self, id: &str) {
+        let pending = lock(&self.runs)
+            .get(id)
+            .cloned()
+            .and_then(|slot| lock(&slot.runs).pending.take());
+        if let Some(w) = pending {
+            Metrics::dec(&self.metrics.runs_queued);
+            self.cancel_unstarted(w.run);
+        }
+        self.forget(id);
+    }
+
+    /// Closes a run that will not start because its job is gone: recorded `skipped`, unless
+    /// its records were deleted with the job.
+    fn cancel_unstarted(&self, mut rec: RunRecord) {
+        rec.status = RunStatus::Skipped;
+        rec.error = Some("the job was removed before this run started".into());
+        rec.finished_at = Some(crate::time::now_rfc3339());
+        log::info!(event = "run.cancelled", job = rec.job_name.as_str(), run = rec.id.as_str(); "the job was removed before this run started");
+        if self.save_record(&rec) {
+            Metrics::inc(&self.metrics.runs_skipped_total);
+        }
     }
 
     fn forget(&self, id: &str) {
@@ -357,7 +418,7 @@ impl Engine {
         };
         if !path.exists() {
             if self.job(&id).is_some_and(|j| j.id == id) {
-                self.forget(&id);
+                self.unload(&id);
                 log::info!(event = "job.removed", job = id.as_str(); "job file {} was removed; job unloaded", path.display());
             }
             return;
@@ -394,7 +455,7 @@ impl Engine {
         for j in self.jobs() {
             if !on_disk.contains(&j.id) {
                 let _g = lock(&self.mutate);
-                self.forget(&j.id);
+                self.unload(&j.id);
                 log::info!(event = "job.removed", job = j.name.as_str(); "job file gone; job unloaded");
             }
         }
@@ -445,8 +506,8 @@ impl Engine {
             return Err(FireError::Disabled);
         }
         Metrics::inc(&self.metrics.firings_total);
-        let slot = self.job_runs(&job.id);
-        let mut runs = lock(&slot);
+        let slot = self.job_slot(&job.id);
+        let mut runs = lock(&slot.runs);
         let mut rec = RunRecord::queued(
             crate::ids::new_run_id(),
             &job.id,
@@ -461,16 +522,14 @@ impl Engine {
             rec.status = RunStatus::Skipped;
             rec.error = Some("a run of this job was still active (overlap: skip)".into());
             rec.finished_at = Some(crate::time::now_rfc3339());
-            return self.record_skip(rec);
+            return self.record_skip(&slot, rec);
         }
         if busy && job.overlap == Overlap::Queue {
             if let Some(p) = &runs.pending {
                 Metrics::inc(&self.metrics.runs_coalesced_total);
                 return Ok(Fired::Coalesced(p.run.id.clone()));
             }
-            self.store
-                .save_run(&rec)
-                .map_err(|e| FireError::Store(e.to_string()))?;
+            self.save_fired(&slot, &rec)?;
             let id = rec.id.clone();
             log::info!(event = "run.queued", job = job.name.as_str(), run = id.as_str(); "queued behind the active run (overlap: queue)");
             runs.pending = Some(Work {
@@ -481,9 +540,7 @@ impl Engine {
             Metrics::inc(&self.metrics.runs_queued);
             return Ok(Fired::Queued(id));
         }
-        self.store
-            .save_run(&rec)
-            .map_err(|e| FireError::Store(e.to_string()))?;
+        self.save_fired(&slot, &rec)?;
         let id = rec.id.clone();
         if runs.active.is_empty() && runs.pending.is_none() {
             runs.busy_since = Some(SystemTime::now());
@@ -511,7 +568,8 @@ impl Engine {
                     self.settings.queue_capacity, self.settings.workers
                 ));
                 rec.finished_at = Some(crate::time::now_rfc3339());
-                self.record_skip(rec)
+                drop(runs);
+                self.record_skip(&slot, rec)
             }
         }
     }
@@ -530,27 +588,85 @@ impl Engine {
         }
     }
 
-    fn record_skip(&self, rec: RunRecord) -> Result<Fired, FireError> {
+    /// Writes a firing's record unless the job was deleted or unloaded meanwhile (then the
+    /// firing is for no job: `NoSuchJob`).
+    fn save_fired(&self, slot: &JobSlot, rec: &RunRecord) -> Result<(), FireError> {
+        let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
+        if *deleted || self.job_by_id(&rec.job_id).is_none() {
+            return Err(FireError::NoSuchJob);
+        }
         self.store
-            .save_run(&rec)
-            .map_err(|e| FireError::Store(e.to_string()))?;
+            .save_run(rec)
+            .map_err(|e| FireError::Store(e.to_string()))
+    }
+
+    fn record_skip(&self, slot: &JobSlot, rec: RunRecord) -> Result<Fired, FireError> {
+        self.save_fired(slot, &rec)?;
         Metrics::inc(&self.metrics.runs_skipped_total);
         log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
         Ok(Fired::Skipped(rec.id))
     }
 
-    fn job_runs(&self, job_id: &str) -> Arc<Mutex<JobRuns>> {
+    fn job_slot(&self, job_id: &str) -> Arc<JobSlot> {
         lock(&self.runs)
             .entry(job_id.to_string())
             .or_default()
             .clone()
     }
 
+    /// Writes a run record for a worker; returns whether it was written. Nothing is written
+    /// for a job deleted meanwhile (its records went with it); a job whose file was removed
+    /// by hand keeps its records, so its runs are still recorded.
+    pub fn save_record(&self, rec: &RunRecord) -> bool {
+        // A run is active from its firing until `finish_run`, and its slot stays until
+        // then, so the slot found here is the one a deletion marked.
+        let slot = self.job_slot(&rec.job_id);
+        let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
+        if *deleted {
+            return false;
+        }
+        match self.store.save_run(rec) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
+                false
+            }
+        }
+    }
+
+    /// Deletes a job's oldest final records beyond `keep` (never a queued or running one).
+    pub fn prune_runs(&self, job_id: &str, keep: usize) {
+        let active = self.active_runs(job_id);
+        let slot = self.job_slot(job_id);
+        let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
+        if !*deleted {
+            self.store.prune_runs(job_id, keep, &active);
+        }
+    }
+
+    /// Called by a worker as it takes a run, before anything of it starts. Returns the run
+    /// with the job as it is now: a PATCH made while the run waited applies (the prompt,
+    /// agent, limits and outputs are the job's at start). None when the job is gone: the
+    /// run is then closed without starting (see [`Engine::cancel_unstarted`]).
+    pub fn start_run(&self, mut w: Work) -> Option<Work> {
+        match self.job_by_id(&w.job.id) {
+            Some(job) => {
+                w.run.job_name = job.name.clone();
+                w.job = job;
+                Some(w)
+            }
+            None => {
+                self.cancel_unstarted(w.run);
+                None
+            }
+        }
+    }
+
     /// Called by a worker when a run is over. Returns the job's pending run, which the same
     /// worker executes next (it stays active, so the overlap rule keeps holding).
     pub fn finish_run(&self, job_id: &str, run_id: &str) -> Option<Work> {
-        let slot = self.job_runs(job_id);
-        let mut runs = lock(&slot);
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
         runs.active.remove(run_id);
         let next = runs.pending.take();
         if let Some(w) = &next {
@@ -572,8 +688,8 @@ impl Engine {
     /// while a run is queued or executing. `mtime` is the file's modification time (None if it
     /// is gone); without it, a change seen within `grace` after the last run is the run's.
     pub fn is_own_change(&self, job_id: &str, mtime: Option<SystemTime>, grace: Duration) -> bool {
-        let slot = self.job_runs(job_id);
-        let runs = lock(&slot);
+        let slot = self.job_slot(job_id);
+        let runs = lock(&slot.runs);
         if !runs.active.is_empty() || runs.pending.is_some() {
             return true;
         }
@@ -595,8 +711,8 @@ impl Engine {
 
     /// Run ids that are queued or executing for a job (protected from retention).
     pub fn active_runs(&self, job_id: &str) -> HashSet<String> {
-        let slot = self.job_runs(job_id);
-        let runs = lock(&slot);
+        let slot = self.job_slot(job_id);
+        let runs = lock(&slot.runs);
         let mut s = runs.active.clone();
         if let Some(p) = &runs.pending {
             s.insert(p.run.id.clone());
@@ -609,7 +725,7 @@ impl Engine {
         let slots: Vec<_> = lock(&self.runs).values().cloned().collect();
         slots
             .iter()
-            .filter_map(|s| lock(s).pending.take())
+            .filter_map(|s| lock(&s.runs).pending.take())
             .collect()
     }
 

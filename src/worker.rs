@@ -61,17 +61,19 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
             Metrics::dec(&engine.metrics.runs_queued);
             if engine.is_shutting_down() {
                 interrupt_unstarted(engine, w);
-            } else if catch_unwind(AssertUnwindSafe(|| execute(engine, w))).is_err() {
-                log::error!(event = "worker.panic", job = job_id.as_str(), run = run_id.as_str(); "internal error while executing the run; the worker carries on");
-                if let Some(mut rec) = engine.store.load_run(&job_id, &run_id) {
-                    if !rec.status.is_final() {
-                        rec.status = RunStatus::Failed;
-                        rec.error = Some("internal error in the daemon (see its log)".into());
-                        rec.finished_at = Some(crate::time::now_rfc3339());
-                        let _ = engine.store.save_run(&rec);
+            } else if let Some(w) = engine.start_run(w) {
+                if catch_unwind(AssertUnwindSafe(|| execute(engine, w))).is_err() {
+                    log::error!(event = "worker.panic", job = job_id.as_str(), run = run_id.as_str(); "internal error while executing the run; the worker carries on");
+                    if let Some(mut rec) = engine.store.load_run(&job_id, &run_id) {
+                        if !rec.status.is_final() {
+                            rec.status = RunStatus::Failed;
+                            rec.error = Some("internal error in the daemon (see its log)".into());
+                            rec.finished_at = Some(crate::time::now_rfc3339());
+                            save(engine, &rec);
+                        }
                     }
+                    engine.unregister_running(&run_id);
                 }
-                engine.unregister_running(&run_id);
             }
             next = engine.finish_run(&job_id, &run_id);
         }
@@ -91,12 +93,7 @@ pub fn interrupt_unstarted(engine: &Engine, w: Work) {
 
 /// Writes a run record, unless its job was deleted meanwhile (its records went with it).
 fn save(engine: &Engine, rec: &RunRecord) {
-    if engine.job(&rec.job_id).is_none() {
-        return;
-    }
-    if let Err(e) = engine.store.save_run(rec) {
-        log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
-    }
+    engine.save_record(rec);
 }
 
 /// The template variables of a run: job name, trigger type, the trigger's context, and the
@@ -267,10 +264,7 @@ fn execute(engine: &Engine, w: Work) {
         duration_ms = rec.duration_ms.unwrap_or(0), attempts = rec.attempts;
         "run {}{}", rec.status.as_str(), rec.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
     );
-    let active = engine.active_runs(&job.id);
-    engine
-        .store
-        .prune_runs(&job.id, job.history as usize, &active);
+    engine.prune_runs(&job.id, job.history as usize);
 }
 
 /// Sleeps up to `d`; returns true if shutdown began meanwhile.

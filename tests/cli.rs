@@ -396,3 +396,50 @@ fn help_exists_for_every_command() {
         assert!(out.contains("Usage"), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn next_follows_real_time_through_dst_when_minute_or_hour_is_a_star() {
+    let ny = |args: &[&str]| {
+        let (code, lines, err) = next(&[args, &["--timezone", "America/New_York"]].concat());
+        assert_eq!(code, 0, "{err}");
+        lines
+    };
+    // Fall-back: 01:00 happens twice and fires twice.
+    assert_eq!(
+        ny(&[
+            "0 * * * *",
+            "--from",
+            "2026-11-01T03:30:00Z",
+            "--count",
+            "4"
+        ]),
+        [
+            "2026-11-01T00:00:00-04:00",
+            "2026-11-01T01:00:00-04:00",
+            "2026-11-01T01:00:00-05:00",
+            "2026-11-01T02:00:00-05:00"
+        ]
+    );
+    // Spring-forward: 02:45 does not exist and is skipped.
+    assert_eq!(
+        ny(&[
+            "45 * * * *",
+            "--from",
+            "2026-03-08T06:00:00Z",
+            "--count",
+            "2"
+        ]),
+        ["2026-03-08T01:45:00-05:00", "2026-03-08T03:45:00-04:00"]
+    );
+    // Fixed minute and hour: the skipped 02:30 fires once, at the end of the gap.
+    assert_eq!(
+        ny(&[
+            "30 2 * * *",
+            "--from",
+            "2026-03-08T06:00:00Z",
+            "--count",
+            "1"
+        ]),
+        ["2026-03-08T03:00:00-04:00"]
+    );
+}

@@ -102,6 +102,85 @@ fn second_daemon_on_same_data_dir_refuses() {
 }
 
 #[test]
+fn second_daemon_refuses_at_once_naming_the_live_holder() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--port", "0", "--data-dir"])
+        .arg(&d.dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Decided from the first look at the lock: its holder is a live daemon, so there is
+    // nothing to wait for (a wait happens only for a holder that is not a live daemon).
+    assert!(err.contains(&format!("pid {} is alive", d.pid())), "{err}");
+    assert!(!err.contains("waited"), "{err}");
+    assert_eq!(d.get("/health").0, 200);
+}
+
+#[test]
+fn lock_held_by_a_leftover_process_is_waited_for() {
+    // A process that is not a daemon holds the lock (as a dead daemon's child between fork
+    // and exec would), and the lock file names a pid that is gone: the new daemon waits a
+    // moment for it, then refuses and says what it found.
+    let t = tempdir();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let lock = data.join("daemon.lock");
+    std::fs::write(
+        &lock,
+        r#"{"pid":999999999,"port":1,"bind":"127.0.0.1","started_at":"2026-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let ino = std::fs::metadata(&lock).unwrap().ino();
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "600"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for(10, "flock to hold the lock", || {
+        std::fs::read_to_string("/proc/locks")
+            .ok()?
+            .lines()
+            .any(|l| l.contains("FLOCK") && l.contains(&format!(":{ino} ")))
+            .then_some(())
+    });
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--port", "0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    // SAFETY: kill(2) on the process group of our own child (flock and its sleep).
+    unsafe {
+        libc::kill(-(holder.id() as i32), libc::SIGKILL);
+    }
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waited"), "{err}");
+    assert!(err.contains("999999999"), "{err}");
+}
+
+#[test]
+fn run_tightens_an_open_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempdir();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    assert_eq!(
+        std::fs::metadata(&d.dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(d.stderr().contains("data_dir.tightened"), "{}", d.stderr());
+}
+
+#[test]
 fn data_dir_and_token_modes() {
     use std::os::unix::fs::PermissionsExt;
     let t = tempdir();

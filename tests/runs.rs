@@ -395,3 +395,175 @@ fn escaped_grandchildren_do_not_survive() {
         || (!alive(pid)).then_some(()),
     );
 }
+
+/// A job whose agent leaves a marker named after its run id, waits for `gate`, then echoes
+/// its prompt.
+fn gated_job(name: &str, t: &std::path::Path, overlap: &str, prompt: &str) -> Value {
+    let script = format!(
+        "touch {m}/$BOG_RUN_ID; while [ ! -e {g} ]; do sleep 0.02; done; echo \"$1\"",
+        m = t.join("markers").display(),
+        g = t.join("gate").display()
+    );
+    json!({
+        "name": name, "prompt": prompt, "overlap": overlap,
+        "agent": {"command": ["sh", "-c", script, "sh", "{prompt}"]},
+        "triggers": idle_trigger(),
+    })
+}
+
+#[test]
+fn patch_applies_to_a_run_that_has_not_started() {
+    let t = tempdir();
+    std::fs::create_dir_all(t.path().join("markers")).unwrap();
+    let d = Daemon::start(t.path(), &["--workers", "2"]);
+    d.create(&gated_job("q", t.path(), "queue", "v1"));
+    let first = manual(&d, "q");
+    d.wait_run("q", 20, "first run running", |r| {
+        r["id"] == first.as_str() && r["status"] == "running"
+    });
+    let pending = manual(&d, "q");
+    let (st, v) = d.req("PATCH", "/jobs/q", Some(r#"{"prompt": "v2"}"#));
+    assert_eq!(st, 200, "{v}");
+    std::fs::write(t.path().join("gate"), "").unwrap();
+    assert_eq!(d.wait_final("q", &first, 20)["output"], "v1\n");
+    let r = d.wait_final("q", &pending, 20);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(
+        r["output"], "v2\n",
+        "the pending run renders the job as it is at start"
+    );
+}
+
+#[test]
+fn delete_cancels_runs_that_have_not_started() {
+    let t = tempdir();
+    let markers = t.path().join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    // One worker: a run waits for it in the queue, and runs happen one after another.
+    let d = Daemon::start(t.path(), &["--workers", "1"]);
+    d.create(&gated_job("q", t.path(), "queue", "old"));
+    d.create(&gated_job("p", t.path(), "parallel", "old"));
+    d.create(&sh_job("fence", "true", idle_trigger()));
+    let running = manual(&d, "q");
+    d.wait_run("q", 20, "first run running", |r| {
+        r["id"] == running.as_str() && r["status"] == "running"
+    });
+    let pending = manual(&d, "q"); // overlap queue: pending behind the running one
+    let waiting = manual(&d, "p"); // in the work queue, waiting for the one worker
+    assert_eq!(d.req("DELETE", "/jobs/q", None).0, 204);
+    assert_eq!(d.req("DELETE", "/jobs/p", None).0, 204);
+    std::fs::write(t.path().join("gate"), "").unwrap();
+    // The fence runs on the same worker after anything still queued before it.
+    let fence = manual(&d, "fence");
+    assert_eq!(d.wait_final("fence", &fence, 30)["status"], "succeeded");
+    assert!(markers.join(&running).exists(), "the running run went on");
+    for id in [&pending, &waiting] {
+        assert!(
+            !markers.join(id).exists(),
+            "run {id} started after its job was deleted"
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(d.dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the fence job's records remain: {left:?}"
+    );
+}
+
+#[test]
+fn concurrent_delete_and_run_of_one_job() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &["--workers", "4"]);
+    let mut statuses: std::collections::BTreeMap<u16, usize> = Default::default();
+    let mut errors = Vec::new();
+    for round in 0..40 {
+        let name = format!("race{round}");
+        let mut job = sh_job(&name, "true", idle_trigger());
+        job["overlap"] = json!("parallel");
+        d.create(&job);
+        let barrier = std::sync::Barrier::new(12);
+        let results: Vec<Vec<(u16, Value)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..12)
+                .map(|i| {
+                    let (d, name, barrier) = (&d, &name, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        (0..4)
+                            .map(|k| {
+                                if (i + k) % 4 == 2 {
+                                    d.req("DELETE", &format!("/jobs/{name}"), None)
+                                } else {
+                                    d.post(&format!("/jobs/{name}/run"), &json!({}))
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (st, v) in results.into_iter().flatten() {
+            *statuses.entry(st).or_default() += 1;
+            if ![202, 204, 404].contains(&st) {
+                errors.push(format!("{st} {v}"));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{statuses:?}, {} unexpected answers, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    // Every job is gone; once nothing runs, no record directory may be left behind.
+    wait_for(30, "all runs to finish", || {
+        let m = d.get("/metrics").1;
+        (m["runs_running"] == 0 && m["runs_queued"] == 0 && d.get("/health").1["running"] == 0)
+            .then_some(())
+    });
+    let left: Vec<String> = std::fs::read_dir(d.dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "orphan run directories: {left:?} ({statuses:?})"
+    );
+}
+
+#[test]
+fn job_file_removed_by_hand_during_a_run_still_finishes_its_records() {
+    let t = tempdir();
+    std::fs::create_dir_all(t.path().join("markers")).unwrap();
+    let d = Daemon::start(t.path(), &["--workers", "2"]);
+    let j = d.create(&gated_job("hand", t.path(), "queue", "p"));
+    let id = j["id"].as_str().unwrap().to_string();
+    let running = manual(&d, "hand");
+    d.wait_run("hand", 20, "run running", |r| {
+        r["id"] == running.as_str() && r["status"] == "running"
+    });
+    let pending = manual(&d, "hand");
+    std::fs::remove_file(d.dir.join("jobs").join(format!("{id}.json"))).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for(10, "job unloaded", || {
+        (d.get("/jobs/hand").0 == 404).then_some(())
+    });
+    std::fs::write(t.path().join("gate"), "").unwrap();
+    let record = |run: &str| -> Option<Value> {
+        let p = d.dir.join("runs").join(&id).join(format!("{run}.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
+    };
+    let r = wait_for(20, "the running run's record to be final", || {
+        record(&running).filter(|r| r["status"] != "running" && r["status"] != "queued")
+    });
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let r = wait_for(20, "the pending run's record to be final", || {
+        record(&pending).filter(|r| r["status"] != "queued")
+    });
+    assert_eq!(r["status"], "skipped", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("removed"), "{r}");
+}

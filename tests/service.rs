@@ -151,6 +151,21 @@ fn launchd_plist_and_windows_xml_parse() {
             data.display()
         )
     );
+    // --print writes UTF-8 text, and says so: an XML parser reads it as printed.
+    let (code, printed, err) = run_with_home(t.path(), &["install-windows-task", "--print"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        printed.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"),
+        "{printed}"
+    );
+    let p = t.path().join("printed.xml");
+    std::fs::write(&p, &printed).unwrap();
+    let got = python(
+        "import sys,xml.etree.ElementTree as E; n={'t':'http://schemas.microsoft.com/windows/2004/02/mit/task'}; r=E.parse(sys.argv[1]).getroot(); \
+         print(r.find('t:Settings/t:RestartOnFailure/t:Count',n).text)",
+        &p,
+    );
+    assert_eq!(got.trim(), "999");
     let (code, _, _) = run_with_home(
         t.path(),
         &[
@@ -246,7 +261,32 @@ fn contrib_files_match_the_generators() {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     let text = String::from_utf16(&units).unwrap().replace("\r\n", "\n");
-    assert_eq!(text, xml, "contrib/windows drifted");
+    // The file for schtasks is UTF-16 and declares it; --print is UTF-8 and declares that.
+    assert_eq!(
+        text.replacen("encoding=\"UTF-16\"", "encoding=\"UTF-8\"", 1),
+        xml,
+        "contrib/windows drifted: regenerate with `install-windows-task --data-dir DIR --binary '{WIN_PLACEHOLDER}'` and copy DIR/bog-agents-daemon-task.xml"
+    );
+    python(
+        "import sys,xml.etree.ElementTree as E; E.parse(sys.argv[1])",
+        &root.join("contrib/windows/bog-agents-daemon.xml"),
+    );
+}
+
+#[test]
+fn installers_create_the_data_dir_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let t = tempdir();
+    assert_eq!(run_with_home(t.path(), &["install-launchd"]).0, 0);
+    assert_eq!(mode(&t.path().join(".bog-agents/daemon")), 0o700);
+    let data = t.path().join("win/data");
+    let (code, _, err) = run_with_home(
+        t.path(),
+        &["--data-dir", data.to_str().unwrap(), "install-windows-task"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(mode(&data), 0o700);
 }
 
 #[test]

@@ -437,6 +437,136 @@ fn file_change_root_created_later_and_recreated() {
     assert_eq!(d.get("/jobs/later/runs").0, 404);
 }
 
+/// Waits until the daemon has noticed that `root` was replaced and watches it again: one more
+/// `files.root_gone` line and one more "watching <root>" line than `before` counted.
+fn wait_rewatched(d: &Daemon, root: &Path, before: (usize, usize)) {
+    let want = format!("watching {}", root.display());
+    wait_for(
+        15,
+        "the replaced root to be logged gone and watched again",
+        || {
+            let log = d.stderr();
+            (log.matches("files.root_gone").count() > before.0
+                && log.matches(&want).count() > before.1)
+                .then_some(())
+        },
+    );
+}
+
+fn watch_counts(d: &Daemon, root: &Path) -> (usize, usize) {
+    let log = d.stderr();
+    let want = format!("watching {}", root.display());
+    (
+        log.matches("files.root_gone").count(),
+        log.matches(&want).count(),
+    )
+}
+
+#[test]
+fn file_change_root_replaced_by_another_directory_is_watched_again() {
+    let t = tempdir();
+    let root = t.path().join("w");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    create_watched(
+        &d,
+        &file_job("swap", &root, json!(["**/*.txt"]), "echo \"$1\""),
+        &root,
+    );
+    // Deleted and at once recreated (the recreated directory may exist before the daemon
+    // hears of the deletion), several times over.
+    for i in 0..5 {
+        let before = watch_counts(&d, &root);
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        wait_rewatched(&d, &root, before);
+        // (The removal of the previous round's file may fire a run of its own.)
+        let f = format!("src/new{i}.txt");
+        write(&root.join(&f), "x");
+        d.wait_run("swap", 30, &format!("a run for {f}"), |r| {
+            r["status"] == "succeeded" && changed(r).contains(&f)
+        });
+    }
+    // Swapped with another directory in one atomic step: the path stays a directory all
+    // along, but it is another inode.
+    let other = t.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let before = watch_counts(&d, &root);
+    let (a, b) = (
+        std::ffi::CString::new(root.to_str().unwrap()).unwrap(),
+        std::ffi::CString::new(other.to_str().unwrap()).unwrap(),
+    );
+    // SAFETY: renameat2 with two valid NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+    wait_rewatched(&d, &root, before);
+    // The old directory (now at `other`) is no longer watched; the new one is.
+    write(&other.join("src/old.txt"), "x");
+    write(&root.join("swapped.txt"), "x");
+    d.wait_run("swap", 30, "a run for swapped.txt", |r| {
+        r["status"] == "succeeded" && changed(r).contains(&"swapped.txt".to_string())
+    });
+    assert!(
+        runs(&d, "swap")
+            .iter()
+            .all(|r| !changed(r).contains(&"src/old.txt".to_string())),
+        "a write into the directory swapped out fired the job"
+    );
+}
+
+#[test]
+fn git_push_on_a_linked_worktree_fires() {
+    let t = tempdir();
+    let (_bare, work) = repos(t.path());
+    let linked = t.path().join("linked");
+    git(
+        &work,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "side",
+            linked.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        linked.join(".git").is_file(),
+        "a linked worktree has a .git file"
+    );
+    let d = Daemon::start(t.path(), &["--git-poll-ms", "100"]);
+    d.create(&git_job("wt", &linked, "*"));
+    wait_baseline(&d, &linked);
+    // A commit in the linked worktree moves `side`; one in the main worktree moves `main`:
+    // both refs live in the main repository's git dir (the worktree's `commondir`).
+    let before = git(&linked, &["rev-parse", "HEAD"]);
+    let after = commit(&linked, "in the linked worktree");
+    let r = &wait_runs(&d, "wt", 1)[0];
+    assert_eq!(r["trigger"]["branch"], "side");
+    assert_eq!(r["trigger"]["before"], before.as_str());
+    assert_eq!(r["trigger"]["after"], after.as_str());
+    let main_after = commit(&work, "in the main worktree");
+    let r = &wait_runs(&d, "wt", 2)[1];
+    assert_eq!(r["trigger"]["branch"], "main");
+    assert_eq!(r["trigger"]["after"], main_after.as_str());
+    // The hook goes where git looks for it: the common dir's hooks/.
+    let (code, out, err) = cli(
+        &d.dir,
+        &["install-git-hook", "--repo", linked.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("post-receive"), "{out}");
+    assert!(work.join(".git/hooks/post-receive").is_file(), "{out}");
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args([

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::store;
-use crate::triggers::git::git_dir;
+use crate::triggers::git::{common_dir, git_dir};
 
 /// Marks hooks this command wrote, so it may replace them.
 const MARKER: &str = "# bog-agents-daemon post-receive hook";
@@ -72,7 +72,8 @@ fn install(data_dir: Option<&Path>, a: &HookArgs) -> Result<PathBuf, (i32, Strin
     let data = store::resolve_data_dir(data_dir).map_err(|e| (1, e.to_string()))?;
     let gd = git_dir(&a.repo)
         .ok_or_else(|| (2, format!("{} is not a git repository", a.repo.display())))?;
-    let hooks = gd.join("hooks");
+    // Hooks, like refs, live in the common dir (the main repository's, for a linked worktree).
+    let hooks = common_dir(&gd).join("hooks");
     crate::fsio::create_dir_all_mode(&hooks, 0o755)
         .map_err(|e| (1, format!("cannot create {}: {e}", hooks.display())))?;
     let path = hooks.join("post-receive");

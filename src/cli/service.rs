@@ -201,8 +201,7 @@ pub fn install_launchd(data_dir: Option<&Path>, a: &LaunchdArgs) -> i32 {
             print!("{text}");
             return Ok(());
         }
-        std::fs::create_dir_all(o.effective_data_dir())
-            .map_err(|e| format!("cannot create {}: {e}", o.effective_data_dir().display()))?;
+        create_data_dir(&o.effective_data_dir())?;
         let path = launchd::plist_path(&home);
         let changed = service::write_file(&path, text.as_bytes())?;
         println!(
@@ -237,6 +236,12 @@ pub fn uninstall_launchd() -> i32 {
     })())
 }
 
+/// Creates the data dir (and missing parents) with mode 0700, as `run` does.
+fn create_data_dir(dir: &Path) -> Result<(), String> {
+    crate::fsio::create_dir_all_mode(dir, 0o700)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
 fn task_file(data_dir: &Path) -> PathBuf {
     data_dir.join("bog-agents-daemon-task.xml")
 }
@@ -249,16 +254,14 @@ pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
             // Elsewhere the XML is for another machine: name the Windows binary.
             o.binary = PathBuf::from(r"C:\Program Files\bog-agents-daemon\bog-agents-daemon.exe");
         }
-        let text = windows::task_xml(&o);
         if a.print {
-            print!("{text}");
+            print!("{}", windows::task_xml(&o));
             return Ok(());
         }
         let dir = resolve_data_dir(data_dir).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        create_data_dir(&dir)?;
         let path = task_file(&dir);
-        service::write_file(&path, &windows::utf16(&text))?;
+        service::write_file(&path, &windows::task_file(&o))?;
         println!("wrote {} (UTF-16, as schtasks expects)", path.display());
         register(&path)
     })())

@@ -7,10 +7,14 @@
 //! Day rule (Vixie): a day field whose text starts with `*` is unrestricted; when both
 //! day fields are restricted a day matches if EITHER does, otherwise both must.
 //!
-//! DST: the search walks wall-clock times. A wall time that does not exist (spring-forward
-//! gap) fires once at the first valid instant after the gap; several skipped times collapse
-//! into that one firing. A wall time that happens twice (fall-back) fires once, at its first
-//! occurrence; the repeated hour is not fired again.
+//! DST, as Vixie cron does it; the search walks wall-clock times.
+//! - A job whose minute or hour field starts with `*` (`*/10 * * * *`, `0 * * * *`,
+//!   `@hourly`) follows real time: it fires at every instant whose wall time matches, so
+//!   in a repeated (fall-back) hour it fires in both passes, and a wall time inside a
+//!   spring-forward gap is skipped.
+//! - A job with fixed minute and hour (`30 2 * * *`): a wall time that does not exist fires
+//!   once at the first valid instant after the gap (several skipped times collapse into that
+//!   one firing); a wall time that happens twice fires once, at its first occurrence.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 
@@ -33,6 +37,8 @@ pub struct CronSchedule {
     weekdays: u64,
     days_star: bool,
     weekdays_star: bool,
+    /// The minute or hour field starts with `*`: DST changes are followed in real time.
+    real_time: bool,
 }
 
 /// Why an expression is invalid (the reason only; callers add the expression).
@@ -235,6 +241,7 @@ impl CronSchedule {
             weekdays,
             days_star: rest[2].starts_with('*'),
             weekdays_star: rest[4].starts_with('*'),
+            real_time: rest[0].starts_with('*') || rest[1].starts_with('*'),
         };
         if s.weekdays_star && !s.days_star {
             let first_day = s.days.trailing_zeros();
@@ -320,6 +327,9 @@ impl CronSchedule {
     /// The first fire instant strictly after `after`, evaluated in `zone` (see the module
     /// doc for the DST rules). `None` if it does not fire within 30 years.
     pub fn next_after(&self, after: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
+        if self.real_time {
+            return self.next_after_real_time(after, zone);
+        }
         let mut from = zone.to_wall(after).with_nanosecond(0)? + Duration::seconds(1);
         loop {
             let cand = self.next_wall(from)?;
@@ -334,6 +344,47 @@ impl CronSchedule {
                 _ => from = cand + Duration::seconds(1),
             }
         }
+    }
+}
+
+impl CronSchedule {
+    /// [`CronSchedule::next_after`] for a job that follows real time: the earliest instant
+    /// after `after` whose wall time matches; gap times never happen, repeated ones twice.
+    fn next_after_real_time(&self, after: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
+        let wall = zone.to_wall(after).with_nanosecond(0)?;
+        // Walking on from `after`'s wall time finds the next instant, except in one case:
+        // `after` in the first pass of a repeated stretch, when the second pass of the wall
+        // times at or before it comes sooner than anything beyond the stretch.
+        let mut from = wall + Duration::seconds(1);
+        let mut next = loop {
+            let cand = self.next_wall(from)?;
+            let found = match zone.resolve(cand) {
+                WallTime::Single(i) => Some(i),
+                WallTime::Ambiguous(a, b) => Some(if a > after { a } else { b }),
+                WallTime::Gap => None,
+            };
+            match found {
+                Some(i) if i > after => break i,
+                _ => from = cand + Duration::seconds(1),
+            }
+        };
+        if let WallTime::Ambiguous(a, b) = zone.resolve(wall) {
+            if after < b {
+                // The repeated stretch started at most (b - a) of wall time before `wall`; the
+                // first match in it is the earliest second-pass instant.
+                let mut from = wall - (b - a);
+                while let Some(cand) = self.next_wall(from).filter(|c| *c <= wall) {
+                    if let WallTime::Ambiguous(_, second) = zone.resolve(cand) {
+                        if second > after {
+                            next = next.min(second);
+                            break;
+                        }
+                    }
+                    from = cand + Duration::seconds(1);
+                }
+            }
+        }
+        Some(next)
     }
 }
 
@@ -537,10 +588,25 @@ mod tests {
             seq("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", 2),
             ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]
         );
-        // Every skipped time collapses into one firing at the end of the gap.
+        // Fixed minute and hour: every skipped time collapses into one firing at the end of
+        // the gap.
+        assert_eq!(
+            seq(
+                "0,15,30 2 * * *",
+                "Europe/Berlin",
+                "2026-03-28T23:00:00Z",
+                2
+            ),
+            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"]
+        );
+        // A star in the minute (or hour) field: real time, the gap's slots are skipped.
         assert_eq!(
             seq("*/15 2 * * *", "Europe/Berlin", "2026-03-28T23:00:00Z", 2),
-            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"]
+            ["2026-03-30T02:00:00+02:00", "2026-03-30T02:15:00+02:00"]
+        );
+        assert_eq!(
+            seq("45 * * * *", "America/New_York", "2026-03-08T06:00:00Z", 2),
+            ["2026-03-08T01:45:00-05:00", "2026-03-08T03:45:00-04:00"]
         );
     }
 
@@ -555,13 +621,19 @@ mod tests {
             seq("30 1 * * *", "America/New_York", "2026-11-01T05:31:00Z", 1),
             ["2026-11-02T01:30:00-05:00"]
         );
+        // Fixed minute and hour: the repeated 01:xx fires once.
+        assert_eq!(
+            seq("0 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T01:00:00-04:00", "2026-11-02T01:00:00-05:00"]
+        );
+        // A star in the hour or minute field: real time, both passes fire.
         assert_eq!(
             seq("0 * * * *", "America/New_York", "2026-11-01T03:30:00Z", 4),
             [
                 "2026-11-01T00:00:00-04:00",
                 "2026-11-01T01:00:00-04:00",
-                "2026-11-01T02:00:00-05:00",
-                "2026-11-01T03:00:00-05:00"
+                "2026-11-01T01:00:00-05:00",
+                "2026-11-01T02:00:00-05:00"
             ]
         );
         assert_eq!(
@@ -569,12 +641,114 @@ mod tests {
             [
                 "2026-10-25T02:00:00+02:00",
                 "2026-10-25T02:30:00+02:00",
+                "2026-10-25T02:00:00+01:00",
+                "2026-10-25T02:30:00+01:00",
                 "2026-10-25T03:00:00+01:00",
-                "2026-10-25T03:30:00+01:00",
-                "2026-10-25T04:00:00+01:00",
-                "2026-10-25T04:30:00+01:00"
+                "2026-10-25T03:30:00+01:00"
             ]
         );
+        // From the end of the first pass, the cadence carries on into the second.
+        assert_eq!(
+            seq(
+                "*/10 * * * *",
+                "America/New_York",
+                "2026-11-01T05:45:00Z",
+                4
+            ),
+            [
+                "2026-11-01T01:50:00-04:00",
+                "2026-11-01T01:00:00-05:00",
+                "2026-11-01T01:10:00-05:00",
+                "2026-11-01T01:20:00-05:00"
+            ]
+        );
+        // From inside the second pass.
+        assert_eq!(
+            seq(
+                "*/30 * * * *",
+                "America/New_York",
+                "2026-11-01T06:10:00Z",
+                2
+            ),
+            ["2026-11-01T01:30:00-05:00", "2026-11-01T02:00:00-05:00"]
+        );
+        // `*` in the hour only (minute fixed), and @hourly, are real time too.
+        assert_eq!(
+            seq("@hourly", "America/New_York", "2026-11-01T05:00:00Z", 2),
+            ["2026-11-01T01:00:00-05:00", "2026-11-01T02:00:00-05:00"]
+        );
+    }
+
+    /// Jobs that follow real time, in zones with DST (New York, Berlin, Lord Howe's 30-minute
+    /// shift) around their transitions: the search must agree with a minute-by-minute scan of
+    /// instants whose wall time matches.
+    #[test]
+    fn real_time_search_agrees_with_an_instant_scan() {
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let windows = [
+            (
+                "America/New_York",
+                "2026-03-07T20:00:00Z",
+                "2026-11-01T00:00:00Z",
+            ),
+            (
+                "Europe/Berlin",
+                "2026-03-28T20:00:00Z",
+                "2026-10-24T20:00:00Z",
+            ),
+            (
+                "Australia/Lord_Howe",
+                "2026-04-04T10:00:00Z",
+                "2026-10-03T10:00:00Z",
+            ),
+        ];
+        let mut checked = 0;
+        for i in 0..120 {
+            let minute = match rnd(4) {
+                0 => "*".to_string(),
+                1 => format!("*/{}", 1 + rnd(30)),
+                2 => format!("{}", rnd(60)),
+                _ => format!("{},{}", rnd(60), rnd(60)),
+            };
+            let hour = if minute.starts_with('*') && rnd(2) == 0 {
+                format!("{}-{}", rnd(4), 1 + rnd(23))
+            } else {
+                ["*", "*/2", "*/3"][rnd(3) as usize].to_string()
+            };
+            let expr = format!("{minute} {hour} * * *");
+            let Ok(s) = CronSchedule::parse(&expr) else {
+                continue;
+            };
+            assert!(s.real_time, "{expr}");
+            let (tz, spring, fall) = windows[i % windows.len()];
+            let z = Zone::parse(Some(tz)).unwrap();
+            for start in [spring, fall] {
+                let start = utc(start);
+                let horizon = start + Duration::hours(12);
+                let mut t = start;
+                loop {
+                    let got = s.next_after(t, &z);
+                    let mut scan = (t + Duration::minutes(1)).with_second(0).unwrap();
+                    while scan <= horizon && !s.matches(z.to_wall(scan)) {
+                        scan += Duration::minutes(1);
+                    }
+                    if scan > horizon {
+                        assert!(got.is_none_or(|g| g > horizon), "{expr} in {tz}: {got:?}");
+                        break;
+                    }
+                    assert_eq!(got, Some(scan), "{expr} in {tz} after {t}");
+                    t = scan;
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 2000, "only {checked} instants checked");
     }
 
     /// Deterministic pseudo-random expressions; the search must agree with a minute-by-

@@ -1,14 +1,32 @@
 //! Windows Task Scheduler: a task that starts the daemon at logon, restarts it on failure
-//! and has no execution time limit. The XML declares UTF-16 and is written as UTF-16LE with
-//! a byte-order mark, which is what `schtasks /Create /XML` expects.
+//! and has no execution time limit. The file given to `schtasks /Create /XML` is UTF-16LE
+//! with a byte-order mark and declares `encoding="UTF-16"` ([`task_file`]); the text that
+//! `--print` shows is UTF-8 and declares that ([`task_xml`]), so either parses as it is.
 
 use super::{xml_escape, Options};
 
 /// The task name.
 pub const TASK: &str = "bog-agents-daemon";
 
-/// The task XML (as text; see [`utf16`] for the bytes written to disk).
+/// The task XML as UTF-8 text, declared as such (what `--print` shows).
 pub fn task_xml(o: &Options) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}",
+        task_body(o)
+    )
+}
+
+/// The bytes of the task file for `schtasks`: UTF-16LE with a byte-order mark, CRLF line
+/// ends, declared `encoding="UTF-16"`.
+pub fn task_file(o: &Options) -> Vec<u8> {
+    utf16(&format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n{}",
+        task_body(o)
+    ))
+}
+
+/// The task element, without the XML declaration.
+fn task_body(o: &Options) -> String {
     let args: Vec<String> = o
         .run_args()
         .into_iter()
@@ -21,8 +39,7 @@ pub fn task_xml(o: &Options) -> String {
         })
         .collect();
     format!(
-        r#"<?xml version="1.0" encoding="UTF-16"?>
-<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
+        r#"<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
   <RegistrationInfo>
     <Description>bog-agents-daemon: runs AI agents on schedules, file changes, webhooks and git pushes</Description>
     <URI>\{TASK}</URI>
@@ -75,7 +92,7 @@ pub fn task_xml(o: &Options) -> String {
 }
 
 /// UTF-16LE with a byte-order mark and CRLF line ends.
-pub fn utf16(text: &str) -> Vec<u8> {
+fn utf16(text: &str) -> Vec<u8> {
     let text = text.replace('\n', "\r\n");
     let mut v = vec![0xFF, 0xFE];
     for u in text.encode_utf16() {

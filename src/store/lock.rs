@@ -5,8 +5,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// How long a lock held by something other than a live daemon is waited for.
+pub const LEFTOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// What the lock file says about the daemon holding it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,41 +44,71 @@ pub fn lock_path(dir: &Path) -> PathBuf {
 
 impl DaemonLock {
     /// Takes the lock or explains who has it.
+    ///
+    /// When it is held, the lock file says by whom: a daemon writes its pid there as soon as
+    /// it has the lock. A live pid is a running daemon: refused at once. Otherwise the holder
+    /// is a process a daemon that just died left between fork and exec (it inherited the
+    /// descriptor and lets go when it execs): that is waited for, up to [`LEFTOVER_WAIT`].
     pub fn acquire(dir: &Path) -> io::Result<DaemonLock> {
         let path = lock_path(dir);
         let file = open(&path)?;
-        // A daemon killed a moment ago may still have a child between fork and exec that
-        // holds a copy of the locked descriptor; give that a moment to clear.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        let mut locked = try_flock(&file)?;
-        while !locked && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            locked = try_flock(&file)?;
+        if !try_flock(&file)? {
+            let named = read_pid(&path);
+            if let Some(pid) = named.filter(|p| pid_alive(*p)) {
+                let info = read_info(&path)
+                    .filter(|i| i.pid == pid)
+                    .map(|i| format!(", listening on {}:{}", i.bind, i.port))
+                    .unwrap_or_else(|| ", still starting".into());
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another bog-agents-daemon is already running on data dir {} (pid {pid} is alive{info}); stop it first or use another --data-dir",
+                        dir.display()
+                    ),
+                ));
+            }
+            let deadline = Instant::now() + LEFTOVER_WAIT;
+            let mut locked = false;
+            while !locked && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                locked = try_flock(&file)?;
+            }
+            if !locked {
+                let who = match named {
+                    Some(pid) => format!("the lock file names pid {pid}, which is gone"),
+                    None => "the lock file names no daemon".into(),
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is locked by a process that is not a running daemon ({who}); waited {} s for it to let go. Find it with `fuser {}`",
+                        path.display(),
+                        LEFTOVER_WAIT.as_secs(),
+                        path.display()
+                    ),
+                ));
+            }
         }
-        if !locked {
-            let who = read_info(&path)
-                .map(|i| format!(" (pid {}, listening on {}:{})", i.pid, i.bind, i.port))
-                .unwrap_or_default();
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "another bog-agents-daemon is already running on data dir {}{who}; stop it first or use another --data-dir",
-                    dir.display()
-                ),
-            ));
-        }
-        Ok(DaemonLock { file, path })
+        let mut lock = DaemonLock { file, path };
+        // Say who holds it at once, so a second daemon refuses without waiting; `write_info`
+        // adds where it listens. (Until then this is not a LockInfo: clients see "starting".)
+        lock.write_raw(format!("{{\"pid\":{}}}", std::process::id()).as_bytes())?;
+        Ok(lock)
+    }
+
+    fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(data)?;
+        self.file
+            .sync_all()
+            .map_err(|e| super::ctx(e, "cannot write", &self.path))
     }
 
     /// Records where this daemon listens (rewritten in place: the lock is on the inode).
     pub fn write_info(&mut self, info: &LockInfo) -> io::Result<()> {
         let data = serde_json::to_vec(info).map_err(io::Error::other)?;
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.write_all(&data)?;
-        self.file
-            .sync_all()
-            .map_err(|e| super::ctx(e, "cannot write", &self.path))
+        self.write_raw(&data)
     }
 }
 
@@ -106,6 +140,32 @@ pub fn holder(dir: &Path) -> io::Result<Holder> {
     } else {
         Ok(Holder::Held(read_info(&path)))
     }
+}
+
+/// The `pid` the lock file names, whether or not the daemon has said where it listens yet.
+fn read_pid(path: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&s).ok()?;
+    v.get("pid")?.as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
+/// Whether a process with this pid exists (EPERM: it exists, owned by someone else).
+#[cfg(unix)]
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn pid_alive(_pid: u32) -> bool {
+    true
 }
 
 fn read_info(path: &Path) -> Option<LockInfo> {

@@ -51,6 +51,24 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
+/// Sets an existing data dir that this user owns to mode 0700 when group or others have any
+/// access to it (one made by hand, or by an older installer). Returns the mode it had when it
+/// was changed; a dir owned by someone else is left alone.
+#[cfg(unix)]
+pub fn tighten_data_dir(dir: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = fs::metadata(dir).map_err(|e| ctx(e, "cannot read", dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = m.mode() & 0o7777;
+    if m.uid() != me || mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| ctx(e, "cannot set mode 0700 on", dir))?;
+    Ok(Some(mode))
+}
+
 /// Adds the path to an I/O error so the user knows which file failed.
 pub fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))

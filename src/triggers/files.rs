@@ -13,7 +13,11 @@
 //! - a directory created under a root is scanned, so files written into it before its
 //!   watch was in place are not missed;
 //! - a root that is missing or removed is re-checked every [`MISSING_RECHECK`] and watched
-//!   again when it appears; both are logged.
+//!   again when it appears; both are logged. A watch follows an inode, not a path, so an
+//!   event on a root itself (deleted, moved, swapped) is checked against the (device, inode)
+//!   recorded when the watch began: a root deleted and at once recreated, or exchanged with
+//!   another directory (`renameat2` RENAME_EXCHANGE), is logged `files.root_gone` and the
+//!   directory now at that path is watched at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -65,6 +69,8 @@ struct FileWatcher {
     /// Root → number of triggers using it; roots in `missing` are not watched right now.
     roots: HashMap<PathBuf, usize>,
     missing: HashSet<PathBuf>,
+    /// (device, inode) of each watched root when its watch began.
+    inodes: HashMap<PathBuf, (u64, u64)>,
     pending: HashMap<Key, Pending>,
     next_recheck: Option<Instant>,
 }
@@ -93,6 +99,7 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
             watches: HashMap::new(),
             roots: HashMap::new(),
             missing: HashSet::new(),
+            inodes: HashMap::new(),
             pending: HashMap::new(),
             next_recheck: None,
         };
@@ -178,6 +185,7 @@ impl FileWatcher {
             *n -= 1;
             if *n == 0 {
                 self.roots.remove(root);
+                self.inodes.remove(root);
                 if !self.missing.remove(root) {
                     let _ = self.watcher.unwatch(root);
                 }
@@ -187,14 +195,17 @@ impl FileWatcher {
 
     fn start_watch(&mut self, root: &Path, job: Option<&str>) {
         let job = job.unwrap_or("");
-        if !root.is_dir() {
+        // The identity is taken before the watch: if the directory is swapped in between,
+        // the next event on the root shows a mismatch and the watch is redone.
+        let Some(id) = dir_id(root) else {
             log::warn!(event = "files.root_missing", job = job, root = root.display().to_string().as_str();
                 "watched directory {} does not exist; it is watched as soon as it appears", root.display());
             self.mark_missing(root);
             return;
-        }
+        };
         match self.watcher.watch(root, RecursiveMode::Recursive) {
             Ok(()) => {
+                self.inodes.insert(root.to_path_buf(), id);
                 log::debug!(event = "files.watching", root = root.display().to_string().as_str(); "watching {}", root.display());
             }
             Err(e) => {
@@ -235,10 +246,29 @@ impl FileWatcher {
     fn on_error(&mut self, e: notify::Error) {
         log::warn!(event = "files.error"; "file watcher: {e}");
         for p in e.paths {
-            if self.roots.contains_key(&p) && !p.is_dir() {
-                let _ = self.watcher.unwatch(&p);
-                self.mark_missing(&p);
+            if self.roots.contains_key(&p) && !self.missing.contains(&p) && !self.same_root(&p) {
+                self.root_gone(&p);
             }
+        }
+    }
+
+    /// Whether the directory at `root` is still the one its watch was set on.
+    fn same_root(&self, root: &Path) -> bool {
+        dir_id(root).is_some_and(|id| self.inodes.get(root) == Some(&id))
+    }
+
+    /// A watched root was removed, moved or replaced: drop its watch, then watch the
+    /// directory that has its path now, or wait for one to appear.
+    fn root_gone(&mut self, root: &Path) {
+        let _ = self.watcher.unwatch(root);
+        self.inodes.remove(root);
+        let r = root.display().to_string();
+        if root.is_dir() {
+            log::warn!(event = "files.root_gone", root = r.as_str(); "{r} was removed, moved or replaced; watching the directory now at that path");
+            self.start_watch(root, None);
+        } else {
+            log::warn!(event = "files.root_gone", root = r.as_str(); "{r} was removed or moved; watching for it to reappear");
+            self.mark_missing(root);
         }
     }
 
@@ -257,12 +287,15 @@ impl FileWatcher {
         }
         let now = Instant::now();
         for path in &ev.paths {
-            // The root itself went away (removed or moved): watch for it to come back.
-            if self.roots.contains_key(path) && !self.missing.contains(path) && !path.is_dir() {
-                log::warn!(event = "files.root_gone", root = path.display().to_string().as_str(); "{} was removed or moved; watching for it to reappear", path.display());
-                let _ = self.watcher.unwatch(path);
-                self.mark_missing(path);
-                continue;
+            // An event on a root itself. Removed (its inode is gone, even if a new directory
+            // already has its name), or no longer the directory being watched (moved away,
+            // swapped): watch whatever is at the path now, or wait for it to reappear.
+            if self.roots.contains_key(path) && !self.missing.contains(path) {
+                let removed = matches!(ev.kind, EventKind::Remove(_));
+                if removed || !self.same_root(path) {
+                    self.root_gone(path);
+                    continue;
+                }
             }
             let mut paths = vec![path.clone()];
             if matches!(ev.kind, EventKind::Create(_)) && path.is_dir() {
@@ -390,6 +423,21 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
             out.push(p);
         }
     }
+}
+
+/// (device, inode) of a directory; None if `p` is not one.
+#[cfg(unix)]
+fn dir_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_id(p: &Path) -> Option<(u64, u64)> {
+    p.is_dir().then_some((0, 0))
 }
 
 fn under_git(rel: &Path) -> bool {

@@ -1,7 +1,8 @@
 //! The git poller thread: fires `git_push` triggers when a matching branch ref moves.
 //!
 //! Refs are read straight from the repository (loose files under `refs/heads/` and
-//! `packed-refs`; a loose ref wins), never by running git. The thread polls every
+//! `packed-refs`; a loose ref wins), never by running git; for a linked worktree, from the
+//! main repository's git dir that its `commondir` file points to. The thread polls every
 //! `--git-poll-ms` while at least one job has a git_push trigger, and at once when the
 //! `post-receive` hook written by `install-git-hook` calls `POST /git/notify`. The first
 //! reading of a repository is the baseline; after that a new or moved branch fires (before is
@@ -216,9 +217,26 @@ pub fn git_dir(repo: &Path) -> Option<PathBuf> {
     (repo.join("HEAD").is_file() && repo.join("refs").is_dir()).then(|| repo.to_path_buf())
 }
 
+/// The directory that holds a repository's shared refs and hooks: the git dir itself, or,
+/// for a linked worktree (whose git dir is `<main>/.git/worktrees/<name>`, with no refs of
+/// its own), the directory its `commondir` file names (relative to the git dir, or absolute).
+pub fn common_dir(git_dir: &Path) -> PathBuf {
+    match fs::read_to_string(git_dir.join("commondir")) {
+        Ok(s) if !s.trim().is_empty() => {
+            let p = Path::new(s.trim_end_matches(['\n', '\r']));
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                git_dir.join(p)
+            }
+        }
+        _ => git_dir.to_path_buf(),
+    }
+}
+
 /// Reads the branch refs of `repo` without running git. None if it is not a repository.
 pub fn read_refs(repo: &Path) -> Option<Refs> {
-    let gd = git_dir(repo)?;
+    let gd = common_dir(&git_dir(repo)?);
     let mut refs = Refs::new();
     if let Ok(packed) = fs::read_to_string(gd.join("packed-refs")) {
         for line in packed.lines() {
@@ -288,6 +306,23 @@ mod tests {
         assert_eq!(r.get("feature/login"), Some(&c));
         assert_eq!(r.len(), 3);
         assert!(read_refs(&g.join("nope")).is_none());
+    }
+
+    #[test]
+    fn linked_worktree_refs_come_from_the_common_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("main/.git");
+        let wt = main.join("worktrees/side");
+        fs::create_dir_all(main.join("refs/heads")).unwrap();
+        fs::create_dir_all(&wt).unwrap();
+        let a = "a".repeat(40);
+        fs::write(main.join("refs/heads/side"), format!("{a}\n")).unwrap();
+        fs::write(wt.join("commondir"), "../..\n").unwrap();
+        let linked = d.path().join("linked");
+        fs::create_dir_all(&linked).unwrap();
+        fs::write(linked.join(".git"), format!("gitdir: {}\n", wt.display())).unwrap();
+        assert_eq!(read_refs(&linked).unwrap().get("side"), Some(&a));
+        assert_eq!(common_dir(&main), main);
     }
 
     #[test]
