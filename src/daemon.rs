@@ -143,20 +143,21 @@ pub fn run(opts: RunOptions) -> i32 {
     }
 
     let (work_tx, work_rx) = bounded(settings.queue_capacity);
-    let (clock_tx, clock_rx) = unbounded();
     let workers = settings.workers;
     let grace = Duration::from_secs(settings.grace_seconds);
-    let engine = Arc::new(Engine::new(store, settings, jobs, work_tx, clock_tx));
+    let engine = Arc::new(Engine::new(store, settings, jobs, work_tx));
 
     let (exit_tx, exit_rx) = bounded::<()>(0);
     let started = (|| -> std::io::Result<_> {
         worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
-        triggers::clock::spawn(engine.clone(), clock_rx)?;
+        triggers::clock::spawn(engine.clone())?;
         triggers::files::spawn(engine.clone())?;
         let (git_kick, git_kick_rx) = bounded(1);
         triggers::git::spawn(engine.clone(), git_kick_rx, engine.settings.git_poll)?;
         let http = limits.stats.clone();
         let (max_conns, per_ip) = (limits.max_connections, limits.max_connections_per_ip);
+        log::info!(event = "http.limits", max_connections = max_conns, max_connections_per_ip = per_ip;
+            "API connections: at most {max_conns} open ({per_ip} per address; 0 = no per-address limit)");
         let server = api::serve(
             Arc::new(Api {
                 engine: engine.clone(),
@@ -169,8 +170,6 @@ pub fn run(opts: RunOptions) -> i32 {
             listener,
             limits,
         )?;
-        log::info!(event = "http.limits", max_connections = max_conns, max_connections_per_ip = per_ip;
-            "API connections: at most {max_conns} open ({per_ip} per address; 0 = no per-address limit)");
         let (sig_tx, sig_rx) = unbounded();
         signals::spawn(sig_tx)?;
         Ok((sig_rx, server))

@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod backoff;
 mod cli;
 mod config;
 mod daemon;
@@ -14,6 +15,7 @@ mod logging;
 mod metrics;
 mod outputs;
 mod payload;
+mod plan;
 #[cfg(test)]
 mod proptests;
 mod run;

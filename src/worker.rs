@@ -66,9 +66,10 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
                     log::error!(event = "worker.panic", job = job_id.as_str(), run = run_id.as_str(); "internal error while executing the run; the worker carries on");
                     if let Some(mut rec) = engine.store.load_run(&job_id, &run_id) {
                         if !rec.status.is_final() {
-                            rec.status = RunStatus::Failed;
-                            rec.error = Some("internal error in the daemon (see its log)".into());
-                            rec.finished_at = Some(crate::time::now_rfc3339());
+                            rec.close(
+                                RunStatus::Failed,
+                                "internal error in the daemon (see its log)",
+                            );
                             save(engine, &rec);
                         }
                     }
@@ -83,9 +84,7 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
 /// Marks a run that never started as interrupted.
 pub fn interrupt_unstarted(engine: &Engine, w: Work) {
     let mut rec = w.run;
-    rec.status = RunStatus::Interrupted;
-    rec.error = Some("the daemon stopped before this run started".into());
-    rec.finished_at = Some(crate::time::now_rfc3339());
+    rec.interrupt("the daemon stopped before this run started");
     save(engine, &rec);
     Metrics::inc(&engine.metrics.runs_interrupted_total);
     engine.finish_run(&w.job.id, &rec.id);
@@ -227,8 +226,11 @@ fn execute(engine: &Engine, w: Work) {
         if !retryable || rec.attempts > job.max_retries || engine.is_shutting_down() {
             break;
         }
-        let backoff = job.retry_backoff_seconds * 2f64.powi(rec.attempts as i32 - 1);
-        let backoff = Duration::from_secs_f64(backoff.min(3600.0));
+        let backoff = crate::backoff::exponential(
+            Duration::try_from_secs_f64(job.retry_backoff_seconds).unwrap_or(Duration::ZERO),
+            rec.attempts - 1,
+            Duration::from_secs(3600),
+        );
         log::info!(event = "run.retry", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "{}; retrying in {:.1}s", rec.error.as_deref().unwrap_or("failed"), backoff.as_secs_f64());
         rec.status = RunStatus::Running;
         save(engine, &rec);

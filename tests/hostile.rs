@@ -93,6 +93,18 @@ fn try_health(d: &Daemon) -> Result<Duration, String> {
     Ok(t.elapsed())
 }
 
+/// The connection cap the daemon logged at start (`http.limits`).
+fn logged_cap(d: &Daemon) -> usize {
+    wait_for(10, "the http.limits log line", || {
+        d.stderr()
+            .lines()
+            .find(|l| l.contains("http.limits"))
+            .and_then(|l| l.split("at most ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    })
+}
+
 fn rss_kib(d: &Daemon) -> u64 {
     proc_status(d.pid(), "VmRSS:")
 }
@@ -276,14 +288,7 @@ fn connection_floods_get_fast_503s_and_the_cap_follows_the_file_limit() {
             });
         }
     });
-    let log = d.stderr();
-    let cap: usize = log
-        .lines()
-        .find(|l| l.contains("http.limits"))
-        .and_then(|l| l.split("at most ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no http.limits line: {log}"));
+    let cap = logged_cap(&d);
     assert!(cap < 160, "cap {cap} not sized from RLIMIT_NOFILE 160");
     let mut idle = Vec::new();
     let mut refused = 0;
@@ -572,14 +577,7 @@ fn a_low_process_limit_caps_connections_instead_of_killing_the_accept_thread() {
             });
         }
     });
-    let log = d.stderr();
-    let cap: usize = log
-        .lines()
-        .find(|l| l.contains("http.limits"))
-        .and_then(|l| l.split("at most ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no http.limits line: {log}"));
+    let cap = logged_cap(&d);
     assert!(cap < 200, "cap {cap} not sized from RLIMIT_NPROC 200");
     let mut idle: Vec<TcpStream> = (0..190).map(|_| connect(&d)).collect();
     // Every connection is either served by a thread or refused with 503; none hangs.

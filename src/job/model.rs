@@ -1,4 +1,4 @@
-//! The job model of SPEC §3, as stored in `jobs/<id>.json` and returned by the API.
+//! The job model (README "Jobs"), as stored in `jobs/<id>.json` and returned by the API.
 //!
 //! These types are only ever built by [`super::validate`], so a `Job` in memory is always
 //! valid. They serialize with every default filled in, so a stored file says exactly what
