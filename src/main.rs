@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod cli;
 mod config;
+mod contain;
 mod daemon;
 mod engine;
 mod fsio;
