@@ -234,8 +234,7 @@ fn execute(engine: &Engine, w: Work) {
         };
         engine.unregister_running(&rec.id);
         Metrics::dec(&engine.metrics.runs_running);
-        apply_outcome(&job, &mut rec, result);
-        redact_record(&redactor, &mut rec);
+        apply_outcome(&job, &mut rec, result, &redactor);
         if unstartable.is_some() {
             break;
         }
@@ -297,22 +296,33 @@ fn wait_or_shutdown(engine: &Engine, d: Duration) -> bool {
 }
 
 /// Turns an agent outcome into the record's status, exit code, output and error.
-fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, String>) {
+/// What the agent said passes through `redactor` before anything else sees it.
+fn apply_outcome(
+    job: &Job,
+    rec: &mut RunRecord,
+    result: Result<agent::Outcome, String>,
+    redactor: &Redactor,
+) {
     rec.signal = None;
     rec.exit_code = None;
     let o = match result {
         Ok(o) => o,
         Err(reason) => {
             rec.status = RunStatus::Failed;
-            rec.error = Some(reason);
+            rec.error = Some(redactor.redact(&reason, false, false));
             return;
         }
     };
     rec.exit_code = o.exit_code;
     rec.signal = o.signal.map(agent::signal_name);
-    rec.output = String::from_utf8_lossy(&o.stdout).into_owned();
     rec.output_bytes = o.stdout_total;
     rec.output_truncated = o.stdout_total > o.stdout.len() as u64;
+    // Redacted before the cut note is added: a secret cut in half at the end goes too.
+    rec.output = redactor.redact(
+        &String::from_utf8_lossy(&o.stdout),
+        false,
+        rec.output_truncated,
+    );
     if rec.output_truncated {
         rec.output.push_str(&format!(
             "\n[output cut at max_output_kb = {} KiB: {} more bytes were not kept]\n",
@@ -320,7 +330,12 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
             o.stdout_total - o.stdout.len() as u64
         ));
     }
-    rec.stderr_tail = String::from_utf8_lossy(&o.stderr_tail).into_owned();
+    // The tail may start in the middle of a secret.
+    rec.stderr_tail = redactor.redact(
+        &String::from_utf8_lossy(&o.stderr_tail),
+        o.stderr_tail.len() >= agent::STDERR_TAIL_BYTES,
+        false,
+    );
     let mut notes = Vec::new();
     if o.pipes_held_open {
         notes
@@ -393,7 +408,7 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
     rec.error = if notes.is_empty() {
         None
     } else {
-        Some(notes.join("; "))
+        Some(redactor.redact(&notes.join("; "), false, false))
     };
 }
 
@@ -476,19 +491,6 @@ fn environment(
     };
     let env = agent_env::agent_env(&daemon, &policy, extra);
     (env, Redactor::new(&daemon, &secrets, job_env))
-}
-
-/// Replaces secret values in what the agent said, before it is stored or delivered.
-fn redact_record(r: &Redactor, rec: &mut RunRecord) {
-    if r.is_empty() {
-        return;
-    }
-    rec.output = r.redact(&rec.output, false, rec.output_truncated);
-    // The tail starts wherever the last 4 KiB began.
-    rec.stderr_tail = r.redact(&rec.stderr_tail, true, false);
-    if let Some(e) = &rec.error {
-        rec.error = Some(r.redact(e, false, false));
-    }
 }
 
 /// Linux's limit on one argument (`MAX_ARG_STRLEN`, 32 pages), terminating NUL included.
@@ -575,5 +577,101 @@ fn write_event_file(
             log::error!(event = "store.error", run = rec.id.as_str(); "cannot write event file {}: {e}", p.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contain::{Mode, Verdict};
+
+    fn job(limits: Value) -> Job {
+        crate::job::validate_job(
+            &json!({"name": "j", "prompt": "p", "limits": limits,
+                    "triggers": [{"type": "interval", "seconds": 5}]}),
+            "job_000000000001",
+            "2026-01-01T00:00:00Z",
+        )
+        .expect("valid job")
+    }
+
+    fn error_for(j: &Job, o: agent::Outcome) -> (RunStatus, String) {
+        let mut rec = RunRecord::queued("run_1".into(), &j.id, &j.name, json!({"type": "manual"}));
+        apply_outcome(j, &mut rec, Ok(o), &Redactor::default());
+        (rec.status, rec.error.unwrap_or_default())
+    }
+
+    fn ended(mode: Mode, code: Option<i32>, signal: Option<i32>, stderr: &str) -> agent::Outcome {
+        agent::Outcome {
+            exit_code: code,
+            signal,
+            stderr_tail: stderr.as_bytes().to_vec(),
+            mode: Some(mode),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 13, defect 6: the memory note only when the limit is the likely cause.
+    #[test]
+    fn memory_note_only_when_the_limit_fits() {
+        let j = job(json!({"memory_mb": 500}));
+        let pg = Mode::ProcessGroup;
+        let (st, e) = error_for(&j, ended(pg, Some(3), None, "usage: bad flag"));
+        assert_eq!(st, RunStatus::Failed);
+        assert_eq!(e, "the agent exited with code 3");
+        let (_, e) = error_for(&j, ended(pg, Some(1), None, "MemoryError"));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        let (_, e) = error_for(&j, ended(pg, None, Some(libc::SIGABRT), ""));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        let (_, e) = error_for(&j, ended(pg, Some(134), None, ""));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        // With a cgroup the kernel's count decides, not the guess.
+        let v1 = Mode::CgroupV1;
+        let (_, e) = error_for(&j, ended(v1, Some(1), None, "MemoryError"));
+        assert!(!e.contains("memory_mb"), "{e}");
+        let mut o = ended(v1, None, Some(libc::SIGKILL), "");
+        o.verdict = Verdict {
+            oom_kills: 1,
+            pids_max_hits: 0,
+        };
+        let (st, e) = error_for(&j, o);
+        assert_eq!(st, RunStatus::Failed);
+        assert!(
+            e.contains("killed by SIGKILL: out of memory: memory_mb limit is 500 MiB"),
+            "{e}"
+        );
+        // A child OOM-killed while the agent carried on and exited 0 still fails the run.
+        let mut o = ended(v1, Some(0), None, "");
+        o.verdict.oom_kills = 2;
+        assert_eq!(error_for(&j, o).0, RunStatus::Failed);
+    }
+
+    #[test]
+    fn pids_limit_hit_is_noted() {
+        let j = job(json!({"max_processes": 50}));
+        let mut o = ended(Mode::CgroupV1, Some(0), None, "");
+        o.verdict.pids_max_hits = 12;
+        let (st, e) = error_for(&j, o);
+        assert_eq!(st, RunStatus::Succeeded);
+        assert_eq!(
+            e,
+            "max_processes limit of 50 reached: the kernel refused 12 fork(s) of this run"
+        );
+    }
+
+    #[test]
+    fn too_long_and_nul_arguments_are_named_before_the_run() {
+        let env = Vec::new();
+        let e = argv_problem(&["sh".into(), "x".repeat(MAX_ARG_BYTES)], &env).unwrap();
+        assert!(
+            e.contains("prompt_via") && e.contains("{prompt_file}"),
+            "{e}"
+        );
+        let e = argv_problem(&["sh".into(), "a\0b".into()], &env).unwrap();
+        assert!(e.contains("NUL"), "{e}");
+        assert_eq!(
+            argv_problem(&["sh".into(), "x".repeat(MAX_ARG_BYTES - 1)], &env),
+            None
+        );
     }
 }

@@ -425,6 +425,22 @@ fn an_echoed_key_is_redacted_in_the_record_the_file_and_the_webhook() {
     assert!(text.contains("my key is [redacted]"), "{text}");
     assert!(delivered.to_string().contains("[redacted]"), "{delivered}");
     eprintln!("redacted record on disk: {on_disk}");
+
+    // Cut in half by max_output_kb: the half that was kept goes too.
+    let mut job = sh_job(
+        "halfkey",
+        "head -c 1020 /dev/zero | tr '\\0' a; echo \"$OPENAI_API_KEY\"",
+        idle_trigger(),
+    );
+    job["limits"] = json!({"max_output_kb": 1});
+    let r = run_once(&d, &job);
+    let out = r["output"].as_str().unwrap();
+    assert!(out.starts_with(&"a".repeat(1020)), "{out}");
+    assert!(
+        out[1020..].starts_with("[redacted]\n[output cut"),
+        "{}",
+        &out[1020..]
+    );
 }
 
 #[test]

@@ -123,6 +123,9 @@ impl Redactor {
     /// beginning at the end, is redacted too.
     pub fn redact(&self, s: &str, cut_start: bool, cut_end: bool) -> String {
         let mut out = s.to_string();
+        if self.values.is_empty() {
+            return out;
+        }
         for v in &self.values {
             if out.contains(v.as_str()) {
                 out = out.replace(v.as_str(), REDACTED);
@@ -166,11 +169,6 @@ impl Redactor {
                     .map(|i| v.len() - i)
             })
             .max()
-    }
-
-    /// Whether there is anything to redact.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
     }
 }
 
