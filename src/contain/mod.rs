@@ -73,7 +73,19 @@ pub struct Containment {
     /// Why there is no cgroup (None when there is one).
     no_cgroup: Option<String>,
     /// The Landlock ABI version, or why Landlock cannot be used.
-    landlock: Result<i32, String>,
+    landlock: &'static Result<i32, String>,
+}
+
+/// The Landlock ABI version, or why Landlock cannot be used. Probed once, with no side
+/// effect (unlike [`init`]), so the CLI may ask too.
+pub fn landlock_status() -> &'static Result<i32, String> {
+    static LANDLOCK: OnceLock<Result<i32, String>> = OnceLock::new();
+    LANDLOCK.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        return landlock::probe();
+        #[cfg(not(target_os = "linux"))]
+        return Err("Landlock is Linux only".to_string());
+    })
 }
 
 static CURRENT: OnceLock<Containment> = OnceLock::new();
@@ -92,7 +104,7 @@ pub fn current() -> &'static Containment {
 impl Containment {
     #[cfg(target_os = "linux")]
     fn detect(pref: Preference) -> Containment {
-        let landlock = landlock::probe();
+        let landlock = landlock_status();
         let (mode, tree, no_cgroup) = match pref {
             Preference::ProcessGroup => (
                 Mode::ProcessGroup,
@@ -118,7 +130,7 @@ impl Containment {
         Containment {
             mode: Mode::ProcessGroup,
             no_cgroup: Some("cgroups are Linux only".into()),
-            landlock: Err("Landlock is Linux only".into()),
+            landlock: landlock_status(),
         }
     }
 
@@ -129,11 +141,6 @@ impl Containment {
     /// Whether `limits.filesystem: "working_dir"` can be enforced.
     pub fn landlock_available(&self) -> bool {
         self.landlock.is_ok()
-    }
-
-    /// Why Landlock cannot be used (None when it can).
-    pub fn landlock_problem(&self) -> Option<&str> {
-        self.landlock.as_ref().err().map(String::as_str)
     }
 
     /// One sentence for the start-up log.
@@ -148,7 +155,7 @@ impl Containment {
                 self.no_cgroup.as_deref().unwrap_or("")
             ),
         };
-        let ll = match &self.landlock {
+        let ll = match self.landlock {
             Ok(v) => format!("Landlock ABI {v}: filesystem \"working_dir\" is enforced"),
             Err(e) => {
                 format!("no Landlock ({e}): runs of jobs with filesystem \"working_dir\" fail")
@@ -166,7 +173,7 @@ impl Containment {
         if let Some(why) = &self.no_cgroup {
             v["no_cgroup_reason"] = why.clone().into();
         }
-        match &self.landlock {
+        match self.landlock {
             Ok(abi) => v["landlock_abi"] = (*abi).into(),
             Err(e) => v["landlock_reason"] = e.clone().into(),
         }
@@ -189,7 +196,7 @@ impl Containment {
             rlimit_nproc: None,
         };
         if let Some(work) = req.confine_writes_to {
-            if let Err(e) = &self.landlock {
+            if let Err(e) = self.landlock {
                 return Err(format!(
                     "limits.filesystem is \"working_dir\" but this machine cannot enforce it: {e}; the agent was not started"
                 ));

@@ -299,7 +299,7 @@ impl Job {
             }
         }
         if self.limits.filesystem == Filesystem::WorkingDir {
-            if let Some(why) = crate::contain::current().landlock_problem() {
+            if let Err(why) = crate::contain::landlock_status() {
                 w.push(format!(
                     "limits.filesystem: \"working_dir\" cannot be enforced on this machine ({why}): every run of this job fails until it can"
                 ));
