@@ -457,7 +457,9 @@ fn working_dir_filesystem_confines_writes_with_landlock() {
         "echo in-wd > ok.txt && echo wd-write-ok; \
          (echo x > \"$HOME/escape.txt\") 2>&1 || echo home-write-refused; \
          echo t > \"$TMPDIR/t\" && echo tmp-write-ok; echo \"tmpdir=$TMPDIR\"; \
-         cat /etc/hostname >/dev/null && echo read-ok",
+         cat /etc/hostname >/dev/null && echo read-ok; \
+         c=$(find /sys/fs/cgroup -maxdepth 2 -name cgroup.procs | head -n 1); \
+         [ -z \"$c\" ] || (echo $$ > \"$c\") 2>/dev/null || echo cgroup-move-refused",
         idle_trigger(),
     );
     job["working_dir"] = json!(work.to_str().unwrap());
@@ -488,6 +490,8 @@ fn working_dir_filesystem_confines_writes_with_landlock() {
         "home-write-refused",
         "tmp-write-ok",
         "read-ok",
+        // Leaving the run's cgroup takes a write to cgroupfs: refused too.
+        "cgroup-move-refused",
     ] {
         assert!(out.contains(want), "{want} missing: {out}");
     }
