@@ -510,6 +510,88 @@ fn working_dir_filesystem_confines_writes_with_landlock() {
     eprintln!("landlock run output:\n{out}");
 }
 
+/// Installs a seccomp filter in the calling process that makes the three Landlock system
+/// calls fail with ENOSYS, as on a kernel without Landlock. Only system calls: for pre_exec.
+fn deny_landlock() -> std::io::Result<()> {
+    // Classic BPF opcodes (linux/bpf_common.h) and seccomp return values (linux/seccomp.h).
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    // landlock_create_ruleset, _add_rule, _restrict_self are 444-446 on every architecture.
+    let filter = [
+        ins(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        ins(JEQ_K, 3, 0, 444),
+        ins(JEQ_K, 2, 0, 445),
+        ins(JEQ_K, 1, 0, 446),
+        ins(RET_K, 0, 0, RET_ALLOW),
+        ins(RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with a pointer to a filter that lives until the call returns.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// On a machine without Landlock, `filesystem: "working_dir"` fails closed: the job gets a
+/// warning, every run fails saying why, and the agent never starts.
+#[test]
+fn without_landlock_working_dir_jobs_warn_and_their_runs_fail_closed() {
+    let t = tempdir();
+    let work = t.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let d = Daemon::start_cmd(t.path(), &[], &[], |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: deny_landlock only makes system calls.
+        unsafe {
+            cmd.pre_exec(deny_landlock);
+        }
+    });
+    let c = containment(&d);
+    assert_eq!(c["landlock"], false, "{c}");
+    assert!(
+        c["landlock_reason"].as_str().unwrap().contains("ENOSYS"),
+        "{c}"
+    );
+    let marker = work.join("agent-ran");
+    let mut job = sh_job(
+        "closed",
+        &format!("touch {}", marker.display()),
+        idle_trigger(),
+    );
+    job["working_dir"] = json!(work.to_str().unwrap());
+    job["limits"] = json!({"filesystem": "working_dir"});
+    let (st, created) = d.post("/jobs", &job);
+    assert_eq!(st, 201, "{created}");
+    let w = created["warnings"].to_string();
+    assert!(
+        w.contains("limits.filesystem") && w.contains("cannot be enforced"),
+        "{w}"
+    );
+    let r = d.wait_final("closed", &manual(&d, "closed"), 30);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        error_of(&r).contains("cannot enforce it") && error_of(&r).contains("not started"),
+        "{r}"
+    );
+    assert!(!marker.exists(), "the agent ran without its confinement");
+    // A job without the field runs as usual.
+    let ok = run_once(&d, &sh_job("free", "echo ran", idle_trigger()));
+    assert_eq!(ok["status"], "succeeded", "{ok}");
+    eprintln!("job warnings: {w}\nrun error: {}", error_of(&r));
+}
+
 #[test]
 fn nul_bytes_and_bad_env_names_are_refused_at_creation() {
     let t = tempdir();

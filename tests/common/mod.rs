@@ -55,6 +55,16 @@ impl Daemon {
 
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_cmd(dir, extra, env, |_| {})
+    }
+
+    /// Like `start_env`, with a last say over the command (e.g. a `pre_exec`).
+    pub fn start_cmd(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let data = dir.join("data");
         let n = std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0);
         let stderr_path = dir.join(format!("daemon-{n}.err"));
@@ -72,6 +82,7 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        tweak(&mut cmd);
         let mut child = cmd.spawn().expect("spawn daemon");
         let pid = child.id();
         let port = wait_for(20, "daemon.lock with this pid and a port", || {
