@@ -413,6 +413,10 @@ impl RunCgroup {
     pub fn kill_all(&self) -> Vec<i32> {
         let dir = self.freezer_dir().to_path_buf();
         let found = self.members();
+        if found.is_empty() {
+            // Nobody left to fork, and nobody else can move in: nothing to do.
+            return found;
+        }
         match &self.tree {
             Tree::V2 { .. } => {
                 let k = dir.join("cgroup.kill");
