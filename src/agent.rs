@@ -103,13 +103,15 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
             spec.cwd.display()
         ));
     }
-    let jail = contain::current().prepare(&contain::Request {
-        name: &spec.name,
-        memory_mb: spec.memory_mb,
-        max_processes: spec.max_processes,
-        cpu_seconds: spec.cpu_seconds,
-        confine_writes_to: spec.confine_writes.then_some(spec.cwd.as_path()),
-    })?;
+    let jail = contain::current()
+        .prepare(&contain::Request {
+            name: &spec.name,
+            memory_mb: spec.memory_mb,
+            max_processes: spec.max_processes,
+            cpu_seconds: spec.cpu_seconds,
+            confine_writes_to: spec.confine_writes.then_some(spec.cwd.as_path()),
+        })
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)

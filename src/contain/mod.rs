@@ -181,7 +181,7 @@ impl Containment {
     }
 
     /// Makes the containment of one attempt of a run.
-    pub fn prepare(&self, req: &Request<'_>) -> Result<Jail, String> {
+    pub fn prepare(&self, req: &Request<'_>) -> Result<Jail, PrepareError> {
         static UNIQUE: AtomicU64 = AtomicU64::new(1);
         let unique = UNIQUE.fetch_add(1, Ordering::Relaxed);
         let mut jail = Jail {
@@ -197,19 +197,21 @@ impl Containment {
         };
         if let Some(work) = req.confine_writes_to {
             if let Err(e) = self.landlock {
-                return Err(format!(
-                    "limits.filesystem is \"working_dir\" but this machine cannot enforce it: {e}; the agent was not started"
-                ));
+                return Err(PrepareError::NoLandlock(e.clone()));
             }
             let tmp = std::env::temp_dir().join(format!("bog-run-{}-{unique}", req.name));
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&tmp)
-                .map_err(|e| format!("cannot create the run's TMPDIR {}: {e}", tmp.display()))?;
+                .map_err(|source| PrepareError::TmpDir {
+                    path: tmp.clone(),
+                    source,
+                })?;
             jail.tmpdir = Some(tmp.clone());
             #[cfg(target_os = "linux")]
             {
-                jail.landlock = Some(landlock::write_ruleset(&[work, &tmp])?);
+                jail.landlock =
+                    Some(landlock::write_ruleset(&[work, &tmp]).map_err(PrepareError::Landlock)?);
             }
             #[cfg(not(target_os = "linux"))]
             let _ = work;
@@ -231,7 +233,7 @@ impl Containment {
                             req.memory_mb,
                             req.max_processes,
                         )
-                        .map_err(|e| format!("cannot set up the run's cgroup: {e}"))?,
+                        .map_err(PrepareError::Cgroup)?,
                     );
                 }
             }
@@ -253,6 +255,46 @@ impl Containment {
 }
 
 use std::os::unix::fs::DirBuilderExt;
+
+/// Why a run's containment could not be made; the agent is not started (fail closed).
+#[derive(Debug)]
+pub enum PrepareError {
+    /// `limits.filesystem: "working_dir"` on a machine without Landlock, and why.
+    NoLandlock(String),
+    /// The Landlock ruleset could not be built.
+    Landlock(String),
+    /// The private `$TMPDIR` could not be made.
+    TmpDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The run's cgroup could not be made or limited.
+    #[cfg(target_os = "linux")]
+    Cgroup(cgroup::CgroupError),
+}
+
+impl std::fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareError::NoLandlock(why) => write!(
+                f,
+                "limits.filesystem is \"working_dir\" but this machine cannot enforce it: {why}; the agent was not started"
+            ),
+            PrepareError::Landlock(e) => write!(f, "{e}; the agent was not started"),
+            PrepareError::TmpDir { path, source } => write!(
+                f,
+                "cannot create the run's TMPDIR {}: {source}; the agent was not started",
+                path.display()
+            ),
+            #[cfg(target_os = "linux")]
+            PrepareError::Cgroup(e) => {
+                write!(f, "cannot set up the run's cgroup: {e}; the agent was not started")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrepareError {}
 
 /// The limits of one run, as the containment needs them.
 #[derive(Clone, Debug, Default)]
