@@ -458,6 +458,7 @@ fn working_dir_filesystem_confines_writes_with_landlock() {
          (echo x > \"$HOME/escape.txt\") 2>&1 || echo home-write-refused; \
          echo t > \"$TMPDIR/t\" && echo tmp-write-ok; echo \"tmpdir=$TMPDIR\"; \
          cat /etc/hostname >/dev/null && echo read-ok; \
+         echo via-dev-stdout > /dev/stdout; echo x > /dev/null && echo dev-null-ok; \
          c=$(find /sys/fs/cgroup -maxdepth 2 -name cgroup.procs | head -n 1); \
          [ -z \"$c\" ] || (echo $$ > \"$c\") 2>/dev/null || echo cgroup-move-refused",
         idle_trigger(),
@@ -490,6 +491,8 @@ fn working_dir_filesystem_confines_writes_with_landlock() {
         "home-write-refused",
         "tmp-write-ok",
         "read-ok",
+        "via-dev-stdout",
+        "dev-null-ok",
         // Leaving the run's cgroup takes a write to cgroupfs: refused too.
         "cgroup-move-refused",
     ] {
