@@ -596,6 +596,36 @@ fn without_landlock_working_dir_jobs_warn_and_their_runs_fail_closed() {
 }
 
 #[test]
+fn job_add_sets_the_filesystem_limit() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    let work = t.path().to_str().unwrap();
+    let args = |mode: &'static str| {
+        vec![
+            "job",
+            "add",
+            "--name",
+            "fs",
+            "--interval",
+            "60",
+            "--prompt",
+            "p",
+            "--working-dir",
+            work,
+            "--filesystem",
+            mode,
+        ]
+    };
+    let (code, _, err) = cli(&data, &args("sometimes"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("limits.filesystem"), "{err}");
+    let (code, out, err) = cli(&data, &args("working_dir"));
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, shown, _) = cli(&data, &["job", "show", "fs"]);
+    assert!(shown.contains("\"filesystem\": \"working_dir\""), "{shown}");
+}
+
+#[test]
 fn nul_bytes_and_bad_env_names_are_refused_at_creation() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
