@@ -68,6 +68,12 @@ pub fn run(opts: RunOptions) -> i32 {
             log::warn!(event = "data_dir.mode", path = dir.display().to_string().as_str(); "{e}")
         }
     }
+    // Before any thread: with a delegated cgroup v2 the daemon moves into a leaf of its own.
+    let containment = crate::contain::init(match cfg.containment.as_deref() {
+        Some("process_group") => crate::contain::Preference::ProcessGroup,
+        _ => crate::contain::Preference::Auto,
+    });
+    log::info!(event = "containment", mode = containment.mode().as_str(), landlock = containment.landlock_available(); "{}", containment.summary());
 
     let mut lock = match DaemonLock::acquire(&dir) {
         Ok(l) => l,
@@ -98,7 +104,7 @@ pub fn run(opts: RunOptions) -> i32 {
     let (recovered, bad_runs) = store.recover_runs();
     for r in &recovered {
         // An agent of a daemon that was killed may still run: it goes too.
-        let killed = crate::agent::sweep_marked(&format!("BOG_RUN_ID={}", r.id));
+        let killed = containment.kill_leftovers(&r.id);
         log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), killed_leftovers = killed;
             "run was left unfinished by a previous daemon; marked interrupted");
     }

@@ -6,6 +6,7 @@ mod api;
 mod backoff;
 mod cli;
 mod config;
+mod contain;
 mod daemon;
 mod engine;
 mod fsio;

@@ -77,12 +77,15 @@ pub struct AddArgs {
     /// RLIMIT_CPU of the agent in seconds
     #[arg(long, value_name = "S")]
     pub cpu_seconds: Option<u64>,
-    /// RLIMIT_AS of the agent in MiB
+    /// Memory limit of a run in MiB (its cgroup, else RLIMIT_DATA)
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u64>,
-    /// RLIMIT_NPROC of the agent (processes of its user; root is exempt)
+    /// Process limit of a run (its cgroup, else RLIMIT_NPROC of its user)
     #[arg(long, value_name = "N")]
     pub max_processes: Option<u64>,
+    /// Where the agent may write: full, or working_dir (Landlock)
+    #[arg(long, value_name = "MODE")]
+    pub filesystem: Option<String>,
     /// Keep at most this many KiB of output (default 1024)
     #[arg(long, value_name = "KB")]
     pub max_output_kb: Option<u64>,
@@ -303,6 +306,7 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
         || a.memory_mb.is_some()
         || a.max_processes.is_some()
         || a.max_output_kb.is_some()
+        || a.filesystem.is_some()
     {
         let l = m.entry("limits").or_insert_with(|| json!({}));
         if let Value::Object(l) = l {
@@ -316,6 +320,9 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
                 if let Some(v) = v {
                     l.insert(k.into(), json!(v));
                 }
+            }
+            if let Some(f) = &a.filesystem {
+                l.insert("filesystem".into(), json!(f));
             }
         }
     }
