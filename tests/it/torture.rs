@@ -2,8 +2,7 @@
 //! runs recorded. After every restart, every job whose POST got a 201 is there and every file
 //! under the data dir parses.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +32,7 @@ fn check_files(dir: &std::path::Path) {
 
 #[test]
 fn kill9_at_random_moments_loses_nothing_acknowledged() {
+    let _g = heavy();
     let iterations: usize = std::env::var("BOG_TORTURE_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -139,6 +139,7 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
 /// named, the daemon's memory stays bounded, and an every-second job keeps firing meanwhile.
 #[test]
 fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &["--workers", "4"]);
     let mut flood = sh_job("flood", "head -c 1073741824 /dev/zero", idle_trigger());

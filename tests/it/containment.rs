@@ -5,14 +5,11 @@
 //! to the working directory, and prompt hand-over. A test that needs what the machine
 //! lacks (cgroups, Landlock, node) says so and skips; `.ci/run` machines have them all.
 
-mod common;
-mod support;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
+use crate::support::http::{reply, Server};
 use serde_json::{json, Value};
-use support::http::{reply, Server};
 
 fn manual(d: &Daemon, job: &str) -> String {
     let (st, v) = d.post(&format!("/jobs/{job}/run"), &json!({}));
@@ -83,6 +80,7 @@ fn pids_with_env(entry: &str) -> Vec<i32> {
 
 #[test]
 fn health_and_log_name_the_containment_once() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
     let c = containment(&d);
@@ -112,6 +110,7 @@ fn health_and_log_name_the_containment_once() {
 /// limit named, with a cgroup (OOM kill) and without one (`RLIMIT_DATA`).
 #[test]
 fn node_starts_under_memory_mb_512_and_dies_at_1_gib_with_the_limit_named() {
+    let _g = heavy();
     if !has_node("node_memory") {
         return;
     }
@@ -184,6 +183,7 @@ fn node_starts_under_memory_mb_512_and_dies_at_1_gib_with_the_limit_named() {
 /// agent exits, when the run times out, and when the daemon stops.
 #[test]
 fn escapee_without_marker_is_gone_at_end_timeout_and_stop() {
+    let _g = heavy();
     let t = tempdir();
     let mut d = Daemon::start(t.path(), &["--grace", "1"]);
     if !has_cgroups(&d, "escapee") {
@@ -238,6 +238,7 @@ fn escapee_without_marker_is_gone_at_end_timeout_and_stop() {
 /// A daemon killed with SIGKILL leaves its run's cgroup behind; the next start kills it.
 #[test]
 fn escapee_of_a_crashed_daemon_is_killed_at_the_next_start() {
+    let _g = heavy();
     let t = tempdir();
     let mut d = Daemon::start(t.path(), &[]);
     if !has_cgroups(&d, "crash_escapee") {
@@ -270,6 +271,7 @@ fn escapee_of_a_crashed_daemon_is_killed_at_the_next_start() {
 
 #[test]
 fn fork_bomb_under_max_processes_is_contained_and_the_run_says_so() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
     if !has_cgroups(&d, "fork_bomb") {
@@ -331,6 +333,7 @@ fn secret_holders(d: &Daemon) {
 
 #[test]
 fn agent_env_has_no_secret_of_any_job_but_keeps_its_own_keys() {
+    let _g = heavy();
     let t = tempdir();
     let d = daemon_with_secrets(t.path());
     secret_holders(&d);
@@ -389,6 +392,7 @@ fn agent_env_has_no_secret_of_any_job_but_keeps_its_own_keys() {
 
 #[test]
 fn an_echoed_key_is_redacted_in_the_record_the_file_and_the_webhook() {
+    let _g = heavy();
     let t = tempdir();
     let recv = Server::start(reply(204, ""));
     let d = daemon_with_secrets(t.path());
@@ -450,6 +454,7 @@ fn an_echoed_key_is_redacted_in_the_record_the_file_and_the_webhook() {
 
 #[test]
 fn working_dir_filesystem_confines_writes_with_landlock() {
+    let _g = heavy();
     let t = tempdir();
     let home = t.path().join("home");
     let work = t.path().join("work");
@@ -556,6 +561,7 @@ fn deny_landlock() -> std::io::Result<()> {
 /// warning, every run fails saying why, and the agent never starts.
 #[test]
 fn without_landlock_working_dir_jobs_warn_and_their_runs_fail_closed() {
+    let _g = heavy();
     let t = tempdir();
     let work = t.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -602,6 +608,7 @@ fn without_landlock_working_dir_jobs_warn_and_their_runs_fail_closed() {
 
 #[test]
 fn job_add_sets_the_filesystem_limit() {
+    let _g = heavy();
     let t = tempdir();
     let data = t.path().join("data");
     let work = t.path().to_str().unwrap();
@@ -632,6 +639,7 @@ fn job_add_sets_the_filesystem_limit() {
 
 #[test]
 fn nul_bytes_and_bad_env_names_are_refused_at_creation() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
     let cases = [
@@ -663,6 +671,7 @@ fn nul_bytes_and_bad_env_names_are_refused_at_creation() {
 
 #[test]
 fn a_prompt_too_big_for_argv_fails_clearly_and_prompt_file_hands_it_over() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
     let big = "x".repeat(200 * 1024);

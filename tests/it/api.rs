@@ -6,9 +6,8 @@
 //! a refused request never run as a request of its own, and a loop of garbage bodies that
 //! must never get a 5xx or a dropped connection.
 
-mod common;
+use crate::common::*;
 use chrono::Datelike;
-use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;

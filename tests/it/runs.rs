@@ -1,8 +1,7 @@
 //! Agent execution through the real daemon: interval firing, run records, overlap
 //! policies, timeouts that kill whole process groups, rlimits, output cuts, retries.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn manual(d: &Daemon, job: &str) -> String {
