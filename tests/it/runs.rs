@@ -374,13 +374,18 @@ fn escaped_grandchildren_do_not_survive() {
             std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
         });
         let r = d.wait_final(name, &id, 30);
-        assert!(
-            r["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("left its process group"),
-            "{r}"
-        );
+        // A run that exits leaves the escapee behind and its record counts it; at a timeout
+        // a run cgroup kills every process at once, so the count depends on which kill
+        // reached the escapee first: only its absence is certain there.
+        if name == "exits" {
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("left its process group"),
+                "{r}"
+            );
+        }
         wait_for(10, &format!("escaped pid {pid} gone"), || {
             (!alive(pid)).then_some(())
         });
