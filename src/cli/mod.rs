@@ -57,6 +57,10 @@ pub enum Cmd {
     InstallWindowsTask(service::InstallArgs),
     /// Remove the Task Scheduler task written by install-windows-task
     UninstallWindowsTask,
+    /// Install the man page where `man` finds it (share/man next to the binary's bin/)
+    InstallMan(service::ManArgs),
+    /// Remove the man page written by install-man
+    UninstallMan(service::ManArgs),
     /// Is a daemon running on the data dir? (exit 0 running, 1 not, 3 stale lock)
     Status,
     /// Stop the daemon running on the data dir (SIGTERM, then wait for it to drain)
@@ -182,6 +186,8 @@ pub fn main() -> i32 {
         Cmd::UninstallLaunchd => service::uninstall_launchd(),
         Cmd::InstallWindowsTask(a) => service::install_windows_task(cli.data_dir.as_deref(), &a),
         Cmd::UninstallWindowsTask => service::uninstall_windows_task(cli.data_dir.as_deref()),
+        Cmd::InstallMan(a) => service::install_man(&a),
+        Cmd::UninstallMan(a) => service::uninstall_man(&a),
         Cmd::Status => service::status(cli.data_dir.as_deref()),
         Cmd::Stop(a) => service::stop(cli.data_dir.as_deref(), &a),
         Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),
