@@ -203,8 +203,10 @@ pub fn print_record(r: &Value) -> i32 {
         (None, Some(sig)) => line.push_str(&format!(", killed by {sig}")),
         _ => {}
     }
-    if let Some(ms) = r["duration_ms"].as_u64() {
-        line.push_str(&format!(", {:.1} s", ms as f64 / 1000.0));
+    match r["duration_ms"].as_u64() {
+        Some(ms) if ms < 1000 => line.push_str(&format!(", {ms} ms")),
+        Some(ms) => line.push_str(&format!(", {:.1} s", ms as f64 / 1000.0)),
+        None => {}
     }
     line.push_str(&format!(
         ", trigger {}, started {}",
@@ -215,6 +217,11 @@ pub fn print_record(r: &Value) -> i32 {
         line.push_str(&format!(", {} attempts", r["attempts"]));
     }
     eprintln!("{line}");
+    if matches!(status, "queued" | "running") {
+        eprintln!(
+            "the run has not ended: its output is recorded when it does; run this again then"
+        );
+    }
     if let Some(e) = r["error"].as_str() {
         eprintln!("error: {e}");
     }
