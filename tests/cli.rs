@@ -984,4 +984,9 @@ fn job_list_shows_next_in_local_time_and_triggers_in_full() {
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["enabled"], false);
+    // Nothing to change: with --json still the job, for scripts.
+    let (code, out, _) = cli(&dir, &["job", "set", "full", "--disabled", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "full");
 }

@@ -277,11 +277,13 @@ pub fn set(dir: &Path, a: &SetArgs) -> CmdResult {
         unset(&mut new, f)?;
     }
     if new == strip(&current) {
-        println!(
-            "no changes to job {}",
-            current["name"].as_str().unwrap_or("")
+        // "no changes" (or, with --json, the job as it is).
+        return report_change(
+            &current,
+            &current,
+            matches!(backend, Backend::Api(_)),
+            a.flags.json,
         );
-        return Ok(0);
     }
     let saved = save(&backend, &current, &new, &origins)?;
     report_change(
