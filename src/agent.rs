@@ -1,13 +1,15 @@
-//! Runs one agent process: spawn → limits → wait → capture.
+//! Runs one agent process: contain → spawn → wait → capture → kill what is left.
 //!
-//! The agent gets its own process group, so a timeout or shutdown can signal it and every
-//! descendant that stayed in the group. `RLIMIT_CPU` and `RLIMIT_AS` are set in the child
-//! before `exec`. stdout is captured up to a byte limit (the rest is read and counted, so
-//! the agent never blocks on a full pipe); the last bytes of stderr are kept. When the agent
-//! exits, anything it left running in its group is killed. This module knows nothing of
-//! jobs or run records; [`crate::worker`] translates.
+//! [`crate::contain`] provides the run's [`Jail`](crate::contain::Jail): its own process
+//! group, and its cgroup (memory and pids limits) or rlimits, and Landlock when asked. A
+//! timeout or shutdown signals every process of the run. stdout is captured up to a byte
+//! limit (the rest is read and counted, so the agent never blocks on a full pipe); the last
+//! bytes of stderr are kept. When the agent exits, every process it left running is killed.
+//! The agent's environment is exactly `Spec::env`; nothing else is inherited. This module
+//! knows nothing of jobs or run records; [`crate::worker`] translates.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -16,6 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+
+use crate::contain::{self, Jail};
 
 /// Seconds between SIGTERM and SIGKILL when a run is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -28,18 +32,23 @@ pub struct Spec {
     pub argv: Vec<String>,
     /// Written to stdin (then closed); `None` means stdin is `/dev/null`.
     pub stdin: Option<Vec<u8>>,
-    /// Added to (and overriding) the daemon's environment.
-    pub env: Vec<(String, String)>,
+    /// The agent's whole environment (the daemon's own is not inherited).
+    pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
     pub timeout: Option<Duration>,
     pub cpu_seconds: Option<u64>,
+    /// The run's cgroup memory limit, else `RLIMIT_DATA`.
     pub memory_mb: Option<u64>,
-    /// `RLIMIT_NPROC` (counts all processes of the user; root is exempt).
+    /// The run's cgroup pids limit, else `RLIMIT_NPROC` (all processes of the user).
     pub max_processes: Option<u64>,
+    /// `limits.filesystem: "working_dir"`: writes only in `cwd` and a private `$TMPDIR`.
+    pub confine_writes: bool,
     pub max_output_bytes: usize,
+    /// Names the run's cgroup and `$TMPDIR` (the run id).
+    pub name: String,
     /// An environment entry (`NAME=value`, also in `env`) that marks this run's processes:
-    /// when the agent ends, every process still carrying it is killed, including those that
-    /// left the process group with `setsid` (Linux, via `/proc/<pid>/environ`).
+    /// without a cgroup, when the agent ends, every process still carrying it is killed,
+    /// including those that left the process group with `setsid` (via `/proc/<pid>/environ`).
     pub marker: Option<String>,
 }
 
@@ -60,8 +69,12 @@ pub struct Outcome {
     pub duration: Duration,
     /// A process that escaped the group kept the output pipes open past the agent's exit.
     pub pipes_held_open: bool,
-    /// Processes outside the agent's group that carried its marker and were killed.
+    /// Processes outside the agent's group that were killed when the run ended.
     pub escaped_killed: usize,
+    /// What the kernel counted against the run's cgroup limits.
+    pub verdict: contain::Verdict,
+    /// The containment the run had.
+    pub mode: Option<contain::Mode>,
 }
 
 /// Lets another thread stop a running agent (used at shutdown).
@@ -90,10 +103,21 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
             spec.cwd.display()
         ));
     }
+    let jail = contain::current()
+        .prepare(&contain::Request {
+            name: &spec.name,
+            memory_mb: spec.memory_mb,
+            max_processes: spec.max_processes,
+            cpu_seconds: spec.cpu_seconds,
+            confine_writes_to: spec.confine_writes.then_some(spec.cwd.as_path()),
+        })
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(jail.env())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if spec.stdin.is_some() {
@@ -101,12 +125,7 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
         } else {
             Stdio::null()
         });
-    prepare_child(
-        &mut cmd,
-        spec.cpu_seconds,
-        spec.memory_mb,
-        spec.max_processes,
-    );
+    jail.configure(&mut cmd);
 
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
@@ -168,7 +187,7 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
                 let _ = done.send(());
             });
         if let Err(e) = spawned {
-            kill_group(pgid, libc::SIGKILL);
+            jail.kill_all(pgid, spec.marker.as_deref());
             let _ = child.wait();
             return Err(format!("cannot start output thread: {e}"));
         }
@@ -182,18 +201,29 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
             let _ = exit_tx.send(child.wait());
         })
         .map_err(|e| {
-            kill_group(pgid, libc::SIGKILL);
+            jail.kill_all(pgid, spec.marker.as_deref());
             format!("cannot start wait thread: {e}")
         })?;
 
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        mode: Some(jail.mode()),
+        ..Outcome::default()
+    };
     let deadline = spec.timeout.map(|t| started + t);
-    let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, pgid, &mut outcome)?;
+    let status = wait_or_stop(
+        &exit_rx,
+        &control.kill_rx,
+        deadline,
+        pgid,
+        &jail,
+        &mut outcome,
+    );
     // Whatever the agent left running, in its group or escaped from it, goes with it.
-    kill_group(pgid, libc::SIGKILL);
-    if let Some(m) = &spec.marker {
-        outcome.escaped_killed = sweep_marked(m);
-    }
+    let left = jail.kill_all(pgid, spec.marker.as_deref());
+    outcome.escaped_killed = left.escaped;
+    outcome.verdict = jail.verdict();
+    drop(jail);
+    let status = status?;
     outcome.duration = started.elapsed();
     if let Some(code) = status.code() {
         outcome.exit_code = Some(code);
@@ -221,6 +251,7 @@ fn wait_or_stop(
     kill_rx: &Receiver<()>,
     deadline: Option<Instant>,
     pgid: i32,
+    jail: &Jail,
     outcome: &mut Outcome,
 ) -> Result<ExitStatus, String> {
     let wait_err = |e: io::Error| format!("waiting for the agent failed: {e}");
@@ -231,72 +262,18 @@ fn wait_or_stop(
         recv(kill_rx) -> _ => outcome.killed = true,
         default(deadline.unwrap_or(far).saturating_duration_since(Instant::now())) => outcome.timed_out = true,
     }
-    // Phase 2: SIGTERM the group, SIGKILL after the grace.
-    kill_group(pgid, libc::SIGTERM);
+    // Phase 2: SIGTERM the run, SIGKILL after the grace.
+    jail.signal(pgid, libc::SIGTERM);
     match exit_rx.recv_timeout(KILL_GRACE) {
         Ok(r) => return r.map_err(wait_err),
         Err(RecvTimeoutError::Disconnected) => return Err("agent wait thread vanished".into()),
         Err(RecvTimeoutError::Timeout) => {}
     }
-    kill_group(pgid, libc::SIGKILL);
+    jail.signal(pgid, libc::SIGKILL);
     exit_rx
         .recv()
         .map_err(|_| "agent wait thread vanished".to_string())?
         .map_err(wait_err)
-}
-
-/// Kills (SIGKILL) every other process whose environment holds `marker`; returns how many.
-/// Repeats a few times, since one of them may fork while the sweep runs.
-#[cfg(target_os = "linux")]
-pub fn sweep_marked(marker: &str) -> usize {
-    let me = std::process::id();
-    let needle = marker.as_bytes();
-    let mut killed = 0;
-    for _ in 0..5 {
-        let mut found = 0;
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return killed;
-        };
-        for e in rd.filter_map(|e| e.ok()) {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if env.split(|b| *b == 0).any(|kv| kv == needle) {
-                // SAFETY: kill(2) on a pid; no memory involved.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
-                found += 1;
-            }
-        }
-        killed += found;
-        if found == 0 {
-            break;
-        }
-    }
-    killed
-}
-
-/// Without `/proc` there is nothing to sweep; the process group kill still applies.
-#[cfg(not(target_os = "linux"))]
-pub fn sweep_marked(_marker: &str) -> usize {
-    0
-}
-
-/// Sends `sig` to process group `pgid`; a group that is already gone is fine.
-pub fn kill_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
 }
 
 fn exit_signal(status: &ExitStatus) -> Option<i32> {
@@ -326,56 +303,6 @@ pub fn signal_name(sig: i32) -> String {
         _ => return format!("signal {sig}"),
     };
     name.to_string()
-}
-
-/// New process group, limits, and a clean signal mask, applied in the child before exec.
-fn prepare_child(
-    cmd: &mut Command,
-    cpu_seconds: Option<u64>,
-    memory_mb: Option<u64>,
-    max_processes: Option<u64>,
-) {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions (setrlimit, sigprocmask)
-    // on values computed before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            if let Some(cpu) = cpu_seconds {
-                let lim = libc::rlimit {
-                    rlim_cur: cpu as libc::rlim_t,
-                    // SIGXCPU at the soft limit, SIGKILL a few seconds later.
-                    rlim_max: cpu.saturating_add(5) as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_CPU, &lim) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(mb) = memory_mb {
-                let bytes = mb.saturating_mul(1024 * 1024) as libc::rlim_t;
-                let lim = libc::rlimit {
-                    rlim_cur: bytes,
-                    rlim_max: bytes,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(n) = max_processes {
-                let lim = libc::rlimit {
-                    rlim_cur: n as libc::rlim_t,
-                    rlim_max: n as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Bounded capture of a pipe: the first `limit` bytes (or, for a tail, the last).
@@ -425,13 +352,18 @@ mod tests {
         Spec {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             stdin: None,
-            env: vec![("X_TEST".into(), "v".into())],
+            env: vec![
+                ("X_TEST".into(), "v".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ],
             cwd: std::env::temp_dir(),
             timeout: Some(Duration::from_secs(30)),
             cpu_seconds: None,
             memory_mb: None,
             max_processes: None,
+            confine_writes: false,
             max_output_bytes: 1024,
+            name: "agent-unit-test".into(),
             marker: None,
         }
     }

@@ -21,6 +21,9 @@ pub struct FileConfig {
     pub queue_capacity: Option<usize>,
     /// Milliseconds between reads of watched git repositories (default 1000).
     pub git_poll_ms: Option<u64>,
+    /// How runs are contained: `auto` (default: a cgroup per run where possible) or
+    /// `process_group` (process group and rlimits only).
+    pub containment: Option<String>,
     /// Limits and deadlines of the API's connections.
     #[serde(default)]
     pub http: HttpConfig,
@@ -83,6 +86,14 @@ pub fn load(dir: &Path) -> Result<FileConfig, String> {
                 if a.first().is_none_or(|s| s.trim().is_empty()) {
                     return Err(format!(
                         "{}: default_agent must be a non-empty argv array",
+                        p.display()
+                    ));
+                }
+            }
+            if let Some(m) = &c.containment {
+                if m != "auto" && m != "process_group" {
+                    return Err(format!(
+                        "{}: containment \"{m}\": expected auto or process_group",
                         p.display()
                     ));
                 }

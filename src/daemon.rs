@@ -68,6 +68,12 @@ pub fn run(opts: RunOptions) -> i32 {
             log::warn!(event = "data_dir.mode", path = dir.display().to_string().as_str(); "{e}")
         }
     }
+    // Before any thread: with a delegated cgroup v2 the daemon moves into a leaf of its own.
+    let containment = crate::contain::init(match cfg.containment.as_deref() {
+        Some("process_group") => crate::contain::Preference::ProcessGroup,
+        _ => crate::contain::Preference::Auto,
+    });
+    log::info!(event = "containment", mode = containment.mode().as_str(), landlock = containment.landlock_available(); "{}", containment.summary());
 
     let mut lock = match DaemonLock::acquire(&dir) {
         Ok(l) => l,
@@ -98,7 +104,7 @@ pub fn run(opts: RunOptions) -> i32 {
     let (recovered, bad_runs) = store.recover_runs();
     for r in &recovered {
         // An agent of a daemon that was killed may still run: it goes too.
-        let killed = crate::agent::sweep_marked(&format!("BOG_RUN_ID={}", r.id));
+        let killed = containment.kill_leftovers(&r.id);
         log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), killed_leftovers = killed;
             "run was left unfinished by a previous daemon; marked interrupted");
     }
@@ -143,20 +149,21 @@ pub fn run(opts: RunOptions) -> i32 {
     }
 
     let (work_tx, work_rx) = bounded(settings.queue_capacity);
-    let (clock_tx, clock_rx) = unbounded();
     let workers = settings.workers;
     let grace = Duration::from_secs(settings.grace_seconds);
-    let engine = Arc::new(Engine::new(store, settings, jobs, work_tx, clock_tx));
+    let engine = Arc::new(Engine::new(store, settings, jobs, work_tx));
 
     let (exit_tx, exit_rx) = bounded::<()>(0);
     let started = (|| -> std::io::Result<_> {
         worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
-        triggers::clock::spawn(engine.clone(), clock_rx)?;
+        triggers::clock::spawn(engine.clone())?;
         triggers::files::spawn(engine.clone())?;
         let (git_kick, git_kick_rx) = bounded(1);
         triggers::git::spawn(engine.clone(), git_kick_rx, engine.settings.git_poll)?;
         let http = limits.stats.clone();
         let (max_conns, per_ip) = (limits.max_connections, limits.max_connections_per_ip);
+        log::info!(event = "http.limits", max_connections = max_conns, max_connections_per_ip = per_ip;
+            "API connections: at most {max_conns} open ({per_ip} per address; 0 = no per-address limit)");
         let server = api::serve(
             Arc::new(Api {
                 engine: engine.clone(),
@@ -169,8 +176,6 @@ pub fn run(opts: RunOptions) -> i32 {
             listener,
             limits,
         )?;
-        log::info!(event = "http.limits", max_connections = max_conns, max_connections_per_ip = per_ip;
-            "API connections: at most {max_conns} open ({per_ip} per address; 0 = no per-address limit)");
         let (sig_tx, sig_rx) = unbounded();
         signals::spawn(sig_tx)?;
         Ok((sig_rx, server))

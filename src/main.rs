@@ -3,8 +3,10 @@
 
 mod agent;
 mod api;
+mod backoff;
 mod cli;
 mod config;
+mod contain;
 mod daemon;
 mod engine;
 mod fsio;
@@ -14,6 +16,7 @@ mod logging;
 mod metrics;
 mod outputs;
 mod payload;
+mod plan;
 #[cfg(test)]
 mod proptests;
 mod run;

@@ -13,7 +13,7 @@ use crate::engine::{Engine, Settings};
 use crate::job::validate_job;
 use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
-use crate::triggers::webhook::verify;
+use crate::triggers::webhook::{verify, Delivery};
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -69,7 +69,6 @@ fn test_api() -> (Api, tempfile::TempDir) {
     let d = tempfile::tempdir().expect("tempdir");
     let store = crate::store::Store::open(d.path()).expect("store");
     let (work_tx, _work_rx) = crossbeam_channel::bounded(16);
-    let (clock_tx, _clock_rx) = crossbeam_channel::unbounded();
     let (git_kick, _) = crossbeam_channel::bounded(1);
     let settings = Settings {
         default_agent: None,
@@ -79,7 +78,7 @@ fn test_api() -> (Api, tempfile::TempDir) {
         queue_capacity: 16,
         git_poll: std::time::Duration::from_secs(1),
     };
-    let engine = Arc::new(Engine::new(store, settings, Vec::new(), work_tx, clock_tx));
+    let engine = Arc::new(Engine::new(store, settings, Vec::new(), work_tx));
     let api = Api {
         engine,
         token: "t0ken".into(),
@@ -131,15 +130,13 @@ proptest! {
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(&secret).expect("any key length");
         m.update(&body);
         let sig = crate::ids::hex(&m.finalize().into_bytes());
-        let req = |h: String, b: Vec<u8>| Req {
-            method: "POST".into(),
-            path: "/hooks/p".into(),
-            query: String::new(),
-            headers: vec![("x-hub-signature-256".into(), h)],
-            body: b,
+        let verify = |secret: &[u8], (h, b): (String, Vec<u8>), max_age, now| {
+            let headers = [("x-hub-signature-256".to_string(), h)];
+            verify(secret, &Delivery { path: "/hooks/p", headers: &headers, body: b }, max_age, now)
         };
+        let req = |h: String, b: Vec<u8>| (h, b);
         let good = format!("sha256={sig}");
-        prop_assert!(verify(&secret, &req(good.clone(), body.clone()), None, 0).is_ok());
+        prop_assert!(verify(&secret, req(good.clone(), body.clone()), None, 0).is_ok());
         let mut bad = body.clone();
         if bad.is_empty() {
             bad.push(0);
@@ -147,9 +144,9 @@ proptest! {
             let i = flip % bad.len();
             bad[i] ^= 1;
         }
-        prop_assert!(verify(&secret, &req(good, bad), None, 0).is_err());
-        let _ = verify(&secret, &req(junk.clone(), body.clone()), Some(60), 0);
-        prop_assert!(verify(&secret, &req(junk, body), None, 0).is_err());
+        prop_assert!(verify(&secret, req(good, bad), None, 0).is_err());
+        let _ = verify(&secret, req(junk.clone(), body.clone()), Some(60), 0);
+        prop_assert!(verify(&secret, req(junk, body), None, 0).is_err());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Run records (SPEC §4): one per firing, stored as `runs/<job-id>/<run-id>.json`.
+//! Run records (README "Run records"): one per firing, stored as
+//! `runs/<job-id>/<run-id>.json`. [`RunRecord`]'s methods own the transitions that close a
+//! run early (`skip`, `interrupt`, `close`); the worker fills in a finished run.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -101,6 +103,27 @@ impl RunRecord {
         }
     }
 
+    /// Ends a run that did not run to its end: `status` with `reason` as its error, finished
+    /// now (or when it already said). The one place a record is closed outside the worker's
+    /// normal finish.
+    pub fn close(&mut self, status: RunStatus, reason: impl Into<String>) {
+        self.status = status;
+        self.error = Some(reason.into());
+        if self.finished_at.is_none() {
+            self.finished_at = Some(crate::time::now_rfc3339());
+        }
+    }
+
+    /// Closes a run that will not run (`skipped`): overlap, a full queue, a removed job.
+    pub fn skip(&mut self, reason: impl Into<String>) {
+        self.close(RunStatus::Skipped, reason);
+    }
+
+    /// Closes a run cut short by the daemon stopping or dying (`interrupted`).
+    pub fn interrupt(&mut self, reason: impl Into<String>) {
+        self.close(RunStatus::Interrupted, reason);
+    }
+
     /// Appends a dispatch error, keeping at most [`MAX_DISPATCH_ERRORS`] plus one
     /// `(overflow)` entry that counts the rest.
     pub fn add_dispatch_error(&mut self, target: &str, error: String) {
@@ -132,6 +155,19 @@ impl RunRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closing_keeps_an_earlier_finish_time() {
+        let mut r = RunRecord::queued("run_1".into(), "job_1", "a", Value::Null);
+        r.skip("busy");
+        assert_eq!(r.status, RunStatus::Skipped);
+        assert_eq!(r.error.as_deref(), Some("busy"));
+        assert!(r.finished_at.is_some());
+        r.finished_at = Some("2026-01-01T00:00:00Z".into());
+        r.interrupt("stopped");
+        assert_eq!(r.status, RunStatus::Interrupted);
+        assert_eq!(r.finished_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
 
     #[test]
     fn dispatch_errors_cap_at_twenty_plus_overflow() {

@@ -12,8 +12,9 @@ use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::{Map, Value};
 
 use crate::agent::{self, Control, Spec};
+use crate::contain::env::{self as agent_env, Redactor, SecretNames};
 use crate::engine::{Engine, Extra, Work};
-use crate::job::{Job, PromptVia};
+use crate::job::{Filesystem, Job, PromptVia};
 use crate::metrics::Metrics;
 use crate::run::{RunRecord, RunStatus};
 
@@ -66,9 +67,10 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
                     log::error!(event = "worker.panic", job = job_id.as_str(), run = run_id.as_str(); "internal error while executing the run; the worker carries on");
                     if let Some(mut rec) = engine.store.load_run(&job_id, &run_id) {
                         if !rec.status.is_final() {
-                            rec.status = RunStatus::Failed;
-                            rec.error = Some("internal error in the daemon (see its log)".into());
-                            rec.finished_at = Some(crate::time::now_rfc3339());
+                            rec.close(
+                                RunStatus::Failed,
+                                "internal error in the daemon (see its log)",
+                            );
                             save(engine, &rec);
                         }
                     }
@@ -83,9 +85,7 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
 /// Marks a run that never started as interrupted.
 pub fn interrupt_unstarted(engine: &Engine, w: Work) {
     let mut rec = w.run;
-    rec.status = RunStatus::Interrupted;
-    rec.error = Some("the daemon stopped before this run started".into());
-    rec.finished_at = Some(crate::time::now_rfc3339());
+    rec.interrupt("the daemon stopped before this run started");
     save(engine, &rec);
     Metrics::inc(&engine.metrics.runs_interrupted_total);
     engine.finish_run(&w.job.id, &rec.id);
@@ -153,11 +153,18 @@ fn execute(engine: &Engine, w: Work) {
         log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", unknown.join(", "));
     }
     let (argv_t, via) = agent_argv(&job, engine.settings.default_agent.as_deref());
+    let prompt_file = argv_t
+        .iter()
+        .any(|a| a.contains("{prompt_file}"))
+        .then(|| write_prompt_file(engine, &rec, &prompt));
     let argv: Vec<String> = argv_t
         .iter()
         .map(|a| {
             // {model} first: a prompt that happens to contain "{model}" stays as written.
-            let a = a.replace("{model}", &job.model);
+            let mut a = a.replace("{model}", &job.model);
+            if let Some(Ok(p)) = &prompt_file {
+                a = a.replace("{prompt_file}", &p.display().to_string());
+            }
             if via == PromptVia::Arg {
                 a.replace("{prompt}", &prompt)
             } else {
@@ -173,11 +180,12 @@ fn execute(engine: &Engine, w: Work) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let mut env: Vec<(String, String)> = job
+    let job_env: Vec<(String, String)> = job
         .env
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let mut env = job_env.clone();
     env.extend([
         ("BOG_JOB_ID".to_string(), job.id.clone()),
         ("BOG_JOB_NAME".to_string(), job.name.clone()),
@@ -188,6 +196,7 @@ fn execute(engine: &Engine, w: Work) {
     if let Some(p) = &event_file {
         env.push(("BOG_EVENT_FILE".into(), p.display().to_string()));
     }
+    let (env, redactor) = environment(engine, &job, &job_env, &env);
     let cwd = job
         .working_dir
         .clone()
@@ -203,8 +212,15 @@ fn execute(engine: &Engine, w: Work) {
         cpu_seconds: job.limits.cpu_seconds,
         memory_mb: job.limits.memory_mb,
         max_processes: job.limits.max_processes,
+        confine_writes: job.limits.filesystem == Filesystem::WorkingDir,
         max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
+        name: rec.id.clone(),
         marker: Some(format!("BOG_RUN_ID={}", rec.id)),
+    };
+    // Reasons the agent cannot be started at all, known before the first attempt.
+    let unstartable = match &prompt_file {
+        Some(Err(e)) => Some(e.clone()),
+        _ => argv_problem(&spec.argv, &spec.env),
     };
 
     let first_start = chrono::Utc::now();
@@ -218,17 +234,26 @@ fn execute(engine: &Engine, w: Work) {
         log::info!(event = "run.started", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "agent starting: {}", spec.argv.first().map(String::as_str).unwrap_or(""));
         let (control, kill_tx) = Control::new();
         engine.register_running(&rec.id, kill_tx);
-        let result = agent::run(&spec, &control, |_| {});
+        let result = match &unstartable {
+            Some(reason) => Err(reason.clone()),
+            None => agent::run(&spec, &control, |_| {}),
+        };
         engine.unregister_running(&rec.id);
         Metrics::dec(&engine.metrics.runs_running);
-        apply_outcome(&job, &mut rec, result);
+        apply_outcome(&job, &mut rec, result, &redactor);
+        if unstartable.is_some() {
+            break;
+        }
 
         let retryable = matches!(rec.status, RunStatus::Failed | RunStatus::TimedOut);
         if !retryable || rec.attempts > job.max_retries || engine.is_shutting_down() {
             break;
         }
-        let backoff = job.retry_backoff_seconds * 2f64.powi(rec.attempts as i32 - 1);
-        let backoff = Duration::from_secs_f64(backoff.min(3600.0));
+        let backoff = crate::backoff::exponential(
+            Duration::try_from_secs_f64(job.retry_backoff_seconds).unwrap_or(Duration::ZERO),
+            rec.attempts - 1,
+            Duration::from_secs(3600),
+        );
         log::info!(event = "run.retry", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "{}; retrying in {:.1}s", rec.error.as_deref().unwrap_or("failed"), backoff.as_secs_f64());
         rec.status = RunStatus::Running;
         save(engine, &rec);
@@ -240,6 +265,9 @@ fn execute(engine: &Engine, w: Work) {
     rec.finished_at = Some(crate::time::rfc3339(finished));
     rec.duration_ms = Some((finished - first_start).num_milliseconds().max(0) as u64);
     if let Some(p) = &event_file {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(Ok(p)) = &prompt_file {
         let _ = std::fs::remove_file(p);
     }
 
@@ -274,22 +302,33 @@ fn wait_or_shutdown(engine: &Engine, d: Duration) -> bool {
 }
 
 /// Turns an agent outcome into the record's status, exit code, output and error.
-fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, String>) {
+/// What the agent said passes through `redactor` before anything else sees it.
+fn apply_outcome(
+    job: &Job,
+    rec: &mut RunRecord,
+    result: Result<agent::Outcome, String>,
+    redactor: &Redactor,
+) {
     rec.signal = None;
     rec.exit_code = None;
     let o = match result {
         Ok(o) => o,
         Err(reason) => {
             rec.status = RunStatus::Failed;
-            rec.error = Some(reason);
+            rec.error = Some(redactor.redact(&reason, false, false));
             return;
         }
     };
     rec.exit_code = o.exit_code;
     rec.signal = o.signal.map(agent::signal_name);
-    rec.output = String::from_utf8_lossy(&o.stdout).into_owned();
     rec.output_bytes = o.stdout_total;
     rec.output_truncated = o.stdout_total > o.stdout.len() as u64;
+    // Redacted before the cut note is added: a secret cut in half at the end goes too.
+    rec.output = redactor.redact(
+        &String::from_utf8_lossy(&o.stdout),
+        false,
+        rec.output_truncated,
+    );
     if rec.output_truncated {
         rec.output.push_str(&format!(
             "\n[output cut at max_output_kb = {} KiB: {} more bytes were not kept]\n",
@@ -297,7 +336,12 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
             o.stdout_total - o.stdout.len() as u64
         ));
     }
-    rec.stderr_tail = String::from_utf8_lossy(&o.stderr_tail).into_owned();
+    // The tail may start in the middle of a secret.
+    rec.stderr_tail = redactor.redact(
+        &String::from_utf8_lossy(&o.stderr_tail),
+        o.stderr_tail.len() >= agent::STDERR_TAIL_BYTES,
+        false,
+    );
     let mut notes = Vec::new();
     if o.pipes_held_open {
         notes
@@ -309,18 +353,41 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
             o.escaped_killed
         ));
     }
+    let cgroup = o.mode.is_some_and(crate::contain::Mode::is_cgroup);
+    if o.verdict.pids_max_hits > 0 {
+        notes.push(format!(
+            "max_processes limit of {} reached: the kernel refused {} fork(s) of this run",
+            job.limits.max_processes.unwrap_or(0),
+            o.verdict.pids_max_hits
+        ));
+    }
     let (status, error) = if o.killed {
         (
             RunStatus::Interrupted,
-            Some("the daemon stopped and its grace period ran out; the agent's process group was killed".to_string()),
+            Some("the daemon stopped and its grace period ran out; every process of the run was killed".to_string()),
         )
     } else if o.timed_out {
         (
             RunStatus::TimedOut,
             Some(format!(
-                "timed out after timeout_seconds = {}; the process group got SIGTERM, then SIGKILL after {} s",
+                "timed out after timeout_seconds = {}; every process of the run got SIGTERM, then SIGKILL after {} s",
                 job.limits.timeout_seconds.unwrap_or(0),
                 agent::KILL_GRACE.as_secs()
+            )),
+        )
+    } else if o.verdict.oom_kills > 0 {
+        // The cgroup says so: no guessing.
+        let how = match (o.signal, o.exit_code) {
+            (Some(sig), _) => format!("the agent was killed by {}", agent::signal_name(sig)),
+            (None, Some(c)) => format!("the agent exited with code {c}"),
+            (None, None) => "the agent ended".to_string(),
+        };
+        (
+            RunStatus::Failed,
+            Some(format!(
+                "{how}: out of memory: memory_mb limit is {} MiB, and the kernel killed {} process(es) of this run that went past it",
+                job.limits.memory_mb.unwrap_or(0),
+                o.verdict.oom_kills
             )),
         )
     } else if o.exit_code == Some(0) {
@@ -331,14 +398,14 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
             Some(cpu) if sig == libc::SIGXCPU || sig == libc::SIGKILL => e.push_str(&format!(
                 ": cpu_seconds limit of {cpu} s reached (RLIMIT_CPU)"
             )),
-            _ => e.push_str(&limit_hints(job)),
+            _ => e.push_str(&limit_hints(job, cgroup, &o)),
         }
         (RunStatus::Failed, Some(e))
     } else {
         let e = format!(
             "the agent exited with code {}{}",
             o.exit_code.unwrap_or(-1),
-            limit_hints(job)
+            limit_hints(job, cgroup, &o)
         );
         (RunStatus::Failed, Some(e))
     };
@@ -347,29 +414,140 @@ fn apply_outcome(job: &Job, rec: &mut RunRecord, result: Result<agent::Outcome, 
     rec.error = if notes.is_empty() {
         None
     } else {
-        Some(notes.join("; "))
+        Some(redactor.redact(&notes.join("; "), false, false))
     };
 }
 
-/// For a failed run: the limits that make allocations or forks fail inside the agent, which
-/// is how those limits show (the process sees an error, not a signal).
-fn limit_hints(job: &Job) -> String {
+/// For a failed run without a cgroup (which would have said so for sure): the rlimits that
+/// are the likely cause, named only when the way the agent ended fits them: a fatal signal
+/// of a failed allocation, or an allocation or fork error in its stderr.
+fn limit_hints(job: &Job, cgroup: bool, o: &agent::Outcome) -> String {
+    if cgroup {
+        return String::new();
+    }
+    let stderr = String::from_utf8_lossy(&o.stderr_tail).to_lowercase();
     let mut h = Vec::new();
     if let Some(mb) = job.limits.memory_mb {
-        h.push(format!(
-            "memory_mb limit is {mb} MiB of address space; allocations past it fail"
-        ));
+        const SIGNALS: [i32; 5] = [
+            libc::SIGSEGV,
+            libc::SIGABRT,
+            libc::SIGBUS,
+            libc::SIGTRAP,
+            libc::SIGKILL,
+        ];
+        const WORDS: [&str; 6] = [
+            "memoryerror",
+            "out of memory",
+            "cannot allocate memory",
+            "allocation failed",
+            "bad_alloc",
+            "enomem",
+        ];
+        let fits = o.signal.is_some_and(|s| SIGNALS.contains(&s))
+            || o.exit_code
+                .is_some_and(|c| SIGNALS.iter().any(|s| c == 128 + s))
+            || WORDS.iter().any(|w| stderr.contains(w));
+        if fits {
+            h.push(format!(
+                "memory_mb limit is {mb} MiB (RLIMIT_DATA): allocations past it fail, the likely cause"
+            ));
+        }
     }
     if let Some(n) = job.limits.max_processes {
-        h.push(format!(
-            "max_processes limit is {n} (RLIMIT_NPROC); fork fails past it"
-        ));
+        if stderr.contains("fork") || stderr.contains("resource temporarily unavailable") {
+            h.push(format!(
+                "max_processes limit is {n} (RLIMIT_NPROC, all processes of the daemon's user): fork fails past it"
+            ));
+        }
     }
     if h.is_empty() {
         String::new()
     } else {
         format!(" ({})", h.join("; "))
     }
+}
+
+/// The agent's environment and the redactor of what it says: the daemon's environment
+/// minus the variables any job names as secrets (or only the basics and `env_allow`), then
+/// `extra` (the job's `env` and `BOG_*`).
+fn environment(
+    engine: &Engine,
+    job: &Job,
+    job_env: &[(String, String)],
+    extra: &[(String, String)],
+) -> (Vec<(std::ffi::OsString, std::ffi::OsString)>, Redactor) {
+    let mut secrets = SecretNames::default();
+    let jobs = engine.jobs();
+    for j in jobs.iter().map(|j| &**j).chain(std::iter::once(job)) {
+        let (names, prefixes) = j.secret_env();
+        secrets.names.extend(names.into_iter().map(String::from));
+        secrets
+            .prefixes
+            .extend(prefixes.into_iter().map(String::from));
+    }
+    let daemon: Vec<_> = std::env::vars_os().collect();
+    let (inherit, allow) = match &job.agent {
+        Some(a) => (a.inherit_env, a.env_allow.as_slice()),
+        None => (true, &[][..]),
+    };
+    let policy = agent_env::EnvPolicy {
+        secrets: &secrets,
+        inherit,
+        allow,
+    };
+    let env = agent_env::agent_env(&daemon, &policy, extra);
+    (env, Redactor::new(&daemon, &secrets, job_env))
+}
+
+/// Linux's limit on one argument (`MAX_ARG_STRLEN`, 32 pages), terminating NUL included.
+const MAX_ARG_BYTES: usize = 32 * 4096;
+
+/// Why this argv cannot be exec'd (too long, or a NUL from the rendered prompt), in words.
+fn argv_problem(
+    argv: &[String],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Option<String> {
+    if let Some((i, _)) = argv.iter().enumerate().find(|(_, a)| a.contains('\0')) {
+        return Some(format!(
+            "argument {i} of the agent command contains a NUL byte after rendering (from the firing's payload?); a program cannot receive it: use \"prompt_via\": \"stdin\" or {{prompt_file}}"
+        ));
+    }
+    if let Some((i, a)) = argv
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.len() + 1 > MAX_ARG_BYTES)
+    {
+        return Some(format!(
+            "argument {i} of the agent command is {} bytes once the prompt is rendered; one argument can hold at most {} bytes on Linux (E2BIG): use \"prompt_via\": \"stdin\", or {{prompt_file}} in agent.command to pass the prompt as a file",
+            a.len(),
+            MAX_ARG_BYTES - 1
+        ));
+    }
+    // SAFETY: sysconf has no memory arguments.
+    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let total: usize = argv.iter().map(|a| a.len() + 1 + 8).sum::<usize>()
+        + env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 + 8)
+            .sum::<usize>();
+    if arg_max > 0 && total > arg_max as usize {
+        return Some(format!(
+            "the agent command and environment are {total} bytes once the prompt is rendered, over the system's limit of {arg_max} (E2BIG): use \"prompt_via\": \"stdin\", or {{prompt_file}} in agent.command"
+        ));
+    }
+    None
+}
+
+/// Writes the rendered prompt to `<data dir>/events/<run-id>.prompt` for `{prompt_file}`;
+/// removed after the run.
+fn write_prompt_file(engine: &Engine, rec: &RunRecord, prompt: &str) -> Result<PathBuf, String> {
+    let dir = engine.store.dir().join("events");
+    crate::fsio::create_dir_all_mode(&dir, 0o700)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let p = dir.join(format!("{}.prompt", rec.id));
+    crate::fsio::write_atomic(&p, prompt.as_bytes(), 0o600)
+        .map_err(|e| format!("cannot write the prompt file {}: {e}", p.display()))?;
+    Ok(p)
 }
 
 /// A firing's extra variables with its webhook body (if any) read and parsed.
@@ -459,5 +637,102 @@ fn write_event_file(
             log::error!(event = "store.error", run = rec.id.as_str(); "cannot write event file {}: {e}", p.display());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contain::{Mode, Verdict};
+    use serde_json::json;
+
+    fn job(limits: Value) -> Job {
+        crate::job::validate_job(
+            &json!({"name": "j", "prompt": "p", "limits": limits,
+                    "triggers": [{"type": "interval", "seconds": 5}]}),
+            "job_000000000001",
+            "2026-01-01T00:00:00Z",
+        )
+        .expect("valid job")
+    }
+
+    fn error_for(j: &Job, o: agent::Outcome) -> (RunStatus, String) {
+        let mut rec = RunRecord::queued("run_1".into(), &j.id, &j.name, json!({"type": "manual"}));
+        apply_outcome(j, &mut rec, Ok(o), &Redactor::default());
+        (rec.status, rec.error.unwrap_or_default())
+    }
+
+    fn ended(mode: Mode, code: Option<i32>, signal: Option<i32>, stderr: &str) -> agent::Outcome {
+        agent::Outcome {
+            exit_code: code,
+            signal,
+            stderr_tail: stderr.as_bytes().to_vec(),
+            mode: Some(mode),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 13, defect 6: the memory note only when the limit is the likely cause.
+    #[test]
+    fn memory_note_only_when_the_limit_fits() {
+        let j = job(json!({"memory_mb": 500}));
+        let pg = Mode::ProcessGroup;
+        let (st, e) = error_for(&j, ended(pg, Some(3), None, "usage: bad flag"));
+        assert_eq!(st, RunStatus::Failed);
+        assert_eq!(e, "the agent exited with code 3");
+        let (_, e) = error_for(&j, ended(pg, Some(1), None, "MemoryError"));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        let (_, e) = error_for(&j, ended(pg, None, Some(libc::SIGABRT), ""));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        let (_, e) = error_for(&j, ended(pg, Some(134), None, ""));
+        assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
+        // With a cgroup the kernel's count decides, not the guess.
+        let v1 = Mode::CgroupV1;
+        let (_, e) = error_for(&j, ended(v1, Some(1), None, "MemoryError"));
+        assert!(!e.contains("memory_mb"), "{e}");
+        let mut o = ended(v1, None, Some(libc::SIGKILL), "");
+        o.verdict = Verdict {
+            oom_kills: 1,
+            pids_max_hits: 0,
+        };
+        let (st, e) = error_for(&j, o);
+        assert_eq!(st, RunStatus::Failed);
+        assert!(
+            e.contains("killed by SIGKILL: out of memory: memory_mb limit is 500 MiB"),
+            "{e}"
+        );
+        // A child OOM-killed while the agent carried on and exited 0 still fails the run.
+        let mut o = ended(v1, Some(0), None, "");
+        o.verdict.oom_kills = 2;
+        assert_eq!(error_for(&j, o).0, RunStatus::Failed);
+    }
+
+    #[test]
+    fn pids_limit_hit_is_noted() {
+        let j = job(json!({"max_processes": 50}));
+        let mut o = ended(Mode::CgroupV1, Some(0), None, "");
+        o.verdict.pids_max_hits = 12;
+        let (st, e) = error_for(&j, o);
+        assert_eq!(st, RunStatus::Succeeded);
+        assert_eq!(
+            e,
+            "max_processes limit of 50 reached: the kernel refused 12 fork(s) of this run"
+        );
+    }
+
+    #[test]
+    fn too_long_and_nul_arguments_are_named_before_the_run() {
+        let env = Vec::new();
+        let e = argv_problem(&["sh".into(), "x".repeat(MAX_ARG_BYTES)], &env).unwrap();
+        assert!(
+            e.contains("prompt_via") && e.contains("{prompt_file}"),
+            "{e}"
+        );
+        let e = argv_problem(&["sh".into(), "a\0b".into()], &env).unwrap();
+        assert!(e.contains("NUL"), "{e}");
+        assert_eq!(
+            argv_problem(&["sh".into(), "x".repeat(MAX_ARG_BYTES - 1)], &env),
+            None
+        );
     }
 }

@@ -171,12 +171,19 @@ pub fn delete(api: &Api, id: &str) -> Resp {
     }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The value of query parameter `name`, percent-decoded (`+` is a space, as in forms).
+fn query_param(query: &str, name: &str) -> Option<String> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .split('&')
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .find(|(k, _)| decode(k) == name)
+        .map(|(_, v)| decode(v))
 }
 
 pub fn runs(api: &Api, id: &str, req: &Req) -> Resp {
@@ -185,7 +192,7 @@ pub fn runs(api: &Api, id: &str, req: &Req) -> Resp {
     };
     let limit = match query_param(&req.query, "limit") {
         None => 100,
-        Some(s) => match s.parse::<usize>() {
+        Some(s) => match s.trim().parse::<usize>() {
             Ok(n) if (1..=100_000).contains(&n) => n,
             _ => {
                 return Resp::json(
@@ -222,7 +229,7 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
     }
     match api.engine.fire(
         id,
-        crate::triggers::clock::manual_context(),
+        crate::triggers::context("manual"),
         Default::default(),
         true,
     ) {

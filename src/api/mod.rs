@@ -4,6 +4,7 @@
 //! to [`Resp`] that never panics on input (and if it did, the request gets a 500 and the
 //! thread carries on). README "Security model" says what a client can and cannot do.
 
+mod hooks;
 mod jobs;
 pub mod router;
 mod system;
@@ -191,13 +192,13 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
     // without jobs, a request without the token, a body over the limit or over the memory
     // budget are answered from the head alone.
     let resp = if req.path.starts_with("/hooks/") {
-        match api.hooks.jobs_for(&api.engine, &req.method, &req.path) {
+        match hooks::jobs_for(api, &req) {
             Err(r) => r,
             Ok(jobs) => match read_body(api, &mut rq) {
                 Ok((body, _reserved)) => {
                     req.body = body;
                     let (m, p) = (req.method.clone(), req.path.clone());
-                    guarded(&m, &p, || api.hooks.handle(&api.engine, jobs, &mut req))
+                    guarded(&m, &p, || hooks::answer(api, jobs, &mut req))
                 }
                 Err(r) => r,
             },

@@ -8,8 +8,8 @@ use crate::metrics::Metrics;
 /// Answers one request. Never panics on any input.
 pub fn handle(api: &Api, req: &Req) -> Resp {
     if req.path.starts_with("/hooks/") {
-        return match api.hooks.jobs_for(&api.engine, &req.method, &req.path) {
-            Ok(jobs) => api.hooks.handle(&api.engine, jobs, &mut req.clone()),
+        return match super::hooks::jobs_for(api, req) {
+            Ok(jobs) => super::hooks::answer(api, jobs, &mut req.clone()),
             Err(r) => r,
         };
     }
@@ -22,7 +22,17 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
         .with("WWW-Authenticate", "Bearer realm=\"bog-agents-daemon\"");
     }
     let path = req.path.trim_end_matches('/');
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    // Each segment is percent-decoded on its own, so `%2F` never makes a new segment.
+    let decoded: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     match segs.as_slice() {
         ["health"] => only(m, &["GET"], || system::health(api)),

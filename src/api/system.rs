@@ -15,6 +15,7 @@ pub fn health(api: &Api) -> Resp {
             "jobs": e.job_count(),
             "running": e.running_count(),
             "pid": std::process::id(),
+            "containment": crate::contain::current().health(),
         }),
     )
 }

@@ -94,12 +94,15 @@ pub struct AddArgs {
     /// RLIMIT_CPU of the agent (seconds of CPU time; 90, 10m)
     #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub cpu_seconds: Option<u64>,
-    /// RLIMIT_AS of the agent in MiB
+    /// Memory limit of a run in MiB (its cgroup, else RLIMIT_DATA)
     #[arg(long, value_name = "MB")]
     pub memory_mb: Option<u64>,
-    /// RLIMIT_NPROC of the agent (processes of its user; root is exempt)
+    /// Process limit of a run (its cgroup, else RLIMIT_NPROC of its user)
     #[arg(long, value_name = "N")]
     pub max_processes: Option<u64>,
+    /// Where the agent may write: full, or working_dir (Landlock)
+    #[arg(long, value_name = "MODE")]
+    pub filesystem: Option<String>,
     /// Keep at most this many KiB of output (default 1024)
     #[arg(long, value_name = "KB")]
     pub max_output_kb: Option<u64>,
@@ -341,7 +344,7 @@ pub(super) fn offline_view(job: &Job) -> Value {
         .triggers
         .retain(|t| matches!(t, crate::job::Trigger::Cron { .. }));
     let now = chrono::Utc::now();
-    let next = crate::triggers::clock::job_next_fire(&cron_only, now, now);
+    let next = crate::plan::job_next_fire(&cron_only, now, now);
     v["next_fire_at"] = next
         .map(|t| Value::String(crate::time::rfc3339(t)))
         .unwrap_or(Value::Null);
@@ -489,7 +492,7 @@ pub(super) fn apply_scalars(
         ("max_processes", a.max_processes, "--max-processes"),
         ("max_output_kb", a.max_output_kb, "--max-output-kb"),
     ];
-    if limits.iter().any(|(_, v, _)| v.is_some()) {
+    if limits.iter().any(|(_, v, _)| v.is_some()) || a.filesystem.is_some() {
         let l = m.entry("limits").or_insert_with(|| json!({}));
         if l.is_null() {
             *l = json!({});
@@ -500,6 +503,10 @@ pub(super) fn apply_scalars(
                     l.insert(k.into(), json!(v));
                     origins.push((format!("limits.{k}"), flag.into()));
                 }
+            }
+            if let Some(f) = &a.filesystem {
+                l.insert("filesystem".into(), json!(f));
+                origins.push(("limits.filesystem".into(), "--filesystem".into()));
             }
         }
     }

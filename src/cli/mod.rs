@@ -1,4 +1,4 @@
-//! The command line (SPEC §6): argument definitions and dispatch. Exit codes: 0 ok,
+//! The command line (README "CLI", the man page): argument definitions and dispatch. Exit codes: 0 ok,
 //! 1 failure, 2 bad usage or invalid input.
 
 mod change;

@@ -1,4 +1,4 @@
-//! The job model of SPEC §3, as stored in `jobs/<id>.json` and returned by the API.
+//! The job model (README "Jobs"), as stored in `jobs/<id>.json` and returned by the API.
 //!
 //! These types are only ever built by [`super::validate`], so a `Job` in memory is always
 //! valid. They serialize with every default filled in, so a stored file says exactly what
@@ -34,9 +34,22 @@ pub struct Job {
 /// The agent command line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Agent {
-    /// argv; `{prompt}` in any element is replaced by the rendered prompt.
+    /// argv; `{prompt}` in any element is replaced by the rendered prompt, `{prompt_file}`
+    /// by the path of a file holding it.
     pub command: Vec<String>,
     pub prompt_via: PromptVia,
+    /// Start from the daemon's environment (minus secrets); false: only `PATH HOME LANG
+    /// USER TERM` and `env_allow`.
+    #[serde(skip_serializing_if = "is_true")]
+    pub inherit_env: bool,
+    /// Daemon variables passed to the agent even with `inherit_env: false`, or when a job
+    /// names them as secrets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_allow: Vec<String>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// How the rendered prompt reaches the agent.
@@ -56,13 +69,34 @@ pub struct Limits {
     pub timeout_seconds: Option<u64>,
     /// `RLIMIT_CPU`.
     pub cpu_seconds: Option<u64>,
-    /// `RLIMIT_AS`, in MiB.
+    /// MiB: the run's cgroup memory limit, else `RLIMIT_DATA`.
     pub memory_mb: Option<u64>,
-    /// `RLIMIT_NPROC`: processes the agent's user may have (not enforced for root).
+    /// Processes of the run: its cgroup pids limit, else `RLIMIT_NPROC` (all processes of
+    /// the agent's user; not enforced for root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_processes: Option<u64>,
     /// Captured stdout beyond this many KiB is cut.
     pub max_output_kb: u64,
+    /// Where the agent may write.
+    #[serde(skip_serializing_if = "Filesystem::is_full")]
+    pub filesystem: Filesystem,
+}
+
+/// `limits.filesystem`: where the agent may write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filesystem {
+    /// Wherever the daemon's user may.
+    #[default]
+    Full,
+    /// Only in `working_dir`, a private `$TMPDIR` and a few device files (Landlock).
+    WorkingDir,
+}
+
+impl Filesystem {
+    fn is_full(&self) -> bool {
+        *self == Filesystem::Full
+    }
 }
 
 impl Default for Limits {
@@ -73,6 +107,7 @@ impl Default for Limits {
             memory_mb: None,
             max_processes: None,
             max_output_kb: 1024,
+            filesystem: Filesystem::Full,
         }
     }
 }
@@ -213,6 +248,36 @@ impl Target {
 }
 
 impl Job {
+    /// The environment variables this job names as secrets (`*_env` fields) and the
+    /// prefixes of secret families (`smtp_env_prefix`). No agent sees them.
+    pub fn secret_env(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut names = Vec::new();
+        let mut prefixes = Vec::new();
+        for t in &self.triggers {
+            if let Trigger::Webhook { secret_env, .. } = t {
+                names.push(secret_env.as_str());
+            }
+        }
+        for o in &self.outputs {
+            match &o.target {
+                Target::Slack {
+                    token_env,
+                    webhook_url_env,
+                    ..
+                } => names.extend(token_env.iter().chain(webhook_url_env).map(String::as_str)),
+                Target::Webhook {
+                    hmac_secret_env, ..
+                } => names.extend(hmac_secret_env.as_deref()),
+                Target::Email {
+                    smtp_env_prefix, ..
+                } => prefixes.push(smtp_env_prefix.as_str()),
+                Target::GithubComment { token_env, .. } => names.push(token_env.as_str()),
+                Target::Log | Target::Stdout | Target::File { .. } => {}
+            }
+        }
+        (names, prefixes)
+    }
+
     /// Plain-language notes about triggers and outputs this build accepts and stores but
     /// does not act on yet. Empty when everything in the job is active.
     pub fn warnings(&self) -> Vec<String> {
@@ -230,6 +295,13 @@ impl Job {
                 w.push(format!(
                     "outputs[{i}]: output type {} is not active yet in this version: nothing is delivered to it; each run records a dispatch error instead",
                     o.target.kind()
+                ));
+            }
+        }
+        if self.limits.filesystem == Filesystem::WorkingDir {
+            if let Err(why) = crate::contain::landlock_status() {
+                w.push(format!(
+                    "limits.filesystem: \"working_dir\" cannot be enforced on this machine ({why}): every run of this job fails until it can"
                 ));
             }
         }

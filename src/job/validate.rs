@@ -80,23 +80,26 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
     if prompt.trim().is_empty() {
         return err("prompt", "must not be empty");
     }
+    no_nul(&prompt, "prompt")?;
     let agent = match m.get("agent") {
         None | Some(Value::Null) => None,
         Some(a) => Some(agent(a)?),
     };
     let model = opt_str(m, "", "model")?.unwrap_or_default();
+    no_nul(&model, "model")?;
     let working_dir = match opt_str(m, "", "working_dir")? {
         Some(p) => Some(abs_path(&p, "working_dir")?),
         None => None,
     };
     let env = string_map(m.get("env"), "env")?;
-    for k in env.keys() {
+    for (k, val) in &env {
         if !is_env_name(k) {
             return err(
                 &format!("env.{k}"),
                 "environment variable names are letters, digits and _ and do not start with a digit",
             );
         }
+        no_nul(val, &format!("env.{k}"))?;
     }
 
     let triggers = match m.get("triggers") {
@@ -124,6 +127,12 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         Some(other) => return err("outputs", expected("an array", other)),
     };
     let limits = limits(m.get("limits"))?;
+    if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() {
+        return err(
+            "limits.filesystem",
+            "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir",
+        );
+    }
     let overlap = match opt_str(m, "", "overlap")?.as_deref() {
         None | Some("queue") => Overlap::Queue,
         Some("skip") => Overlap::Skip,
@@ -187,13 +196,21 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 fn agent(v: &Value) -> R<Agent> {
     let m = object(v, "agent")?;
-    check_keys(m, "agent", &["command", "prompt_via"], &[])?;
+    check_keys(
+        m,
+        "agent",
+        &["command", "prompt_via", "inherit_env", "env_allow"],
+        &[],
+    )?;
     let command = match m.get("command") {
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
             .enumerate()
             .map(|(i, s)| match s {
-                Value::String(s) => Ok(s.clone()),
+                Value::String(s) => {
+                    no_nul(s, &format!("agent.command[{i}]"))?;
+                    Ok(s.clone())
+                }
                 other => err(&format!("agent.command[{i}]"), expected("a string", other)),
             })
             .collect::<R<Vec<_>>>()?,
@@ -219,9 +236,24 @@ fn agent(v: &Value) -> R<Agent> {
             )
         }
     };
+    let inherit_env = opt_bool(m, "agent", "inherit_env")?.unwrap_or(true);
+    let env_allow = match m.get("env_allow") {
+        None | Some(Value::Null) => Vec::new(),
+        v => str_list(v, "agent.env_allow", true)?,
+    };
+    for (i, n) in env_allow.iter().enumerate() {
+        if !is_env_name(n) {
+            return err(
+                &format!("agent.env_allow[{i}]"),
+                format!("\"{n}\" is not an environment variable name (letters, digits, _)"),
+            );
+        }
+    }
     Ok(Agent {
         command,
         prompt_via,
+        inherit_env,
+        env_allow,
     })
 }
 
@@ -240,9 +272,20 @@ fn limits(v: Option<&Value>) -> R<Limits> {
             "memory_mb",
             "max_processes",
             "max_output_kb",
+            "filesystem",
         ],
         &[],
     )?;
+    let filesystem = match opt_str(m, "limits", "filesystem")?.as_deref() {
+        None | Some("full") => Filesystem::Full,
+        Some("working_dir") => Filesystem::WorkingDir,
+        Some(o) => {
+            return err(
+                "limits.filesystem",
+                format!("unknown value \"{o}\": expected full or working_dir"),
+            )
+        }
+    };
     let timeout_seconds = if m.contains_key("timeout_seconds") {
         opt_uint(m, "limits", "timeout_seconds", 1, 30 * 86400)?
     } else {
@@ -255,6 +298,7 @@ fn limits(v: Option<&Value>) -> R<Limits> {
         max_processes: opt_uint(m, "limits", "max_processes", 1, 1 << 22)?,
         max_output_kb: opt_uint(m, "limits", "max_output_kb", 1, MAX_OUTPUT_KB_LIMIT)?
             .unwrap_or(d.max_output_kb),
+        filesystem,
     })
 }
 
@@ -765,6 +809,18 @@ pub fn expand_tilde(p: &str) -> String {
     p.to_string()
 }
 
+/// A NUL byte cannot reach a program (argv and the environment are C strings): refused
+/// here rather than failing every run.
+fn no_nul(s: &str, field: &str) -> R<()> {
+    if s.contains('\0') {
+        return err(
+            field,
+            "must not contain a NUL byte (\\u0000): it cannot be passed to a program",
+        );
+    }
+    Ok(())
+}
+
 fn is_env_name(s: &str) -> bool {
     let mut cs = s.chars();
     matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -1029,6 +1085,60 @@ mod tests {
         assert_eq!(field_of(with(base(), "env", json!({"A": 1}))), "env.A");
         assert_eq!(field_of(with(base(), "env", json!({"1A": "x"}))), "env.1A");
         assert_eq!(field_of(json!([1])), "");
+    }
+
+    #[test]
+    fn containment_fields() {
+        let mut j = base();
+        j["prompt"] = json!("a\u{0}b");
+        assert_eq!(field_of(j), "prompt");
+        assert_eq!(
+            field_of(with(base(), "agent", json!({"command": ["x", "a\u{0}"]}))),
+            "agent.command[1]"
+        );
+        assert_eq!(
+            field_of(with(base(), "env", json!({"A": "\u{0}"}))),
+            "env.A"
+        );
+        assert_eq!(
+            field_of(with(
+                base(),
+                "agent",
+                json!({"command": ["x"], "env_allow": ["OK", "not ok"]})
+            )),
+            "agent.env_allow[1]"
+        );
+        assert_eq!(
+            field_of(with(
+                base(),
+                "agent",
+                json!({"command": ["x"], "inherit_env": "no"})
+            )),
+            "agent.inherit_env"
+        );
+        assert_eq!(
+            field_of(with(base(), "limits", json!({"filesystem": "working_dir"}))),
+            "limits.filesystem"
+        );
+        assert_eq!(
+            field_of(with(base(), "limits", json!({"filesystem": "some"}))),
+            "limits.filesystem"
+        );
+        let mut j = with(base(), "limits", json!({"filesystem": "working_dir"}));
+        j["working_dir"] = json!("/tmp");
+        j["agent"] =
+            json!({"command": ["x"], "inherit_env": false, "env_allow": ["OPENAI_API_KEY"]});
+        let job = v(j).unwrap();
+        assert_eq!(job.limits.filesystem, Filesystem::WorkingDir);
+        let a = job.agent.clone().unwrap();
+        assert!(!a.inherit_env);
+        assert_eq!(a.env_allow, ["OPENAI_API_KEY"]);
+        let s = serde_json::to_value(&job).unwrap();
+        assert_eq!(s["limits"]["filesystem"], "working_dir");
+        assert_eq!(validate_job(&s, &job.id, &job.created_at).unwrap(), job);
+        // Defaults stay out of the stored form.
+        let plain = serde_json::to_value(v(base()).unwrap()).unwrap();
+        assert!(plain["limits"].get("filesystem").is_none());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One JSON `POST` with the rules every HTTP output follows (SPEC §3): a connect timeout and
+//! One JSON `POST` with the rules every HTTP output follows (README "Outputs"): a connect timeout and
 //! a total timeout on each request, retries through [`super::retry`] on connect errors,
 //! timeouts, 429 (honouring `Retry-After`) and 5xx only, no redirects, and error texts
 //! that name the status and the service's own error string but never a secret.

@@ -126,30 +126,21 @@ fn stopped(stop: &Receiver<()>, d: Duration) -> bool {
 /// The wait before retry number `n + 1`: `BASE * 2^n`, capped, then a uniform pick in
 /// `[d/2, d]` so that many daemons hitting one service spread out.
 pub fn backoff(n: u32) -> Duration {
-    let d = BASE_BACKOFF
-        .saturating_mul(2u32.saturating_pow(n.min(16)))
-        .min(MAX_BACKOFF);
-    d.mul_f64(0.5 + 0.5 * unit_random())
+    crate::backoff::jittered(crate::backoff::exponential(BASE_BACKOFF, n, MAX_BACKOFF))
 }
 
-/// A uniform value in `[0, 1)` from the OS RNG (0.5 if it is unavailable).
-fn unit_random() -> f64 {
-    let mut b = [0u8; 4];
-    match crate::ids::random_bytes(&mut b) {
-        Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
-        Err(_) => 0.5,
-    }
-}
-
-/// Parses a `Retry-After` value: delay-seconds, or an HTTP date (RFC 7231 §7.1.3).
+/// Parses a `Retry-After` value: delay-seconds, or an HTTP date (RFC 9110 section 10.2.3),
+/// in any of the three forms HTTP allows.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(Duration::from_secs(s));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let ms = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
-    Some(Duration::from_millis(ms.max(0) as u64))
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]

@@ -55,13 +55,18 @@ pub fn unit(o: &Options, system_user: Option<&str>) -> String {
         o.grace_seconds
     ));
     s.push_str("KillMode=mixed\nKillSignal=SIGTERM\n");
+    s.push_str("# A cgroup subtree of its own: each agent run gets a child cgroup with its memory_mb and\n");
+    s.push_str("# max_processes limits, and every process of a run is killed when the run ends.\n");
+    s.push_str("Delegate=yes\n");
     s.push_str(&format!("TimeoutStopSec={}\n", o.stop_timeout()));
     if system_user.is_some() {
         s.push_str("# Hardening that still lets agents work in their working_dir under /home, /srv, /opt.\n");
         s.push_str(
             "NoNewPrivileges=yes\nProtectSystem=full\nPrivateTmp=yes\nProtectKernelTunables=yes\n",
         );
-        s.push_str("ProtectKernelModules=yes\nProtectControlGroups=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\n");
+        // No ProtectControlGroups: it makes /sys/fs/cgroup read-only, and the daemon makes
+        // a cgroup per run in its delegated subtree.
+        s.push_str("ProtectKernelModules=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\n");
     }
     s.push_str("\n[Install]\n");
     s.push_str(if system_user.is_some() {
@@ -108,6 +113,7 @@ mod tests {
         assert!(u.contains("ExecStart=/usr/local/bin/bog-agents-daemon run\n"));
         assert!(u.contains("EnvironmentFile=-%h/.bog-agents/daemon/env\n"));
         assert!(u.contains("KillMode=mixed\n") && u.contains("TimeoutStopSec=45\n"));
+        assert!(u.contains("\nDelegate=yes\n"), "{u}");
         assert!(!u.contains("User="));
         let mut o = opts();
         o.data_dir = Some("/srv/bog data".into());
@@ -122,5 +128,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("NoNewPrivileges=yes") && s.contains("WantedBy=multi-user.target"));
+        // Delegation needs a writable cgroup tree.
+        assert!(s.contains("\nDelegate=yes\n") && !s.contains("ProtectControlGroups"));
     }
 }

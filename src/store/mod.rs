@@ -1,4 +1,4 @@
-//! The data directory (SPEC §2): the only code that reads or writes files under it.
+//! The data directory (README "Data directory and durability"): the only code that reads or writes files under it.
 //!
 //! Layout: `jobs/<id>.json`, `runs/<job-id>/<run-id>.json`, `state.json`, `.token`,
 //! `config.json`, `daemon.lock`. Every write goes through [`crate::fsio::write_atomic`].
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::fsio;
 use crate::job::{validate_job, Job};
-use crate::run::{RunRecord, RunStatus};
+use crate::run::RunRecord;
 
 /// Handle on one data directory.
 #[derive(Clone, Debug)]
@@ -42,13 +42,7 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> io::Result<PathBuf> {
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|c| c.join(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Sets an existing data dir that this user owns to mode 0700 when group or others have any
@@ -71,7 +65,75 @@ pub fn tighten_data_dir(dir: &Path) -> io::Result<Option<u32>> {
 
 /// Adds the path to an I/O error so the user knows which file failed.
 pub fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    io::Error::new(
+        e.kind(),
+        IoContext {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source: e,
+        },
+    )
+}
+
+/// Why a job file cannot be loaded.
+#[derive(Debug)]
+pub enum JobFileError {
+    Read(io::Error),
+    Json(serde_json::Error),
+    /// Its `"id"` is not its file name.
+    IdMismatch {
+        id: String,
+        stem: String,
+    },
+    /// `"created_at"` is missing or not RFC 3339.
+    CreatedAt,
+    Invalid(crate::job::FieldError),
+}
+
+impl std::fmt::Display for JobFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFileError::Read(e) => write!(f, "cannot read: {e}"),
+            JobFileError::Json(e) => write!(f, "not valid JSON: {e}"),
+            JobFileError::IdMismatch { id, stem } => write!(
+                f,
+                "its \"id\" ({id:?}) does not match the file name ({stem:?})"
+            ),
+            JobFileError::CreatedAt => write!(f, "missing or invalid \"created_at\""),
+            JobFileError::Invalid(e) => write!(f, "invalid job: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for JobFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JobFileError::Read(e) => Some(e),
+            JobFileError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// An I/O error with what was being done and to which path; the OS error stays its
+/// `source()`, so callers can still tell its kind and cause.
+#[derive(Debug)]
+pub struct IoContext {
+    pub what: String,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for IoContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.what, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for IoContext {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 /// A file that could not be loaded and was moved aside.
@@ -192,7 +254,7 @@ impl Store {
                     }
                     jobs.push(job);
                 }
-                Err(reason) => bad.push(self.quarantine(&path, reason)),
+                Err(reason) => bad.push(self.quarantine(&path, reason.to_string())),
             }
         }
         (jobs, bad)
@@ -213,25 +275,26 @@ impl Store {
     }
 
     /// Reads and validates one job file; the error says why it is unusable.
-    pub fn load_job_file(&self, path: &Path) -> Result<Job, String> {
-        let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-        let v: Value = serde_json::from_slice(&data).map_err(|e| format!("not valid JSON: {e}"))?;
+    pub fn load_job_file(&self, path: &Path) -> Result<Job, JobFileError> {
+        let data = fs::read(path).map_err(JobFileError::Read)?;
+        let v: Value = serde_json::from_slice(&data).map_err(JobFileError::Json)?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let id = v.get("id").and_then(Value::as_str).unwrap_or("");
         if id != stem {
-            return Err(format!(
-                "its \"id\" ({id:?}) does not match the file name ({stem:?})"
-            ));
+            return Err(JobFileError::IdMismatch {
+                id: id.to_string(),
+                stem,
+            });
         }
         let created = v
             .get("created_at")
             .and_then(Value::as_str)
             .filter(|s| crate::time::parse_rfc3339(s).is_some())
-            .ok_or("missing or invalid \"created_at\"")?;
-        validate_job(&v, id, created).map_err(|e| format!("invalid job: {e}"))
+            .ok_or(JobFileError::CreatedAt)?;
+        validate_job(&v, id, created).map_err(JobFileError::Invalid)
     }
 
     /// Moves `path` aside to `<path>.corrupt` (or `.corrupt.N` if taken).
@@ -358,14 +421,10 @@ impl Store {
                 match rec {
                     Ok(mut r) if !r.status.is_final() => {
                         let was = r.status;
-                        r.status = RunStatus::Interrupted;
-                        r.error = Some(format!(
+                        r.interrupt(format!(
                             "the daemon stopped while this run was {}",
                             was.as_str()
                         ));
-                        if r.finished_at.is_none() {
-                            r.finished_at = Some(crate::time::now_rfc3339());
-                        }
                         if self.save_run(&r).is_ok() {
                             fixed.push(r);
                         }
@@ -405,6 +464,7 @@ pub fn is_job_file(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::RunStatus;
     use serde_json::json;
 
     fn job(name: &str) -> Job {

@@ -1,8 +1,8 @@
 //! The scheduler clock thread: fires `cron` and `interval` triggers.
 //!
-//! It keeps every scheduled trigger in one ordered set and sleeps on its message channel
-//! until the earliest deadline (there is no tick). A job change arrives as
-//! [`ClockMsg::Job`] and re-plans that job only. Sleeps are capped at a minute so a
+//! It keeps every scheduled trigger in one ordered set and sleeps until the earliest
+//! deadline (there is no tick), a job change ([`Engine::subscribe`], which re-plans that job
+//! only) or shutdown ([`Engine::shutdown_signal`]), like every trigger thread. Sleeps are capped at a minute so a
 //! wall-clock change (NTP step, suspend) is noticed; those re-checks count as re-plans, not
 //! wakeups. A slot missed by more than its period (the machine slept) fires once, then the
 //! schedule continues from now.
@@ -14,30 +14,17 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde_json::{json, Map, Value};
+use crossbeam_channel::{select, Receiver};
+use serde_json::{Map, Value};
 
-use crate::engine::{ClockMsg, Engine};
-use crate::job::{Job, Trigger};
+use crate::engine::Engine;
+use crate::job::Trigger;
 use crate::metrics::Metrics;
-use crate::schedule::cron::CronSchedule;
-use crate::schedule::zone::Zone;
+use crate::plan::{make_plan, next_after, Plan};
 use crate::store::state::{trigger_key, SchedState};
 
 /// Longest sleep before the wall clock is checked again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
-
-enum Plan {
-    Cron {
-        sched: CronSchedule,
-        zone: Zone,
-        expr: String,
-    },
-    Interval {
-        anchor: DateTime<Utc>,
-        every_ms: i64,
-    },
-}
 
 struct Scheduled {
     index: usize,
@@ -55,7 +42,10 @@ struct Clock {
 
 /// Starts the clock thread. With `catch_up`, jobs with `catch_up: true` first fire once for
 /// a cron slot missed while the daemon was down.
-pub fn spawn(engine: Arc<Engine>, rx: Receiver<ClockMsg>) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
+    // Subscribed before the first plan: no change can fall between the two.
+    let changes = engine.subscribe();
+    let stop = engine.shutdown_signal();
     thread::Builder::new().name("clock".into()).spawn(move || {
         let mut clock = Clock {
             state: engine.store.load_state(),
@@ -67,28 +57,38 @@ pub fn spawn(engine: Arc<Engine>, rx: Receiver<ClockMsg>) -> std::io::Result<Joi
         for j in clock.engine.jobs() {
             clock.plan(&j.id);
         }
-        clock.run(&rx);
+        clock.run(&changes, &stop);
     })
 }
 
 impl Clock {
-    fn run(&mut self, rx: &Receiver<ClockMsg>) {
+    fn run(&mut self, changes: &Receiver<String>, stop: &Receiver<()>) {
+        enum Msg {
+            Job(String),
+            Due,
+            Stop,
+        }
         loop {
-            let msg = match self.queue.first() {
+            let timer = match self.queue.first() {
                 Some((t, _, _)) => {
                     let wait = (*t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    rx.recv_timeout(wait.min(MAX_SLEEP))
+                    crossbeam_channel::after(wait.min(MAX_SLEEP))
                 }
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                None => crossbeam_channel::never(),
+            };
+            let msg = select! {
+                recv(changes) -> m => m.map(Msg::Job).unwrap_or(Msg::Stop),
+                recv(stop) -> _ => Msg::Stop,
+                recv(timer) -> _ => Msg::Due,
             };
             let step = catch_unwind(AssertUnwindSafe(|| match msg {
-                Ok(ClockMsg::Job(id)) => {
+                Msg::Job(id) => {
                     Metrics::inc(&self.engine.metrics.scheduler_replans_total);
                     self.plan(&id);
                     true
                 }
-                Ok(ClockMsg::Stop) | Err(RecvTimeoutError::Disconnected) => false,
-                Err(RecvTimeoutError::Timeout) => {
+                Msg::Stop => false,
+                Msg::Due => {
                     self.fire_due();
                     true
                 }
@@ -185,13 +185,13 @@ impl Clock {
         mut ctx: Map<String, Value>,
         state_key: Option<String>,
     ) {
-        ctx.insert("type".into(), kind.into());
-        ctx.insert(
+        let mut trigger = super::context(kind);
+        trigger.append(&mut ctx);
+        trigger.insert(
             "scheduled_at".into(),
             crate::time::rfc3339(scheduled).into(),
         );
-        ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
-        self.engine.fire_from_trigger(job_id, ctx);
+        self.engine.fire_from_trigger(job_id, trigger);
         let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
         if let (Some(key), true) = (state_key, catch_up) {
             self.state
@@ -249,97 +249,5 @@ impl Clock {
                 log::error!(event = "store.error"; "{e}");
             }
         }
-    }
-}
-
-fn make_plan(job: &Job, t: &Trigger, daemon_start: DateTime<Utc>) -> Option<Plan> {
-    match t {
-        Trigger::Cron { cron, timezone } => {
-            let sched = CronSchedule::parse(cron).ok()?;
-            let zone = Zone::parse(timezone.as_deref()).ok()?;
-            Some(Plan::Cron {
-                sched,
-                zone,
-                expr: cron.clone(),
-            })
-        }
-        Trigger::Interval { seconds } => {
-            let created = crate::time::parse_rfc3339(&job.created_at).unwrap_or(daemon_start);
-            Some(Plan::Interval {
-                anchor: created.max(daemon_start),
-                every_ms: (*seconds as i64).saturating_mul(1000),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// The next instant after `now` at which any clock trigger of an enabled `job` fires; the
-/// same computation the clock plans with, so the API can show it without asking the clock.
-pub fn job_next_fire(
-    job: &Job,
-    daemon_start: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    if !job.enabled {
-        return None;
-    }
-    job.triggers
-        .iter()
-        .filter_map(|t| make_plan(job, t, daemon_start))
-        .filter_map(|p| next_after(&p, now))
-        .min()
-}
-
-/// The first fire instant of `plan` strictly after `after`.
-fn next_after(plan: &Plan, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match plan {
-        Plan::Cron { sched, zone, .. } => sched.next_after(after, zone),
-        Plan::Interval { anchor, every_ms } => Some(interval_next(*anchor, *every_ms, after)),
-    }
-}
-
-/// `anchor + k * every` for the smallest k >= 1 with a result after `after`: no drift,
-/// however late the clock woke.
-pub fn interval_next(anchor: DateTime<Utc>, every_ms: i64, after: DateTime<Utc>) -> DateTime<Utc> {
-    let every_ms = every_ms.max(1);
-    let elapsed = (after - anchor).num_milliseconds();
-    let k = if elapsed < 0 {
-        1
-    } else {
-        elapsed / every_ms + 1
-    };
-    anchor + chrono::Duration::milliseconds(k.saturating_mul(every_ms))
-}
-
-/// The context a manual run records as its trigger.
-pub fn manual_context() -> Map<String, Value> {
-    match json!({"type": "manual", "fired_at": crate::time::now_rfc3339()}) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interval_has_no_drift() {
-        let a = crate::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
-        let late = crate::time::parse_rfc3339("2026-01-01T00:00:10.700Z").unwrap();
-        assert_eq!(
-            crate::time::rfc3339(interval_next(a, 5000, late)),
-            "2026-01-01T00:00:15.000Z"
-        );
-        assert_eq!(
-            crate::time::rfc3339(interval_next(a, 5000, a)),
-            "2026-01-01T00:00:05.000Z"
-        );
-        let before = crate::time::parse_rfc3339("2025-12-31T00:00:00Z").unwrap();
-        assert_eq!(
-            interval_next(a, 5000, before),
-            a + chrono::Duration::seconds(5)
-        );
     }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, unbounded, Receiver};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::engine::Engine;
 use crate::job::{Job, Trigger};
@@ -368,8 +368,7 @@ impl FileWatcher {
             let Some(w) = self.watches.get(&k) else {
                 continue;
             };
-            let mut ctx = Map::new();
-            ctx.insert("type".into(), "file_change".into());
+            let mut ctx = super::context("file_change");
             ctx.insert("root".into(), w.root.display().to_string().into());
             ctx.insert(
                 "changed_files".into(),
@@ -382,7 +381,6 @@ impl FileWatcher {
             if p.overflowed {
                 ctx.insert("events_overflowed".into(), true.into());
             }
-            ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
             Metrics::inc(&self.engine.metrics.file_change_firings_total);
             self.engine.fire_from_trigger(&k.0, ctx);
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
 use globset::{GlobBuilder, GlobMatcher};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::engine::Engine;
 use crate::job::Trigger;
@@ -183,14 +183,12 @@ impl Poller {
             let Some(first) = refs.first().cloned() else {
                 continue;
             };
-            let mut ctx = Map::new();
-            ctx.insert("type".into(), "git_push".into());
+            let mut ctx = super::context("git_push");
             ctx.insert("repo".into(), repo.display().to_string().into());
             for k in ["ref", "branch", "before", "after"] {
                 ctx.insert(k.into(), first[k].clone());
             }
             ctx.insert("refs".into(), Value::Array(refs));
-            ctx.insert("fired_at".into(), crate::time::now_rfc3339().into());
             Metrics::inc(&self.engine.metrics.git_push_firings_total);
             self.engine.fire_from_trigger(job_id, ctx);
         }

@@ -7,3 +7,14 @@ pub mod files;
 pub mod git;
 pub mod jobs_dir;
 pub mod webhook;
+
+use serde_json::{Map, Value};
+
+/// The start of every run record's `trigger` object: `{"type": kind, "fired_at": now}`; each
+/// trigger adds its own context (README "Run records").
+pub fn context(kind: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("type".into(), kind.into());
+    m.insert("fired_at".into(), crate::time::now_rfc3339().into());
+    m
+}

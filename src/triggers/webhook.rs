@@ -23,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::api::{Req, Resp};
 use crate::engine::{lock, Engine, Extra, FireError};
 use crate::ids::constant_time_eq;
 use crate::job::{Job, Trigger};
@@ -58,7 +57,8 @@ pub enum Reject {
 }
 
 impl Reject {
-    fn text(&self) -> String {
+    /// What the sender is told (never the name of a missing secret variable).
+    pub fn text(&self) -> String {
         match self {
             Reject::NoSecret(_) => "this hook cannot authenticate requests yet (its secret is not configured; see the daemon's log)".into(),
             Reject::Missing => "missing signature: send X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body> or X-Gitlab-Token".into(),
@@ -80,10 +80,49 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// What intake looks at in a webhook request: its path, headers (lower-case names) and body.
+/// The HTTP side (`api/hooks.rs`) builds it; nothing here knows HTTP types.
+pub struct Delivery<'a> {
+    pub path: &'a str,
+    pub headers: &'a [(String, String)],
+    pub body: Vec<u8>,
+}
+
+impl Delivery<'_> {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What became of a webhook request; `api/hooks.rs` turns it into an HTTP answer.
+#[derive(Debug)]
+pub enum Outcome {
+    /// No enabled job listens on the path (404).
+    NoJobs,
+    /// Not a POST (405).
+    WrongMethod,
+    /// Not authenticated (401).
+    Refused(Reject),
+    /// The work queue is full (429).
+    QueueFull,
+    /// This delivery id fired already within the dedupe window (200, nothing fired).
+    Duplicate(String),
+    /// The runs it fired (202).
+    Accepted(Vec<String>),
+    /// The daemon is stopping (503).
+    ShuttingDown,
+    /// A run record could not be written (500).
+    StoreFailed(std::io::Error),
+}
+
 /// Checks one request against one secret. `now` is Unix seconds.
 pub fn verify(
     secret: &[u8],
-    req: &Req,
+    req: &Delivery<'_>,
     max_age_seconds: Option<u64>,
     now: i64,
 ) -> Result<(), Reject> {
@@ -141,7 +180,7 @@ impl Intake {
         engine: &Engine,
         method: &str,
         path: &str,
-    ) -> Result<Vec<Arc<Job>>, Resp> {
+    ) -> Result<Vec<Arc<Job>>, Outcome> {
         Metrics::inc(&engine.metrics.webhooks_received_total);
         let jobs: Vec<_> = engine
             .hook_jobs(path)
@@ -150,20 +189,17 @@ impl Intake {
             .collect();
         if jobs.is_empty() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
-            return Err(Resp::error(
-                404,
-                format!("no enabled job has a webhook trigger on {path}"),
-            ));
+            return Err(Outcome::NoJobs);
         }
         if method != "POST" {
-            return Err(Resp::error(405, "webhooks are POST requests").with("Allow", "POST"));
+            return Err(Outcome::WrongMethod);
         }
         Ok(jobs)
     }
 
-    /// Answers `POST /hooks/...` for `jobs` (from [`Intake::jobs_for`]), body read. An
-    /// accepted body is moved out of `req` into the runs, never copied.
-    pub fn handle(&self, engine: &Engine, jobs: Vec<Arc<Job>>, req: &mut Req) -> Resp {
+    /// Authenticates a delivery for `jobs` (from [`Intake::jobs_for`]) and fires those it
+    /// authenticates for. An accepted body is moved into the runs, never copied.
+    pub fn accept(&self, engine: &Engine, jobs: Vec<Arc<Job>>, mut req: Delivery<'_>) -> Outcome {
         let now = chrono::Utc::now().timestamp();
         let mut accepted = Vec::new();
         let mut reject = None;
@@ -177,7 +213,7 @@ impl Intake {
                 else {
                     continue;
                 };
-                if path != &req.path {
+                if path != req.path {
                     continue;
                 }
                 let secret = std::env::var(secret_env).unwrap_or_default();
@@ -188,7 +224,7 @@ impl Intake {
                     }
                     Err(Reject::NoSecret(secret_env.clone()))
                 } else {
-                    verify(secret.as_bytes(), req, *max_age_seconds, now)
+                    verify(secret.as_bytes(), &req, *max_age_seconds, now)
                 };
                 match r {
                     Ok(()) => {
@@ -203,14 +239,13 @@ impl Intake {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
             let e = reject.unwrap_or(Reject::Missing);
             if let Some(n) = self.refused_log.allow() {
-                log::warn!(event = "webhook.rejected", path = req.path.as_str(); "{}{}", e.text(), held_back(n));
+                log::warn!(event = "webhook.rejected", path = req.path; "{}{}", e.text(), held_back(n));
             }
-            return Resp::error(401, e.text());
+            return Outcome::Refused(e);
         }
         if engine.queue_full() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
-            return Resp::error(429, "the work queue is full; retry later")
-                .with("Retry-After", "5");
+            return Outcome::QueueFull;
         }
         // Remembered only once it is sure to be queued: a delivery refused with 429 or 5xx
         // must fire when the sender retries it.
@@ -222,12 +257,12 @@ impl Intake {
         if let Some(id) = delivery {
             if !self.first_delivery(id) {
                 Metrics::inc(&engine.metrics.webhooks_duplicate_total);
-                return Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}));
+                return Outcome::Duplicate(id.to_string());
             }
         }
 
-        let mut trigger = Map::new();
-        trigger.insert("path".into(), req.path.clone().into());
+        let mut trigger = super::context("webhook");
+        trigger.insert("path".into(), req.path.into());
         let mut headers = Map::new();
         for h in CONTEXT_HEADERS {
             if let Some(v) = req.header(h) {
@@ -242,8 +277,6 @@ impl Intake {
         }
         trigger.insert("headers".into(), Value::Object(headers));
         trigger.insert("body_bytes".into(), req.body.len().into());
-        trigger.insert("fired_at".into(), crate::time::now_rfc3339().into());
-        trigger.insert("type".into(), "webhook".into());
         // One copy of the body for every run of this delivery; parsed when a run starts.
         let body = Arc::new(crate::payload::Body::new(
             std::mem::take(&mut req.body),
@@ -260,18 +293,17 @@ impl Intake {
                 Ok(f) => run_ids.push(f.run_id().to_string()),
                 Err(FireError::ShuttingDown) => {
                     self.forget_delivery(delivery);
-                    return Resp::error(503, "the daemon is shutting down")
-                        .with("Retry-After", "10");
+                    return Outcome::ShuttingDown;
                 }
                 Err(FireError::Store(e)) => {
                     self.forget_delivery(delivery);
-                    return Resp::error(500, format!("could not record the run: {e}"));
+                    return Outcome::StoreFailed(e);
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }
         }
-        log::info!(event = "webhook.accepted", path = req.path.as_str(), runs = run_ids.len(); "webhook accepted");
-        Resp::json(202, &json!({ "run_ids": run_ids }))
+        log::info!(event = "webhook.accepted", path = req.path, runs = run_ids.len(); "webhook accepted");
+        Outcome::Accepted(run_ids)
     }
 
     /// Forgets a delivery id that was recorded but could not be queued.
@@ -307,15 +339,14 @@ impl Intake {
 mod tests {
     use super::*;
 
-    fn req(body: &[u8], headers: &[(&str, &str)]) -> Req {
-        Req {
-            method: "POST".into(),
-            path: "/hooks/x".into(),
-            query: String::new(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-                .collect(),
+    fn req(body: &[u8], headers: &[(&str, &str)]) -> Delivery<'static> {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        Delivery {
+            path: "/hooks/x",
+            headers: Box::leak(headers.into_boxed_slice()),
             body: body.to_vec(),
         }
     }

@@ -2,8 +2,7 @@
 //! runs recorded. After every restart, every job whose POST got a 201 is there and every file
 //! under the data dir parses.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +32,7 @@ fn check_files(dir: &std::path::Path) {
 
 #[test]
 fn kill9_at_random_moments_loses_nothing_acknowledged() {
+    let _g = heavy();
     let iterations: usize = std::env::var("BOG_TORTURE_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -139,6 +139,7 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
 /// named, the daemon's memory stays bounded, and an every-second job keeps firing meanwhile.
 #[test]
 fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &["--workers", "4"]);
     let mut flood = sh_job("flood", "head -c 1073741824 /dev/zero", idle_trigger());
@@ -152,9 +153,14 @@ fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
     let mut spin = sh_job("spin", "while :; do :; done", idle_trigger());
     spin["limits"] = json!({"cpu_seconds": 2, "timeout_seconds": 120});
     d.create(&spin);
+    // max_processes is the run's pids limit (its cgroup), else RLIMIT_NPROC.
     let mut procs = sh_job(
         "procs",
-        "grep 'Max processes' /proc/self/limits",
+        "grep 'Max processes' /proc/self/limits; \
+         p=$(grep -E '^[0-9]+:(.*,)?pids(,.*)?:' /proc/self/cgroup | cut -d: -f3); \
+         [ -n \"$p\" ] && cat /sys/fs/cgroup/pids$p/pids.max; \
+         p=$(grep '^0::' /proc/self/cgroup | cut -d: -f3); \
+         [ -n \"$p\" ] && cat /sys/fs/cgroup$p/pids.max 2>/dev/null; true",
         idle_trigger(),
     );
     procs["limits"] = json!({"max_processes": 77});
@@ -208,10 +214,17 @@ fn resource_hogs_are_contained_and_other_jobs_keep_firing() {
         "{spin}"
     );
     let line = procs["output"].as_str().unwrap();
-    assert!(
-        line.split_whitespace().filter(|w| *w == "77").count() == 2,
-        "soft and hard RLIMIT_NPROC: {line}"
-    );
+    if d.get("/health").1["containment"]["mode"] == "process_group" {
+        assert!(
+            line.split_whitespace().filter(|w| *w == "77").count() == 2,
+            "soft and hard RLIMIT_NPROC: {line}"
+        );
+    } else {
+        assert!(
+            line.lines().any(|l| l.trim() == "77"),
+            "the run's pids.max: {line}"
+        );
+    }
     assert!(max_rss < 64 * 1024, "daemon RSS reached {max_rss} KiB");
     // The every-second job fired while the spinner was burning its CPU limit.
     let (s0, s1) = (

@@ -1,8 +1,7 @@
 //! Durability and lifecycle: kill -9 after a 201, kill -9 mid-run, corrupt files, the
 //! data dir lock, SIGTERM draining, SIGHUP reloads.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

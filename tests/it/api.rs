@@ -6,9 +6,8 @@
 //! a refused request never run as a request of its own, and a loop of garbage bodies that
 //! must never get a 5xx or a dropped connection.
 
-mod common;
+use crate::common::*;
 use chrono::Datelike;
-use common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -1671,6 +1670,32 @@ fn an_absolute_form_request_target_is_routed_like_its_path() {
     assert_eq!(st, 200, "{body}");
     let h: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(h["status"], "ok", "{h}");
+}
+
+#[test]
+fn query_strings_and_path_segments_are_percent_decoded() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job("keep-me", "true", idle_trigger());
+    job["overlap"] = json!("parallel");
+    d.create(&job);
+    for _ in 0..3 {
+        let (st, _) = d.req("POST", "/jobs/keep-me/run", None);
+        assert_eq!(st, 202);
+    }
+    d.wait_run("keep-me", 20, "3 runs recorded", |_| true);
+    wait_for(20, "3 runs listed", || {
+        (d.get("/jobs/keep-me/runs").1.as_array()?.len() == 3).then_some(())
+    });
+    // %31 is "1"; %6B%65%65%70%2D%6D%65 is "keep-me".
+    let (st, runs) = d.get("/jobs/%6B%65%65%70%2D%6D%65/runs?limit=%31");
+    assert_eq!(st, 200, "{runs}");
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    let (st, body) = d.get("/jobs/keep-me/runs?limit=%7A");
+    assert_eq!(st, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("\"z\""), "{body}");
+    // An encoded slash stays inside its segment: no such job, not another endpoint.
+    assert_eq!(d.get("/jobs/keep-me%2Fruns").0, 404);
 }
 
 /// The job's only save warning is the one `sh_job`'s agents (`sh -c SCRIPT`, no `{prompt}`)

@@ -1,8 +1,7 @@
 //! The scheduler clock through the real daemon: cron jobs fire, `next_fire_at` is served,
 //! `catch_up` fires a slot missed while the daemon was down; and JSON logs.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 #[test]

@@ -2,8 +2,7 @@
 //! bounded soak with every-second jobs plus webhooks. Nothing accepted is lost, a full queue
 //! answers 429, and memory, descriptors and threads stay bounded.
 
-mod common;
-use common::*;
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -94,6 +93,7 @@ fn burst(d: &Daemon, n: usize, threads: usize) -> (Vec<String>, usize, Vec<u16>)
 
 #[test]
 fn webhook_burst_loses_nothing_accepted_and_throttles() {
+    let _g = heavy();
     let t = tempdir();
     let data = t.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -126,6 +126,7 @@ fn webhook_burst_loses_nothing_accepted_and_throttles() {
 
 #[test]
 fn soak_holds_memory_descriptors_and_threads_flat() {
+    let _g = heavy();
     let secs: u64 = std::env::var("BOG_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

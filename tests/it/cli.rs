@@ -2,8 +2,7 @@
 //! file-based and API-based job commands, exit codes, and `next` against hand-checked
 //! calendars.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn data(t: &tempfile::TempDir) -> std::path::PathBuf {
     t.path().join("data")

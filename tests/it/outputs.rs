@@ -5,18 +5,15 @@
 //! `ok: false`, webhook signatures checked with independent HMAC code, the dispatch_errors
 //! cap, `on`, and that no secret value reaches the data dir or the daemon's log.
 
-mod common;
-mod support;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::http::{reply, Req, Server};
+use crate::support::smtp::SmtpSink;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use support::http::{reply, Req, Server};
-use support::smtp::SmtpSink;
 
 // ---------------------------------------------------------------------------------------
 // Helpers.

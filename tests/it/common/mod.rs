@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Taken by the tests that load the machine on purpose (hostile clients, the load and crash
+/// loops, resource hogs), so that they never run at the same time as one another.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_bog-agents-daemon");
 

@@ -2,26 +2,16 @@
 //! and trickled requests, connection floods, huge heads, replayed large webhooks, floods
 //! of refused requests. Throughout, `/health` must be answered on a fresh connection within
 //! a second, the daemon must stay under 64 MiB and be alive afterwards (README "Security
-//! model"). The tests in this file run one at a time: each loads the daemon on purpose.
-
-mod common;
+//! model"). These tests take `common::heavy()`: each loads the daemon on purpose.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-
-/// One hostile test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
@@ -93,6 +83,18 @@ fn try_health(d: &Daemon) -> Result<Duration, String> {
     Ok(t.elapsed())
 }
 
+/// The connection cap the daemon logged at start (`http.limits`).
+fn logged_cap(d: &Daemon) -> usize {
+    wait_for(10, "the http.limits log line", || {
+        d.stderr()
+            .lines()
+            .find(|l| l.contains("http.limits"))
+            .and_then(|l| l.split("at most ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    })
+}
+
 fn rss_kib(d: &Daemon) -> u64 {
     proc_status(d.pid(), "VmRSS:")
 }
@@ -117,7 +119,7 @@ fn hook_job(name: &str, path: &str, overlap: &str, script: &str) -> Value {
 
 #[test]
 fn a_lying_content_length_is_answered_and_nothing_is_allocated_from_it() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start_env(t.path(), &[], &[("HOSTILE_SECRET", "s3cret")]);
     d.create(&hook_job("hook", "/hooks/deploy", "queue", "true"));
@@ -152,7 +154,7 @@ fn a_lying_content_length_is_answered_and_nothing_is_allocated_from_it() {
 
 #[test]
 fn stalled_and_trickled_requests_hold_only_their_own_connection_and_are_cut_at_the_deadline() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     config(
         t.path(),
@@ -255,7 +257,7 @@ fn stalled_and_trickled_requests_hold_only_their_own_connection_and_are_cut_at_t
 
 #[test]
 fn connection_floods_get_fast_503s_and_the_cap_follows_the_file_limit() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     config(t.path(), json!({"http": {"max_connections_per_ip": 0}}));
     // 160 descriptors: the daemon keeps room for its own files and agents and caps
@@ -276,14 +278,7 @@ fn connection_floods_get_fast_503s_and_the_cap_follows_the_file_limit() {
             });
         }
     });
-    let log = d.stderr();
-    let cap: usize = log
-        .lines()
-        .find(|l| l.contains("http.limits"))
-        .and_then(|l| l.split("at most ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no http.limits line: {log}"));
+    let cap = logged_cap(&d);
     assert!(cap < 160, "cap {cap} not sized from RLIMIT_NOFILE 160");
     let mut idle = Vec::new();
     let mut refused = 0;
@@ -335,7 +330,7 @@ fn connection_floods_get_fast_503s_and_the_cap_follows_the_file_limit() {
 
 #[test]
 fn running_out_of_descriptors_is_survived() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     // So few descriptors that accept() itself fails before the connection cap is reached.
     let d = Daemon::start_cmd(t.path(), &[], &[], |cmd| {
@@ -372,7 +367,7 @@ fn running_out_of_descriptors_is_survived() {
 
 #[test]
 fn per_address_limits_refuse_the_excess_with_503() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     config(t.path(), json!({"http": {"max_connections_per_ip": 5}}));
     let d = Daemon::start(t.path(), &[]);
@@ -395,7 +390,7 @@ fn per_address_limits_refuse_the_excess_with_503() {
 
 #[test]
 fn huge_heads_get_431_and_memory_stays_bounded() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
     // One header line that never ends: the daemon answers 431 and closes after 64 KiB.
@@ -432,7 +427,7 @@ fn huge_heads_get_431_and_memory_stays_bounded() {
 
 #[test]
 fn replayed_large_webhooks_are_held_once_and_memory_stays_bounded() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start_env(
         t.path(),
@@ -482,7 +477,7 @@ fn replayed_large_webhooks_are_held_once_and_memory_stays_bounded() {
 
 #[test]
 fn refused_requests_are_logged_once_a_minute_and_401s_tell_no_internals() {
-    let _g = serial();
+    let _g = heavy();
     let t = tempdir();
     let d = Daemon::start_env(t.path(), &[], &[("HOSTILE_SECRET", "s3cret")]);
     d.create(&hook_job("hook", "/hooks/deploy", "queue", "true"));
@@ -529,7 +524,7 @@ fn refused_requests_are_logged_once_a_minute_and_401s_tell_no_internals() {
 
 #[test]
 fn a_low_process_limit_caps_connections_instead_of_killing_the_accept_thread() {
-    let _g = serial();
+    let _g = heavy();
     // RLIMIT_NPROC does not bind root: the daemon runs as `nobody` here.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -572,14 +567,7 @@ fn a_low_process_limit_caps_connections_instead_of_killing_the_accept_thread() {
             });
         }
     });
-    let log = d.stderr();
-    let cap: usize = log
-        .lines()
-        .find(|l| l.contains("http.limits"))
-        .and_then(|l| l.split("at most ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no http.limits line: {log}"));
+    let cap = logged_cap(&d);
     assert!(cap < 200, "cap {cap} not sized from RLIMIT_NPROC 200");
     let mut idle: Vec<TcpStream> = (0..190).map(|_| connect(&d)).collect();
     // Every connection is either served by a thread or refused with 503; none hangs.

@@ -1,8 +1,7 @@
 //! Event triggers end to end: signed webhooks over real HTTP, file changes through real
 //! inotify, pushes into real git repositories (polled, and through the installed hook).
 
-mod common;
-use common::*;
+use crate::common::*;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;

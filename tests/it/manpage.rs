@@ -1,8 +1,7 @@
 //! The man page documents every subcommand and every long flag that `--help` lists, and
 //! groff renders it without warnings.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::process::Command;
 

@@ -3,8 +3,7 @@
 //! temp HOME, contrib/ kept in step with the generators, and status/stop against a real
 //! daemon.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 
