@@ -46,6 +46,9 @@ pub struct Spec {
     pub max_output_bytes: usize,
     /// Names the run's cgroup and `$TMPDIR` (the run id).
     pub name: String,
+    /// Followers of the run's output (`job logs -f`): stdout is also pushed here as it is
+    /// read, line by line.
+    pub live: Option<std::sync::Arc<crate::live::Live>>,
     /// An environment entry (`NAME=value`, also in `env`) that marks this run's processes:
     /// without a cgroup, when the agent ends, every process still carrying it is killed,
     /// including those that left the process group with `setsid` (via `/proc/<pid>/environ`).
@@ -153,13 +156,14 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
     let out = Arc::new(Mutex::new(Capture::new(spec.max_output_bytes, false)));
     let err = Arc::new(Mutex::new(Capture::new(STDERR_TAIL_BYTES, true)));
     let (done_tx, done_rx) = bounded::<()>(2);
-    for (pipe, cap) in [
+    for (pipe, cap, live) in [
         (
             child
                 .stdout
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
             out.clone(),
+            spec.live.clone(),
         ),
         (
             child
@@ -167,6 +171,7 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
             err.clone(),
+            None,
         ),
     ] {
         let done = done_tx.clone();
@@ -178,7 +183,12 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
                     loop {
                         match p.read(&mut buf) {
                             Ok(0) => break,
-                            Ok(n) => lock(&cap).push(&buf[..n]),
+                            Ok(n) => {
+                                lock(&cap).push(&buf[..n]);
+                                if let Some(l) = &live {
+                                    l.push(&buf[..n]);
+                                }
+                            }
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(_) => break,
                         }
@@ -365,6 +375,7 @@ mod tests {
             max_output_bytes: 1024,
             name: "agent-unit-test".into(),
             marker: None,
+            live: None,
         }
     }
 

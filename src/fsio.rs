@@ -98,6 +98,16 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Writes `data` to a new file (it must not exist) with `mode`, without fsync: for scratch
+/// files that need not survive a crash, such as a spooled webhook body (its queued run is
+/// marked interrupted at the next start anyway).
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    set_file_mode(&mut o, mode);
+    o.open(path)?.write_all(data)
+}
+
 #[cfg(unix)]
 fn set_file_mode(o: &mut OpenOptions, mode: u32) {
     use std::os::unix::fs::OpenOptionsExt;

@@ -12,6 +12,7 @@ mod engine;
 mod fsio;
 mod ids;
 mod job;
+mod live;
 mod logging;
 mod metrics;
 mod outputs;

@@ -7,7 +7,6 @@
 //! The file goes when the last run holding it lets go of it. The parsed `payload` exists
 //! only while a run renders its prompt and writes its event file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -93,25 +92,12 @@ impl Drop for Body {
     }
 }
 
-/// Writes `data` to a new file in `dir`, readable by the daemon's user only. Not fsynced:
-/// a queued run does not survive a crash anyway (it is marked interrupted at the next start).
+/// Writes `data` to a new file in `dir`, readable by the daemon's user only.
 fn spill(data: &[u8], dir: &Path) -> std::io::Result<PathBuf> {
     crate::fsio::create_dir_all_mode(dir, 0o700)?;
     let p = dir.join(format!("{}.body", crate::ids::new_run_id()));
-    let mut f = open_private(&p)?;
-    f.write_all(data)?;
+    crate::fsio::write_new(&p, data, 0o600)?;
     Ok(p)
-}
-
-fn open_private(p: &Path) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    o.open(p)
 }
 
 /// Removes spool files left by a daemon that stopped or died with runs still queued.

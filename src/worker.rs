@@ -91,6 +91,26 @@ pub fn interrupt_unstarted(engine: &Engine, w: Work) {
     engine.finish_run(&w.job.id, &rec.id);
 }
 
+/// A running run's [`crate::live::Live`] output on the engine's board; finished (followers
+/// end) and taken off the board when dropped.
+struct LiveGuard<'a>(Arc<crate::live::Live>, &'a Engine, String);
+
+impl<'a> LiveGuard<'a> {
+    fn new(engine: &'a Engine, run_id: &str, redactor: &Redactor) -> LiveGuard<'a> {
+        let r = redactor.clone();
+        let live = crate::live::Live::new(Some(Arc::new(move |s: &str| r.redact(s, false, false))));
+        engine.live.insert(run_id, live.clone());
+        LiveGuard(live, engine, run_id.to_string())
+    }
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+        self.1.live.remove(&self.2);
+    }
+}
+
 /// Writes a run record, unless its job was deleted meanwhile (its records went with it).
 fn save(engine: &Engine, rec: &RunRecord) {
     engine.save_record(rec);
@@ -216,7 +236,13 @@ fn execute(engine: &Engine, w: Work) {
         max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
         name: rec.id.clone(),
         marker: Some(format!("BOG_RUN_ID={}", rec.id)),
+        live: None,
     };
+    // Followers of the output (`job logs -f`) read it redacted, line by line, while the
+    // run lasts; the guard ends them when the run is over, however it ends.
+    let live = LiveGuard::new(engine, &rec.id, &redactor);
+    let mut spec = spec;
+    spec.live = Some(live.0.clone());
     // Reasons the agent cannot be started at all, known before the first attempt.
     let unstartable = match &prompt_file {
         Some(Err(e)) => Some(e.clone()),
@@ -232,6 +258,10 @@ fn execute(engine: &Engine, w: Work) {
         Metrics::inc(&engine.metrics.runs_started_total);
         Metrics::inc(&engine.metrics.runs_running);
         log::info!(event = "run.started", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "agent starting: {}", spec.argv.first().map(String::as_str).unwrap_or(""));
+        if rec.attempts > 1 {
+            live.0
+                .push(format!("[bog-agents-daemon: attempt {}]\n", rec.attempts).as_bytes());
+        }
         let (control, kill_tx) = Control::new();
         engine.register_running(&rec.id, kill_tx);
         let result = match &unstartable {

@@ -6,6 +6,7 @@
 
 mod hooks;
 mod jobs;
+mod output;
 pub mod router;
 mod system;
 
@@ -205,6 +206,13 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
         }
     } else if !router::authorized(api, &req) {
         router::handle(api, &req)
+    } else if let Some(reader) = output::route(&req.path)
+        .filter(|_| req.method == "GET")
+        .and_then(|(id, run_id)| output::follow(api, &id, &run_id))
+    {
+        // A queued or running run's output is streamed by the connection's own thread.
+        output::respond(rq, reader);
+        return;
     } else {
         match read_body(api, &mut rq) {
             Ok((body, _reserved)) => {

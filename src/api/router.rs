@@ -50,6 +50,9 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
         },
         ["jobs", id, "runs"] => only(m, &["GET"], || jobs::runs(api, id, req)),
         ["jobs", id, "runs", run_id] => only(m, &["GET"], || jobs::run(api, id, run_id)),
+        ["jobs", id, "runs", run_id, "output"] => {
+            only(m, &["GET"], || super::output::snapshot(api, id, run_id))
+        }
         ["jobs", id, "run"] => only(m, &["POST"], || jobs::trigger(api, id, req)),
         ["git", "notify"] => only(m, &["POST"], || {
             // Several pushes in a row need one poll: a full channel already has one queued.

@@ -87,6 +87,8 @@ pub struct Engine {
     /// Serializes job mutations (check name, write file, swap in memory).
     mutate: Mutex<()>,
     runs: Mutex<HashMap<String, Arc<JobSlot>>>,
+    /// The output of running agents as they write it, by run id (`job logs -f`).
+    pub live: crate::live::Board,
     /// Kill switches of running agents, by run id.
     running: Mutex<HashMap<String, Sender<()>>>,
     work_tx: Sender<Work>,
@@ -131,6 +133,7 @@ impl Engine {
             mutate: Mutex::new(()),
             runs: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            live: Default::default(),
             work_tx,
             listeners: Mutex::new(Vec::new()),
             next_fire: Mutex::new(HashMap::new()),

@@ -8,9 +8,7 @@
 
 use crate::common::*;
 use chrono::Datelike;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -77,13 +75,7 @@ fn assert_400(st: u16, v: &Value, field: &str, what: &str) {
 }
 
 fn sig(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body);
-    let bytes = m.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    github_signature(secret, body)
 }
 
 /// Authorization headers that must all be refused (None: no header at all).

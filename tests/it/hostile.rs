@@ -9,9 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
@@ -97,14 +95,6 @@ fn logged_cap(d: &Daemon) -> usize {
 
 fn rss_kib(d: &Daemon) -> u64 {
     proc_status(d.pid(), "VmRSS:")
-}
-
-fn sign(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body);
-    let bytes = m.finalize().into_bytes();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
 }
 
 fn hook_job(name: &str, path: &str, overlap: &str, script: &str) -> Value {
@@ -439,7 +429,7 @@ fn replayed_large_webhooks_are_held_once_and_memory_stays_bounded() {
     let item = json!({"k": "v".repeat(60), "n": [1, 2, 3, 4, 5, 6, 7, 8]});
     let body = serde_json::to_vec(&json!({"items": vec![item; 9000]})).unwrap();
     assert!(body.len() > 700_000, "{}", body.len());
-    let sig = sign("s3cret", &body);
+    let sig = github_signature("s3cret", &body);
     let deliver = |i: usize| {
         let (st, _, text) = d.raw(
             "POST",
@@ -491,7 +481,7 @@ fn refused_requests_are_logged_once_a_minute_and_401s_tell_no_internals() {
     for i in 0..2000 {
         let r = agent
             .post(&url)
-            .set("X-Hub-Signature-256", &sign("wrong", b"{}"))
+            .set("X-Hub-Signature-256", &github_signature("wrong", b"{}"))
             .send_string("{}");
         match r {
             Err(ureq::Error::Status(401, _)) => {}
@@ -502,7 +492,7 @@ fn refused_requests_are_logged_once_a_minute_and_401s_tell_no_internals() {
         "POST",
         "/hooks/unset",
         Some(b"{}"),
-        &[("X-Hub-Signature-256", &sign("x", b"{}"))],
+        &[("X-Hub-Signature-256", &github_signature("x", b"{}"))],
     );
     assert_eq!(st, 401, "{text}");
     assert!(!text.contains("DEPLOY_HOOK_SECRET_NOT_SET"), "{text}");

@@ -3,25 +3,14 @@
 //! answers 429, and memory, descriptors and threads stay bounded.
 
 use crate::common::*;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 const SECRET: &str = "load-secret";
 
 fn sign(body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    m.update(body);
-    format!(
-        "sha256={}",
-        m.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    github_signature(SECRET, body)
 }
 
 fn fds(pid: i32) -> usize {

@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn manual(d: &Daemon, job: &str) -> String {
     let (st, v) = d.post(&format!("/jobs/{job}/run"), &json!({}));
@@ -575,4 +576,68 @@ fn job_file_removed_by_hand_during_a_run_still_finishes_its_records() {
     });
     assert_eq!(r["status"], "skipped", "{r}");
     assert!(r["error"].as_str().unwrap().contains("removed"), "{r}");
+}
+
+/// A running run's output is streamed as the agent writes it, redacted, and the stream ends
+/// when the run ends; a finished run's output is answered whole.
+#[test]
+fn a_running_runs_output_streams_line_by_line_and_ends_with_the_run() {
+    use std::io::{BufRead, BufReader};
+    let t = tempdir();
+    let d = Daemon::start_env(t.path(), &[], &[("OPENAI_API_KEY", "sk-stream-secret-42")]);
+    let flag = t.path().join("go-on");
+    let script = format!(
+        "echo first line; echo \"key $OPENAI_API_KEY\"; while [ ! -e {f} ]; do sleep 0.05; done; echo last line",
+        f = flag.display()
+    );
+    let mut job = sh_job("talker", &script, idle_trigger());
+    job["limits"] = json!({"timeout_seconds": 60});
+    d.create(&job);
+    let run = manual(&d, "talker");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let resp = agent
+        .get(&format!(
+            "http://127.0.0.1:{}/jobs/talker/runs/{run}/output",
+            d.port
+        ))
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .call()
+        .expect("output stream");
+    assert_eq!(resp.header("Transfer-Encoding"), Some("chunked"));
+    let mut lines = BufReader::new(resp.into_reader()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "first line");
+    // The agent is still running: it waits for the flag that only this test makes.
+    assert_eq!(lines.next().unwrap().unwrap(), "key [redacted]");
+    let (_, rec) = d.get(&format!("/jobs/talker/runs/{run}"));
+    assert_eq!(rec["status"], "running", "{rec}");
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "last line");
+    assert!(lines.next().is_none(), "the stream ends with the run");
+    let rec = d.wait_final("talker", &run, 30);
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    // Finished: the whole output at once, not chunked.
+    let resp = agent
+        .get(&format!(
+            "http://127.0.0.1:{}/jobs/talker/runs/{run}/output",
+            d.port
+        ))
+        .set("Authorization", &format!("Bearer {}", d.token))
+        .call()
+        .expect("finished output");
+    assert!(resp.header("Transfer-Encoding").is_none());
+    assert_eq!(
+        resp.into_string().unwrap(),
+        "first line\nkey [redacted]\nlast line\n"
+    );
+    // Unknown runs and a missing token.
+    assert_eq!(d.get("/jobs/talker/runs/run_nope/output").0, 404);
+    let (st, _, _) = d.raw(
+        "GET",
+        &format!("/jobs/talker/runs/{run}/output"),
+        None,
+        &[("Authorization", "Bearer wrong")],
+    );
+    assert_eq!(st, 401);
 }

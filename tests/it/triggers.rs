@@ -2,22 +2,14 @@
 //! inotify, pushes into real git repositories (polled, and through the installed hook).
 
 use crate::common::*;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use std::path::Path;
 use std::process::Command;
 
 const SECRET: &str = "s3cr3t-hook-value";
 
 fn sig(secret: &str, body: &[u8]) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    m.update(body);
-    let bytes = m.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    github_signature(secret, body)
 }
 
 fn hook_job(name: &str, path: &str, var: &str) -> Value {

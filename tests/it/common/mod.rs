@@ -307,6 +307,20 @@ pub fn proc_status(pid: i32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// GitHub's `X-Hub-Signature-256` value for `body` signed with `secret`.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    m.update(body);
+    let hex: String = m
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
 /// A job body whose agent is `sh -c script`.
 pub fn sh_job(name: &str, script: &str, triggers: Value) -> Value {
     serde_json::json!({

@@ -505,7 +505,12 @@ impl Request {
 
         let do_not_send_body = self.method == Method::Head;
         if let Some((deadlines, limits)) = &self.conn {
-            deadlines.write_within(Some(limits.write_timeout));
+            // Patched: a response of known length must be written within the write timeout
+            // in all; a streamed one (no length) within the write timeout per write, so that
+            // it may last as long as what it streams.
+            if response.data_length().is_some() {
+                deadlines.write_within(Some(limits.write_timeout));
+            }
             // Patched: an answer that says `Connection: close` closes the connection.
             if response
                 .headers()

@@ -433,7 +433,11 @@ where
                 Some(TransferEncoding::Chunked) => {
                     use chunked_transfer::Encoder;
 
-                    let mut writer = Encoder::new(writer);
+                    // Patched (PATCHES.md, "Streamed bodies"): each piece the reader gives
+                    // is sent as a chunk and flushed to the socket at once, so a body that
+                    // is produced over time (a running agent's output) reaches the client
+                    // as it is produced.
+                    let mut writer = Encoder::with_flush_after_write(FlushEach(writer));
                     io::copy(&mut reader, &mut writer)?;
                 }
 
@@ -570,5 +574,20 @@ impl Clone for Response<io::Empty> {
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
         }
+    }
+}
+
+/// Patched: a writer that flushes after every write (for streamed chunked bodies).
+struct FlushEach<W: Write>(W);
+
+impl<W: Write> Write for FlushEach<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.0.flush()?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
