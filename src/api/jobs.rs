@@ -17,9 +17,25 @@ pub fn view(engine: &Engine, job: &Job) -> Value {
                 .map(|t| Value::String(crate::time::rfc3339(t)))
                 .unwrap_or(Value::Null),
         );
-        m.insert("warnings".into(), json!(job.warnings()));
+        m.insert("warnings".into(), json!(warnings(job)));
     }
     v
+}
+
+/// The job's save warnings, plus what only the daemon can tell: a webhook trigger whose
+/// secret variable is unset in the daemon's environment (every request would be refused).
+pub fn warnings(job: &Job) -> Vec<String> {
+    let mut w = crate::job::validate::save_warnings(job);
+    for (i, t) in job.triggers.iter().enumerate() {
+        if let crate::job::Trigger::Webhook { secret_env, .. } = t {
+            if std::env::var_os(secret_env).is_none_or(|v| v.is_empty()) {
+                w.push(format!(
+                    "triggers[{i}].secret_env: {secret_env} is not set in the running daemon's environment: every request to this webhook is refused until it is (set it where the daemon starts, e.g. the env file of its service, and restart it)"
+                ));
+            }
+        }
+    }
+    w
 }
 
 fn parse_body(req: &Req) -> Result<Value, Resp> {

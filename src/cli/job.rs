@@ -9,11 +9,13 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::client::{running_daemon, Client};
+use super::duration;
 use super::JobCmd;
 use crate::job::{validate_job, Job};
 use crate::store::{self, Store};
 
-/// Flags of `job add`. Trigger and output flags add to what `-f` gives.
+/// Flags of `job add` (and, with the meaning "change this", of `job set`). Trigger and
+/// output flags add to what `-f` gives. Durations take units: `90`, `5m`, `1h30m`, `500ms`.
 #[derive(Args, Debug, Default)]
 pub struct AddArgs {
     /// Job name (unique; letters, digits, '.', '_', '-')
@@ -28,8 +30,8 @@ pub struct AddArgs {
     /// IANA time zone of --cron (default local)
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
-    /// Interval trigger: every S seconds
-    #[arg(long, value_name = "S")]
+    /// Interval trigger: every DURATION (90, 5m, 1h30m; a plain number is seconds)
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub interval: Option<u64>,
     /// file_change trigger: glob relative to --root (repeatable)
     #[arg(long, value_name = "GLOB")]
@@ -37,8 +39,8 @@ pub struct AddArgs {
     /// Root directory of --watch (default the working dir)
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Quiet time before a file_change trigger fires (seconds, default 5)
-    #[arg(long, value_name = "S")]
+    /// Quiet time before a file_change trigger fires (default 5s; 500ms, 2s ...)
+    #[arg(long, value_name = "DURATION", value_parser = duration::seconds)]
     pub debounce: Option<f64>,
     /// webhook trigger: path under /hooks/
     #[arg(long, value_name = "PATH")]
@@ -46,16 +48,31 @@ pub struct AddArgs {
     /// Environment variable holding the webhook secret (default BOG_WEBHOOK_SECRET)
     #[arg(long, value_name = "VAR")]
     pub secret_env: Option<String>,
+    /// Webhook requests must carry an X-Bog-Timestamp at most this old (replay window)
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
+    pub max_age: Option<u64>,
     /// git_push trigger: path of the repository
     #[arg(long, value_name = "R")]
     pub git_repo: Option<PathBuf>,
     /// Branch glob of --git-repo (default *)
     #[arg(long, value_name = "GLOB")]
     pub branch: Option<String>,
-    /// Output: log, stdout, file:PATH, slack:#channel, webhook:URL, email:ADDR,
-    /// github_comment:owner/repo#123 (repeatable; default log)
+    /// Output: log, stdout, file:PATH, slack:#channel, slack-webhook:VAR, webhook:URL,
+    /// email:ADDR, github_comment:owner/repo#123 (repeatable; default log)
     #[arg(long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Deliver the --output outputs only for runs that end this way: succeeded or failed
+    #[arg(long = "on", value_name = "STATUS")]
+    pub on: Option<String>,
+    /// HTTP header of webhook outputs, NAME=VALUE (repeatable)
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Environment variable holding the HMAC secret that signs webhook outputs
+    #[arg(long, value_name = "VAR")]
+    pub hmac_secret_env: Option<String>,
+    /// From: address of email outputs
+    #[arg(long, value_name = "ADDR")]
+    pub email_from: Option<String>,
     /// Agent command line, split as a POSIX shell would; {prompt} is replaced
     #[arg(long, value_name = "CMD")]
     pub agent: Option<String>,
@@ -71,11 +88,11 @@ pub struct AddArgs {
     /// Extra environment variable for the agent, NAME=VALUE (repeatable; not for secrets)
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
-    /// Kill the agent after S seconds (default 3600)
-    #[arg(long, value_name = "S")]
+    /// Kill the agent after DURATION (default 1h; 90, 30m, 1h30m)
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub timeout: Option<u64>,
-    /// RLIMIT_CPU of the agent in seconds
-    #[arg(long, value_name = "S")]
+    /// RLIMIT_CPU of the agent (seconds of CPU time; 90, 10m)
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub cpu_seconds: Option<u64>,
     /// Memory limit of a run in MiB (its cgroup, else RLIMIT_DATA)
     #[arg(long, value_name = "MB")]
@@ -95,8 +112,8 @@ pub struct AddArgs {
     /// Retries of a failed run
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
-    /// First retry delay in seconds (doubles each time; default 2)
-    #[arg(long, value_name = "S")]
+    /// First retry delay (doubles each time; default 2s)
+    #[arg(long, value_name = "DURATION", value_parser = duration::seconds)]
     pub retry_backoff: Option<f64>,
     /// Fire once at start-up for a cron slot missed while the daemon was down
     #[arg(long)]
@@ -110,6 +127,9 @@ pub struct AddArgs {
     /// Job JSON file ("-" for stdin); flags are applied on top
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// Print the job as saved (JSON) instead of a summary
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn data_dir(flag: Option<&Path>) -> Result<PathBuf, String> {
@@ -127,7 +147,10 @@ pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
         JobCmd::List { json } => list(&dir, json),
         JobCmd::Show { id } => show(&dir, &id),
         JobCmd::Rm { id } => rm(&dir, &id),
-        JobCmd::Run { id, wait } => run_now(&dir, &id, wait),
+        JobCmd::Run { id, wait, json } => run_now(&dir, &id, wait, json),
+        JobCmd::Set(a) => super::change::set(&dir, &a),
+        JobCmd::Edit { id } => super::change::edit(&dir, &id),
+        JobCmd::Logs(a) => super::logs::logs(&dir, &a),
         JobCmd::Runs { id, limit, json } => runs(&dir, &id, limit, json),
         JobCmd::Enable { id } => set_enabled(&dir, &id, true),
         JobCmd::Disable { id } => set_enabled(&dir, &id, false),
@@ -158,18 +181,18 @@ fn fail(code: i32, msg: &str) -> i32 {
     code
 }
 
-type CmdResult = Result<i32, (i32, String)>;
+pub(super) type CmdResult = Result<i32, (i32, String)>;
 
-fn e1(msg: impl Into<String>) -> (i32, String) {
+pub(super) fn e1(msg: impl Into<String>) -> (i32, String) {
     (1, msg.into())
 }
 
-fn e2(msg: impl Into<String>) -> (i32, String) {
+pub(super) fn e2(msg: impl Into<String>) -> (i32, String) {
     (2, msg.into())
 }
 
 /// Maps an API error answer to an exit code and message.
-fn api_error(status: u16, body: &Value) -> (i32, String) {
+pub(super) fn api_error(status: u16, body: &Value) -> (i32, String) {
     let msg = body
         .get("error")
         .and_then(Value::as_str)
@@ -186,100 +209,254 @@ fn api_error(status: u16, body: &Value) -> (i32, String) {
     }
 }
 
+/// Which flag set which field: `("triggers[1]", "--cron")`, `("limits.timeout_seconds",
+/// "--timeout")`. Errors about a field a flag set name the flag, not the JSON path.
+pub(super) type Origins = Vec<(String, String)>;
+
+/// The flag that set `field` (the longest recorded prefix of it), if any.
+pub(super) fn flag_of<'a>(field: &str, origins: &'a Origins) -> Option<&'a str> {
+    origins
+        .iter()
+        .filter(|(p, _)| {
+            field == p
+                || field
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+        })
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, f)| f.as_str())
+}
+
+/// A validation error, worded for the command line.
+pub(super) fn field_message(field: &str, error: &str, origins: &Origins) -> String {
+    match flag_of(field, origins) {
+        Some(flag) => format!("{flag}: {error}"),
+        None if field.is_empty() => error.to_string(),
+        None => format!("{field}: {error}"),
+    }
+}
+
+/// Reads `-f FILE` (or stdin for `-`) as a JSON object.
+pub(super) fn read_json_file(p: &Path) -> Result<Value, (i32, String)> {
+    let text = if p.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| e1(format!("cannot read stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(p)
+            .map_err(|e| e2(format!("-f: cannot read {}: {e}", p.display())))?
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| e2(format!("-f: {} is not valid JSON: {e}", p.display())))?;
+    if !v.is_object() {
+        return Err(e2(format!("-f: {} must hold a JSON object", p.display())));
+    }
+    Ok(v)
+}
+
 fn add(dir: &Path, a: &AddArgs) -> CmdResult {
     let mut v = match &a.file {
         None => json!({}),
-        Some(p) => {
-            let text = if p.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map_err(|e| e1(format!("cannot read stdin: {e}")))?;
-                s
-            } else {
-                std::fs::read_to_string(p)
-                    .map_err(|e| e2(format!("cannot read {}: {e}", p.display())))?
-            };
-            serde_json::from_str(&text)
-                .map_err(|e| e2(format!("{} is not valid JSON: {e}", p.display())))?
-        }
+        Some(p) => read_json_file(p)?,
     };
+    let mut origins = Origins::new();
     let Value::Object(m) = &mut v else {
         return Err(e2("the job file must hold a JSON object"));
     };
-    apply_flags(m, a)?;
+    apply_scalars(m, a, true, &mut origins)?;
+    let base = m
+        .get("triggers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let triggers = new_triggers(a)?;
+    let list = m.entry("triggers").or_insert_with(|| json!([]));
+    if let Value::Array(list) = list {
+        for (i, (t, flags)) in triggers.into_iter().enumerate() {
+            record_trigger(&mut origins, base + i, &flags);
+            list.push(t);
+        }
+    }
+    if !a.outputs.is_empty() {
+        let base = m
+            .get("outputs")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let outs = outputs_from_flags(&a.outputs, "--output", a)?;
+        let list = m.entry("outputs").or_insert_with(|| json!([]));
+        if let Value::Array(list) = list {
+            for (i, (o, flag)) in outs.into_iter().enumerate() {
+                origins.push((format!("outputs[{}]", base + i), flag));
+                list.push(o);
+            }
+        }
+    } else {
+        output_options_need_outputs(a)?;
+    }
+    if m.get("triggers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(e2(
+            "a job needs a trigger: --cron, --interval, --watch, --webhook or --git-repo (or triggers in -f)",
+        ));
+    }
+
     let store = Store::open(dir).map_err(|e| e1(e.to_string()))?;
+    if let Some(c) = client_if_running(dir)? {
+        // Through the API: the answer comes once the daemon has the job, so a `job run`
+        // right after cannot miss it.
+        let (st, body) = c.call("POST", "/jobs", Some(&v)).map_err(e1)?;
+        if st != 201 {
+            return Err(save_error(st, &body, &origins));
+        }
+        return report_saved("added", &body, true, a.json);
+    }
     let id = crate::ids::new_job_id().map_err(|e| e1(e.to_string()))?;
-    let job =
-        validate_job(&v, &id, &crate::time::now_rfc3339()).map_err(|fe| e2(fe.to_string()))?;
+    let job = validate_job(&v, &id, &crate::time::now_rfc3339())
+        .map_err(|fe| e2(field_message(&fe.field, &fe.error, &origins)))?;
+    unique_name(&store, &job.name, &job.id)?;
+    store.save_job(&job).map_err(|e| e1(e.to_string()))?;
+    report_saved("added", &offline_view(&job), false, a.json)
+}
+
+/// Refuses `name` if a job file other than `id`'s uses it.
+pub(super) fn unique_name(store: &Store, name: &str, id: &str) -> Result<(), (i32, String)> {
     for p in store.job_files() {
         if let Ok(other) = store.load_job_file(&p) {
-            if other.name == job.name {
+            if other.name == name && other.id != id {
                 return Err(e2(format!(
-                    "name: a job named \"{}\" already exists ({})",
-                    job.name, other.id
+                    "--name: a job named \"{name}\" already exists ({})",
+                    other.id
                 )));
             }
         }
     }
-    store.save_job(&job).map_err(|e| e1(e.to_string()))?;
-    for w in job.warnings() {
-        eprintln!("warning: {w}");
+    Ok(())
+}
+
+/// A job as `job show` prints it with the daemon stopped: the stored fields, the save
+/// warnings, and the next cron time (interval times start with the daemon).
+pub(super) fn offline_view(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    let mut cron_only = job.clone();
+    cron_only
+        .triggers
+        .retain(|t| matches!(t, crate::job::Trigger::Cron { .. }));
+    let now = chrono::Utc::now();
+    let next = crate::plan::job_next_fire(&cron_only, now, now);
+    v["next_fire_at"] = next
+        .map(|t| Value::String(crate::time::rfc3339(t)))
+        .unwrap_or(Value::Null);
+    v["warnings"] = json!(crate::job::validate::save_warnings(job));
+    v
+}
+
+/// An API answer to a save that failed, as an exit code and a message naming the flag.
+pub(super) fn save_error(st: u16, body: &Value, origins: &Origins) -> (i32, String) {
+    let msg = body["error"].as_str().unwrap_or("unexpected answer");
+    let field = body["field"].as_str().unwrap_or("");
+    match st {
+        400 => e2(field_message(field, msg, origins)),
+        409 if field == "name" => e2(format!("--name: {msg}")),
+        _ => api_error(st, body),
     }
-    let note = if running_daemon(dir).is_some() {
-        "the running daemon picks it up now"
-    } else {
-        "start the daemon with `bog-agents-daemon run` to schedule it"
-    };
-    println!("added job {} ({}); {note}", job.name, job.id);
+}
+
+/// Prints what a save did: the job, its next run and its warnings.
+pub(super) fn report_saved(verb: &str, job: &Value, online: bool, as_json: bool) -> CmdResult {
+    if let Some(w) = job["warnings"].as_array() {
+        for w in w.iter().filter_map(Value::as_str) {
+            eprintln!("warning: {w}");
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(job).unwrap_or_default());
+        return Ok(0);
+    }
+    println!(
+        "{verb} job {} ({})",
+        job["name"].as_str().unwrap_or(""),
+        job["id"].as_str().unwrap_or("")
+    );
+    let next = super::format::next_text(job, online);
+    println!("next run: {next}");
+    if !online && verb == "added" {
+        println!("no daemon is running: start it with `bog-agents-daemon run` to schedule the job");
+    }
     Ok(0)
 }
 
-fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, String)> {
-    let mut set = |k: &str, v: Value| {
+/// Applies everything but trigger and output flags to `m`. `adding`: a new job, so the
+/// working dir defaults to the current directory.
+pub(super) fn apply_scalars(
+    m: &mut Map<String, Value>,
+    a: &AddArgs,
+    adding: bool,
+    origins: &mut Origins,
+) -> Result<(), (i32, String)> {
+    let mut set = |k: &str, v: Value, flag: &str| {
         m.insert(k.to_string(), v);
+        origins.push((k.to_string(), flag.to_string()));
     };
     if let Some(n) = &a.name {
-        set("name", json!(n));
+        set("name", json!(n), "--name");
     }
     if let Some(p) = &a.prompt {
-        set("prompt", json!(p));
+        set("prompt", json!(p), "--prompt");
     }
     if let Some(x) = &a.model {
-        set("model", json!(x));
+        set("model", json!(x), "--model");
     }
     if let Some(x) = &a.overlap {
-        set("overlap", json!(x));
+        set("overlap", json!(x), "--overlap");
     }
     if let Some(x) = a.max_retries {
-        set("max_retries", json!(x));
+        set("max_retries", json!(x), "--max-retries");
     }
     if let Some(x) = a.retry_backoff {
-        set("retry_backoff_seconds", json!(x));
+        set("retry_backoff_seconds", json!(x), "--retry-backoff");
     }
     if let Some(x) = a.history {
-        set("history", json!(x));
+        set("history", json!(x), "--history");
     }
     if a.catch_up {
-        set("catch_up", json!(true));
+        set("catch_up", json!(true), "--catch-up");
     }
     if a.disabled {
-        set("enabled", json!(false));
+        set("enabled", json!(false), "--disabled");
     }
     if let Some(cmd) = &a.agent {
         let argv = super::shellwords::split(cmd).map_err(|e| e2(format!("--agent: {e}")))?;
         if argv.is_empty() {
             return Err(e2("--agent: the command is empty"));
         }
-        set(
-            "agent",
-            json!({"command": argv, "prompt_via": if a.prompt_stdin { "stdin" } else { "arg" }}),
-        );
+        let via = if a.prompt_stdin {
+            "stdin"
+        } else if adding {
+            "arg"
+        } else {
+            m.get("agent")
+                .and_then(|x| x["prompt_via"].as_str())
+                .unwrap_or("arg")
+        };
+        let agent = json!({"command": argv, "prompt_via": via});
+        m.insert("agent".into(), agent);
+        origins.push(("agent".into(), "--agent".into()));
     } else if a.prompt_stdin {
-        return Err(e2("--prompt-stdin needs --agent"));
+        match m.get_mut("agent") {
+            Some(Value::Object(ag)) if !adding => {
+                ag.insert("prompt_via".into(), json!("stdin"));
+                origins.push(("agent.prompt_via".into(), "--prompt-stdin".into()));
+            }
+            _ => return Err(e2(
+                "--prompt-stdin needs --agent (the default agent takes the prompt as an argument)",
+            )),
+        }
     }
     let wd = match &a.working_dir {
         Some(d) => Some(absolute(d)?),
-        None if !m.contains_key("working_dir") => Some(
+        None if adding && !m.contains_key("working_dir") => Some(
             std::env::current_dir()
                 .map_err(|e| e1(format!("cannot read the current directory: {e}")))?
                 .display()
@@ -289,9 +466,15 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
     };
     if let Some(wd) = wd {
         m.insert("working_dir".into(), json!(wd));
+        if a.working_dir.is_some() {
+            origins.push(("working_dir".into(), "--working-dir".into()));
+        }
     }
     if !a.env.is_empty() {
         let env = m.entry("env").or_insert_with(|| json!({}));
+        if env.is_null() {
+            *env = json!({});
+        }
         for kv in &a.env {
             let (k, v) = kv
                 .split_once('=')
@@ -299,86 +482,177 @@ fn apply_flags(m: &mut Map<String, Value>, a: &AddArgs) -> Result<(), (i32, Stri
             if let Value::Object(e) = env {
                 e.insert(k.to_string(), json!(v));
             }
+            origins.push((format!("env.{k}"), format!("--env {kv}")));
         }
     }
-    if a.timeout.is_some()
-        || a.cpu_seconds.is_some()
-        || a.memory_mb.is_some()
-        || a.max_processes.is_some()
-        || a.max_output_kb.is_some()
-        || a.filesystem.is_some()
-    {
+    let limits = [
+        ("timeout_seconds", a.timeout, "--timeout"),
+        ("cpu_seconds", a.cpu_seconds, "--cpu-seconds"),
+        ("memory_mb", a.memory_mb, "--memory-mb"),
+        ("max_processes", a.max_processes, "--max-processes"),
+        ("max_output_kb", a.max_output_kb, "--max-output-kb"),
+    ];
+    if limits.iter().any(|(_, v, _)| v.is_some()) || a.filesystem.is_some() {
         let l = m.entry("limits").or_insert_with(|| json!({}));
+        if l.is_null() {
+            *l = json!({});
+        }
         if let Value::Object(l) = l {
-            for (k, v) in [
-                ("timeout_seconds", a.timeout),
-                ("cpu_seconds", a.cpu_seconds),
-                ("memory_mb", a.memory_mb),
-                ("max_processes", a.max_processes),
-                ("max_output_kb", a.max_output_kb),
-            ] {
+            for (k, v, flag) in limits {
                 if let Some(v) = v {
                     l.insert(k.into(), json!(v));
+                    origins.push((format!("limits.{k}"), flag.into()));
                 }
             }
             if let Some(f) = &a.filesystem {
                 l.insert("filesystem".into(), json!(f));
+                origins.push(("limits.filesystem".into(), "--filesystem".into()));
             }
-        }
-    }
-
-    let mut triggers = Vec::new();
-    if let Some(c) = &a.cron {
-        let mut t = json!({"type": "cron", "cron": c});
-        if let Some(tz) = &a.timezone {
-            t["timezone"] = json!(tz);
-        }
-        triggers.push(t);
-    } else if a.timezone.is_some() {
-        return Err(e2("--timezone needs --cron"));
-    }
-    if let Some(s) = a.interval {
-        triggers.push(json!({"type": "interval", "seconds": s}));
-    }
-    if !a.watch.is_empty() {
-        let mut t = json!({"type": "file_change", "patterns": a.watch});
-        if let Some(r) = &a.root {
-            t["root"] = json!(absolute(r)?);
-        }
-        if let Some(d) = a.debounce {
-            t["debounce_seconds"] = json!(d);
-        }
-        triggers.push(t);
-    }
-    if let Some(p) = &a.webhook {
-        triggers.push(json!({"type": "webhook", "path": p,
-            "secret_env": a.secret_env.clone().unwrap_or_else(|| "BOG_WEBHOOK_SECRET".into())}));
-    }
-    if let Some(r) = &a.git_repo {
-        triggers.push(json!({"type": "git_push", "repo": absolute(r)?,
-            "branch": a.branch.clone().unwrap_or_else(|| "*".into())}));
-    }
-    if !triggers.is_empty() {
-        let t = m.entry("triggers").or_insert_with(|| json!([]));
-        if let Value::Array(list) = t {
-            list.extend(triggers);
-        }
-    }
-    if !a.outputs.is_empty() {
-        let outs = a
-            .outputs
-            .iter()
-            .map(|s| output_spec(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let o = m.entry("outputs").or_insert_with(|| json!([]));
-        if let Value::Array(list) = o {
-            list.extend(outs);
         }
     }
     Ok(())
 }
 
-fn absolute(p: &Path) -> Result<String, (i32, String)> {
+/// Records which flags made trigger `i`, field by field.
+pub(super) fn record_trigger(origins: &mut Origins, i: usize, flags: &[(&str, &str)]) {
+    if let Some((_, first)) = flags.first() {
+        origins.push((format!("triggers[{i}]"), first.to_string()));
+    }
+    for (field, flag) in flags {
+        origins.push((format!("triggers[{i}].{field}"), flag.to_string()));
+    }
+}
+
+/// A trigger built from flags, with the (field, flag) pairs that made it.
+pub(super) type FlagTrigger = (Value, Vec<(&'static str, &'static str)>);
+
+/// The triggers the flags of `job add` describe, each new.
+pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String)> {
+    let mut triggers = Vec::new();
+    if let Some(c) = &a.cron {
+        let mut t = json!({"type": "cron", "cron": c});
+        let mut f = vec![("cron", "--cron")];
+        if let Some(tz) = &a.timezone {
+            t["timezone"] = json!(tz);
+            f.push(("timezone", "--timezone"));
+        }
+        triggers.push((t, f));
+    } else if a.timezone.is_some() {
+        return Err(e2("--timezone needs --cron"));
+    }
+    if let Some(s) = a.interval {
+        triggers.push((
+            json!({"type": "interval", "seconds": s}),
+            vec![("seconds", "--interval")],
+        ));
+    }
+    if !a.watch.is_empty() {
+        let mut t = json!({"type": "file_change", "patterns": a.watch});
+        let mut f = vec![("patterns", "--watch")];
+        if let Some(r) = &a.root {
+            t["root"] = json!(absolute(r)?);
+            f.push(("root", "--root"));
+        }
+        if let Some(d) = a.debounce {
+            t["debounce_seconds"] = json!(d);
+            f.push(("debounce_seconds", "--debounce"));
+        }
+        triggers.push((t, f));
+    } else if a.root.is_some() || a.debounce.is_some() {
+        return Err(e2("--root and --debounce go with --watch"));
+    }
+    if let Some(p) = &a.webhook {
+        let mut t = json!({"type": "webhook", "path": p,
+            "secret_env": a.secret_env.clone().unwrap_or_else(|| "BOG_WEBHOOK_SECRET".into())});
+        let mut f = vec![("path", "--webhook"), ("secret_env", "--secret-env")];
+        if let Some(x) = a.max_age {
+            t["max_age_seconds"] = json!(x);
+            f.push(("max_age_seconds", "--max-age"));
+        }
+        triggers.push((t, f));
+    } else if a.secret_env.is_some() || a.max_age.is_some() {
+        return Err(e2("--secret-env and --max-age go with --webhook"));
+    }
+    if let Some(r) = &a.git_repo {
+        triggers.push((
+            json!({"type": "git_push", "repo": absolute(r)?,
+            "branch": a.branch.clone().unwrap_or_else(|| "*".into())}),
+            vec![("repo", "--git-repo"), ("branch", "--branch")],
+        ));
+    } else if a.branch.is_some() {
+        return Err(e2("--branch goes with --git-repo"));
+    }
+    Ok(triggers)
+}
+
+/// Refuses output options (--on, --header, ...) when no output flag is there to take them.
+pub(super) fn output_options_need_outputs(a: &AddArgs) -> Result<(), (i32, String)> {
+    if a.on.is_some()
+        || !a.headers.is_empty()
+        || a.hmac_secret_env.is_some()
+        || a.email_from.is_some()
+    {
+        return Err(e2(
+            "--on, --header, --hmac-secret-env and --email-from apply to the outputs given with --output on the same command line",
+        ));
+    }
+    Ok(())
+}
+
+/// Outputs from `--output` specs (named `flag` in errors), with the output options applied.
+pub(super) fn outputs_from_flags(
+    specs: &[String],
+    flag: &str,
+    a: &AddArgs,
+) -> Result<Vec<(Value, String)>, (i32, String)> {
+    let mut outs = Vec::new();
+    for s in specs {
+        let mut o = output_spec(s).map_err(|(c, m)| (c, m.replacen("--output", flag, 1)))?;
+        if let Some(on) = &a.on {
+            if !matches!(on.as_str(), "succeeded" | "failed") {
+                return Err(e2(format!("--on {on:?}: expected succeeded or failed")));
+            }
+            o["on"] = json!([on]);
+        }
+        outs.push((o, format!("{flag} {s}")));
+    }
+    let has = |outs: &[(Value, String)], kind: &str| outs.iter().any(|(o, _)| o["type"] == kind);
+    if !a.headers.is_empty() || a.hmac_secret_env.is_some() {
+        if !has(&outs, "webhook") {
+            return Err(e2(
+                "--header and --hmac-secret-env apply to webhook outputs: add one with --output webhook:URL",
+            ));
+        }
+        for (o, _) in outs.iter_mut().filter(|(o, _)| o["type"] == "webhook") {
+            let mut hs = Map::new();
+            for kv in &a.headers {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| e2(format!("--header {kv:?}: expected NAME=VALUE")))?;
+                hs.insert(k.to_string(), json!(v));
+            }
+            if !hs.is_empty() {
+                o["headers"] = Value::Object(hs);
+            }
+            if let Some(e) = &a.hmac_secret_env {
+                o["hmac_secret_env"] = json!(e);
+            }
+        }
+    }
+    if let Some(from) = &a.email_from {
+        if !has(&outs, "email") {
+            return Err(e2(
+                "--email-from applies to email outputs: add one with --output email:ADDR",
+            ));
+        }
+        for (o, _) in outs.iter_mut().filter(|(o, _)| o["type"] == "email") {
+            o["from"] = json!(from);
+        }
+    }
+    Ok(outs)
+}
+
+pub(super) fn absolute(p: &Path) -> Result<String, (i32, String)> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -396,7 +670,17 @@ pub fn output_spec(s: &str) -> Result<Value, (i32, String)> {
     let v = match (kind, arg) {
         ("log", "") => json!({"type": "log"}),
         ("stdout", "") => json!({"type": "stdout"}),
-        ("file", p) if !p.is_empty() => json!({"type": "file", "path": p}),
+        ("file", p) if !p.is_empty() => {
+            let p = if p == "~" || p.starts_with("~/") {
+                p.to_string()
+            } else {
+                absolute(Path::new(p))?
+            };
+            json!({"type": "file", "path": p})
+        }
+        ("slack-webhook", v) if !v.is_empty() => {
+            json!({"type": "slack", "webhook_url_env": v})
+        }
         ("slack", c) if !c.is_empty() => {
             json!({"type": "slack", "channel": c, "token_env": "SLACK_BOT_TOKEN"})
         }
@@ -410,7 +694,7 @@ pub fn output_spec(s: &str) -> Result<Value, (i32, String)> {
         }
         _ => {
             return Err(bad(
-                "expected log, stdout, file:PATH, slack:#channel, webhook:URL, email:ADDR or github_comment:owner/repo#123",
+                "expected log, stdout, file:PATH, slack:#channel, slack-webhook:VAR, webhook:URL, email:ADDR or github_comment:owner/repo#123",
             ))
         }
     };
@@ -419,7 +703,7 @@ pub fn output_spec(s: &str) -> Result<Value, (i32, String)> {
 
 // ---- the other job commands: API when a daemon runs, files otherwise ----
 
-fn client_if_running(dir: &Path) -> Result<Option<Client>, (i32, String)> {
+pub(super) fn client_if_running(dir: &Path) -> Result<Option<Client>, (i32, String)> {
     match running_daemon(dir) {
         Some(info) => Client::to(dir, &info).map(Some).map_err(e1),
         None => Ok(None),
@@ -427,7 +711,7 @@ fn client_if_running(dir: &Path) -> Result<Option<Client>, (i32, String)> {
 }
 
 /// A job from the files, by id or name.
-fn find_on_disk(store: &Store, id: &str) -> Result<Job, (i32, String)> {
+pub(super) fn find_on_disk(store: &Store, id: &str) -> Result<Job, (i32, String)> {
     for p in store.job_files() {
         if let Ok(j) = store.load_job_file(&p) {
             if j.id == id || j.name == id {
@@ -438,7 +722,7 @@ fn find_on_disk(store: &Store, id: &str) -> Result<Job, (i32, String)> {
     Err(e1(format!("no job with id or name \"{id}\"")))
 }
 
-fn jobs_json(dir: &Path) -> Result<Vec<Value>, (i32, String)> {
+pub(super) fn jobs_json(dir: &Path) -> Result<Vec<Value>, (i32, String)> {
     if let Some(c) = client_if_running(dir)? {
         let (st, body) = c.call("GET", "/jobs", None).map_err(e1)?;
         if st != 200 {
@@ -451,13 +735,14 @@ fn jobs_json(dir: &Path) -> Result<Vec<Value>, (i32, String)> {
         .job_files()
         .iter()
         .filter_map(|p| store.load_job_file(p).ok())
-        .map(|j| serde_json::to_value(&j).unwrap_or(Value::Null))
+        .map(|j| offline_view(&j))
         .collect();
     v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(v)
 }
 
 fn list(dir: &Path, as_json: bool) -> CmdResult {
+    let online = running_daemon(dir).is_some();
     let jobs = jobs_json(dir)?;
     if as_json {
         println!(
@@ -466,36 +751,37 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
         );
         return Ok(0);
     }
-    println!(
-        "{:<24} {:<17} {:<8} {:<30} NEXT",
-        "NAME", "ID", "ENABLED", "TRIGGERS"
-    );
+    let mut rows = vec![["NAME", "ID", "ENABLED", "NEXT", "TRIGGERS"]
+        .map(String::from)
+        .to_vec()];
     for j in &jobs {
         let triggers: Vec<String> = j["triggers"]
             .as_array()
-            .map(|a| a.iter().map(describe_trigger).collect())
+            .map(|a| a.iter().map(super::format::trigger).collect())
             .unwrap_or_default();
-        println!(
-            "{:<24} {:<17} {:<8} {:<30} {}",
-            j["name"].as_str().unwrap_or(""),
-            j["id"].as_str().unwrap_or(""),
-            j["enabled"].as_bool().unwrap_or(false),
+        let has_interval = triggers.iter().any(|t| t.starts_with("every "));
+        let next = if j["enabled"] == false {
+            "-".to_string()
+        } else {
+            match j["next_fire_at"]
+                .as_str()
+                .and_then(crate::time::parse_rfc3339)
+            {
+                Some(t) => super::format::local_relative(t, chrono::Utc::now()),
+                None if !online && has_interval => "(daemon stopped)".into(),
+                None => "on event".into(),
+            }
+        };
+        rows.push(vec![
+            j["name"].as_str().unwrap_or("").to_string(),
+            j["id"].as_str().unwrap_or("").to_string(),
+            j["enabled"].as_bool().unwrap_or(false).to_string(),
+            next,
             triggers.join(", "),
-            j.get("next_fire_at").and_then(Value::as_str).unwrap_or("-")
-        );
+        ]);
     }
+    super::format::table(&rows);
     Ok(0)
-}
-
-fn describe_trigger(t: &Value) -> String {
-    match t["type"].as_str().unwrap_or("") {
-        "cron" => format!("cron {}", t["cron"].as_str().unwrap_or("")),
-        "interval" => format!("every {}s", t["seconds"]),
-        "file_change" => "file_change".into(),
-        "webhook" => format!("webhook {}", t["path"].as_str().unwrap_or("")),
-        "git_push" => "git_push".into(),
-        other => other.into(),
-    }
 }
 
 fn show(dir: &Path, id: &str) -> CmdResult {
@@ -508,10 +794,7 @@ fn show(dir: &Path, id: &str) -> CmdResult {
         }
         body
     } else {
-        let j = find_on_disk(&Store::at(dir), id)?;
-        let mut v = serde_json::to_value(&j).unwrap_or(Value::Null);
-        v["warnings"] = json!(j.warnings());
-        v
+        offline_view(&find_on_disk(&Store::at(dir), id)?)
     };
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(0)
@@ -556,7 +839,7 @@ fn set_enabled(dir: &Path, id: &str, enabled: bool) -> CmdResult {
     Ok(0)
 }
 
-fn run_now(dir: &Path, id: &str, wait: bool) -> CmdResult {
+fn run_now(dir: &Path, id: &str, wait: bool, as_json: bool) -> CmdResult {
     let c = Client::connect(dir).map_err(e1)?;
     let (st, body) = c
         .call("POST", &format!("/jobs/{}/run", enc(id)), None)
@@ -566,7 +849,11 @@ fn run_now(dir: &Path, id: &str, wait: bool) -> CmdResult {
     }
     let run_id = body["run_id"].as_str().unwrap_or("").to_string();
     if !wait {
-        println!("{run_id}");
+        if as_json {
+            println!("{body}");
+        } else {
+            println!("{run_id}");
+        }
         return Ok(0);
     }
     eprintln!(
@@ -582,6 +869,10 @@ fn run_now(dir: &Path, id: &str, wait: bool) -> CmdResult {
         if st == 200 {
             let status = r["status"].as_str().unwrap_or("");
             if !matches!(status, "queued" | "running") {
+                if as_json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    return Ok(if status == "succeeded" { 0 } else { 1 });
+                }
                 print!("{}", r["output"].as_str().unwrap_or(""));
                 eprintln!(
                     "run {run_id} {status}{}",
@@ -629,33 +920,40 @@ fn runs(dir: &Path, id: &str, limit: usize, as_json: bool) -> CmdResult {
         );
         return Ok(0);
     }
-    println!(
-        "{:<26} {:<12} {:<11} {:<25} {:>10} EXIT",
-        "RUN", "STATUS", "TRIGGER", "STARTED", "MS"
-    );
+    let mut rows = vec![
+        ["RUN", "STATUS", "TRIGGER", "STARTED", "MS", "EXIT", "ERROR"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for r in &runs {
-        println!(
-            "{:<26} {:<12} {:<11} {:<25} {:>10} {}",
-            r["id"].as_str().unwrap_or(""),
-            r["status"].as_str().unwrap_or(""),
-            r["trigger"]["type"].as_str().unwrap_or(""),
-            r["started_at"].as_str().unwrap_or("-"),
+        let exit = match (r["exit_code"].as_i64(), r["signal"].as_str()) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(sig)) => sig.to_string(),
+            (None, None) => "-".into(),
+        };
+        rows.push(vec![
+            r["id"].as_str().unwrap_or("").to_string(),
+            r["status"].as_str().unwrap_or("").to_string(),
+            r["trigger"]["type"].as_str().unwrap_or("").to_string(),
+            super::format::local(r["started_at"].as_str()),
             r["duration_ms"]
                 .as_u64()
                 .map(|d| d.to_string())
                 .unwrap_or("-".into()),
-            r["exit_code"]
-                .as_i64()
-                .map(|d| d.to_string())
-                .unwrap_or("-".into()),
-        );
+            exit,
+            r["error"]
+                .as_str()
+                .map(|e| super::format::shorten(e, 60))
+                .unwrap_or_else(|| "-".into()),
+        ]);
     }
+    super::format::table(&rows);
     Ok(0)
 }
 
 /// Percent-encodes an id or name for a URL path (names are already URL-safe; this guards
 /// against anything else a user types).
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -1,9 +1,13 @@
 //! The command line (README "CLI", the man page): argument definitions and dispatch. Exit codes: 0 ok,
 //! 1 failure, 2 bad usage or invalid input.
 
+mod change;
 mod client;
+mod duration;
+mod format;
 mod githook;
 mod job;
+mod logs;
 mod next;
 mod service;
 pub mod shellwords;
@@ -32,7 +36,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon in the foreground
     Run(RunArgs),
-    /// Add, list, show, remove, run and inspect jobs
+    /// Add, change, list, show, remove, run and inspect jobs; read their runs' output
     #[command(subcommand)]
     Job(JobCmd),
     /// Print the next fire times of a cron expression
@@ -53,6 +57,10 @@ pub enum Cmd {
     InstallWindowsTask(service::InstallArgs),
     /// Remove the Task Scheduler task written by install-windows-task
     UninstallWindowsTask,
+    /// Install the man page where `man` finds it (share/man next to the binary's bin/)
+    InstallMan(service::ManArgs),
+    /// Remove the man page written by install-man
+    UninstallMan(service::ManArgs),
     /// Is a daemon running on the data dir? (exit 0 running, 1 not, 3 stale lock)
     Status,
     /// Stop the daemon running on the data dir (SIGTERM, then wait for it to drain)
@@ -85,8 +93,15 @@ pub struct RunArgs {
 /// `job` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
-    /// Add a job (writes the job file; works with the daemon stopped)
+    /// Add a job (through the daemon when it runs, else by writing the job file)
     Add(Box<job::AddArgs>),
+    /// Change a job: only what the flags name (prints the changes it applied)
+    Set(Box<change::SetArgs>),
+    /// Edit a job's JSON in $VISUAL/$EDITOR (vi); validated on save
+    Edit {
+        /// Job id or name
+        id: String,
+    },
     /// List jobs
     List {
         /// Print JSON instead of a table
@@ -103,7 +118,12 @@ pub enum JobCmd {
         /// Wait for the run to finish, print its output, exit 0 if it succeeded
         #[arg(long)]
         wait: bool,
+        /// Print JSON: the run id and status (with --wait: the finished run record)
+        #[arg(long)]
+        json: bool,
     },
+    /// Print a run's output, error and exit code (default: the job's latest run)
+    Logs(logs::LogsArgs),
     /// List a job's runs, newest first
     Runs {
         id: String,
@@ -139,6 +159,14 @@ pub struct NextArgs {
 /// Parses the command line and runs it; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Run(_)) {
+        // A command whose output goes into `| head` ends quietly when the reader does,
+        // as other Unix tools do, instead of panicking on EPIPE.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.cmd {
         Cmd::Run(a) => daemon::run(RunOptions {
             data_dir: cli.data_dir,
@@ -158,6 +186,8 @@ pub fn main() -> i32 {
         Cmd::UninstallLaunchd => service::uninstall_launchd(),
         Cmd::InstallWindowsTask(a) => service::install_windows_task(cli.data_dir.as_deref(), &a),
         Cmd::UninstallWindowsTask => service::uninstall_windows_task(cli.data_dir.as_deref()),
+        Cmd::InstallMan(a) => service::install_man(&a),
+        Cmd::UninstallMan(a) => service::uninstall_man(&a),
         Cmd::Status => service::status(cli.data_dir.as_deref()),
         Cmd::Stop(a) => service::stop(cli.data_dir.as_deref(), &a),
         Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),

@@ -16,9 +16,16 @@ pub struct InstallArgs {
     /// Write the file to stdout and change nothing
     #[arg(long)]
     pub print: bool,
-    /// Port the service's daemon listens on
-    #[arg(long, value_name = "N", default_value_t = 7878)]
-    pub port: u16,
+    /// Port the service's daemon listens on (default: config.json's port, else 7878)
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Address the service's daemon binds (default: config.json's bind, else 127.0.0.1)
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Seconds the daemon lets agents finish on stop (default: config.json's grace_seconds,
+    /// else 30); the service manager waits 15 s longer
+    #[arg(long, value_name = "S")]
+    pub grace: Option<u64>,
     /// Path of the daemon binary to run (default: this binary)
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
@@ -86,12 +93,45 @@ fn options(a: &InstallArgs, data_dir: Option<&Path>, home: PathBuf) -> Result<Op
         Some(d) => Some(resolve_data_dir(Some(d)).map_err(|e| e.to_string())?),
         None => None,
     };
-    Ok(Options {
+    let mut o = Options {
         binary,
         port: a.port,
+        bind: a.bind.clone(),
+        grace: a.grace,
+        grace_seconds: service::DRAIN_GRACE_SECONDS,
         data_dir,
         home,
-    })
+    };
+    // The daemon reads config.json at each start; only the stop timeout has to be known
+    // now, so the unit waits longer than the grace the daemon will take.
+    let cfg = crate::config::load(&o.effective_data_dir())
+        .map_err(|e| format!("{e} (fix it, or pass --grace)"))?;
+    o.grace_seconds = a
+        .grace
+        .or(cfg.grace_seconds)
+        .unwrap_or(service::DRAIN_GRACE_SECONDS);
+    Ok(o)
+}
+
+/// What the installed service will do, for the installers' summary.
+fn describe(o: &Options) -> String {
+    let cfg = crate::config::load(&o.effective_data_dir()).unwrap_or_default();
+    let port = o.port.or(cfg.port).unwrap_or(7878);
+    let bind = o
+        .bind
+        .clone()
+        .or(cfg.bind)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    format!(
+        "the daemon will listen on {bind}:{port} with data dir {} and {} s to drain on stop{}",
+        o.effective_data_dir().display(),
+        o.grace_seconds,
+        if o.port.is_none() || o.bind.is_none() {
+            " (what no flag sets comes from config.json at each start)"
+        } else {
+            ""
+        }
+    )
 }
 
 fn report(r: Result<(), String>) -> i32 {
@@ -146,6 +186,7 @@ pub fn install_systemd(data_dir: Option<&Path>, a: &SystemdArgs) -> i32 {
             if changed { "wrote" } else { "unchanged:" },
             path.display()
         );
+        println!("{}", describe(&o));
         let scope = if a.system { "" } else { " --user" };
         if systemd::systemd_running() {
             let ok = std::process::Command::new("systemctl")
@@ -209,6 +250,7 @@ pub fn install_launchd(data_dir: Option<&Path>, a: &LaunchdArgs) -> i32 {
             if changed { "wrote" } else { "unchanged:" },
             path.display()
         );
+        println!("{}", describe(&o));
         println!("load it now (it also starts at every login):");
         println!("  launchctl bootstrap gui/$(id -u) {}", path.display());
         println!(
@@ -263,6 +305,7 @@ pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
         let path = task_file(&dir);
         service::write_file(&path, &windows::task_file(&o))?;
         println!("wrote {} (UTF-16, as schtasks expects)", path.display());
+        println!("{}", describe(&o));
         register(&path)
     })())
 }
@@ -433,4 +476,70 @@ pub fn stop(data_dir: Option<&Path>, a: &StopArgs) -> i32 {
         info.pid, a.timeout
     );
     1
+}
+
+/// The man page, built into the binary so `install-man` works from `cargo install`.
+const MAN_PAGE: &str = include_str!("../../man/bog-agents-daemon.1");
+
+/// Flags of `install-man` and `uninstall-man`.
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// Man directory (default: share/man next to the binary's bin/ directory, which `man`
+    /// searches for every directory on PATH, e.g. ~/.cargo/share/man for cargo install)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Write the page to stdout and change nothing
+    #[arg(long)]
+    pub print: bool,
+}
+
+fn man_dir(a: &ManArgs) -> Result<PathBuf, String> {
+    if let Some(d) = &a.dir {
+        return Ok(d.clone());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this binary's path: {e}; pass --dir"))?;
+    let bin = exe
+        .parent()
+        .ok_or("cannot find this binary's directory; pass --dir")?;
+    let prefix = bin.parent().ok_or("the binary is in /; pass --dir")?;
+    Ok(prefix.join("share").join("man"))
+}
+
+/// `install-man`: writes the man page to DIR/man1/bog-agents-daemon.1.
+pub fn install_man(a: &ManArgs) -> i32 {
+    report((|| {
+        if a.print {
+            print!("{MAN_PAGE}");
+            return Ok(());
+        }
+        let dir = man_dir(a)?;
+        let path = dir.join("man1").join("bog-agents-daemon.1");
+        let changed = service::write_file(&path, MAN_PAGE.as_bytes())?;
+        println!(
+            "{} {}",
+            if changed { "wrote" } else { "unchanged:" },
+            path.display()
+        );
+        println!("read it with: man bog-agents-daemon");
+        println!(
+            "(man searches <dir>/../share/man for each <dir> on PATH; if it does not find it, add {} to MANPATH, e.g. export MANPATH=\"{}:\")",
+            dir.display(),
+            dir.display()
+        );
+        Ok(())
+    })())
+}
+
+/// `uninstall-man`.
+pub fn uninstall_man(a: &ManArgs) -> i32 {
+    report((|| {
+        let path = man_dir(a)?.join("man1").join("bog-agents-daemon.1");
+        if service::remove_file(&path)? {
+            println!("removed {}", path.display());
+        } else {
+            println!("nothing to remove: {} does not exist", path.display());
+        }
+        Ok(())
+    })())
 }

@@ -847,6 +847,68 @@ fn looks_like_address(a: &str) -> bool {
     }
 }
 
+/// Everything worth telling the user when a job is saved: [`Job::warnings`] plus things
+/// the job says that it probably does not mean (the prompt never reaches the agent, a
+/// template written with one brace). The API returns these in `warnings`; the CLI prints them.
+pub fn save_warnings(job: &Job) -> Vec<String> {
+    let mut w = job.warnings();
+    if let Some(a) = &job.agent {
+        let has = |needle: &str| a.command.iter().any(|s| s.contains(needle));
+        for (i, s) in a.command.iter().enumerate() {
+            if s.contains("{{prompt}}") {
+                w.push(format!(
+                    "agent.command[{i}]: {{{{prompt}}}} is not a placeholder here: the agent command takes {{prompt}} (one brace); {{{{...}}}} is for templates in the prompt"
+                ));
+            }
+        }
+        match a.prompt_via {
+            PromptVia::Arg if !has("{prompt}") => w.push(
+                "agent.command: has no {prompt} and agent.prompt_via is \"arg\": the agent never sees the prompt; put {prompt} where the prompt goes, or give it on stdin (prompt_via \"stdin\", --prompt-stdin)".into(),
+            ),
+            PromptVia::Stdin if has("{prompt}") => w.push(
+                "agent.command: has {prompt} and agent.prompt_via is \"stdin\": the agent gets the prompt twice, in its arguments and on stdin; drop one".into(),
+            ),
+            _ => {}
+        }
+    }
+    for name in single_brace_names(&job.prompt) {
+        w.push(format!(
+            "prompt: {{{name}}} is left as it is: template variables take two braces, {{{{{name}}}}}"
+        ));
+    }
+    w
+}
+
+/// Names written `{name}` (one brace on each side, not part of `{{name}}`) in a prompt.
+fn single_brace_names(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'{' && (i == 0 || b[i - 1] != b'{') && b.get(i + 1) != Some(&b'{') {
+            let start = i + 1;
+            let mut j = start;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.') {
+                j += 1;
+            }
+            if j > start
+                && b.get(j) == Some(&b'}')
+                && b.get(j + 1) != Some(&b'}')
+                && b[start].is_ascii_alphabetic()
+            {
+                let name = text[start..j].to_string();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            i = j.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,5 +1192,34 @@ mod tests {
         let s = serde_json::to_value(&job).unwrap();
         let again = validate_job(&s, &job.id, &job.created_at).unwrap();
         assert_eq!(job, again);
+    }
+    #[test]
+    fn save_warnings_catch_prompts_that_go_nowhere() {
+        let agent = |cmd: Value, via: &str| {
+            let mut b = with(base(), "agent", json!({"command": cmd, "prompt_via": via}));
+            b["prompt"] = json!("at {{fired_at}}");
+            save_warnings(&v(b).unwrap())
+        };
+        assert!(agent(json!(["x", "{prompt}"]), "arg").is_empty());
+        assert!(agent(json!(["x"]), "stdin").is_empty());
+        let w = agent(json!(["x"]), "arg");
+        assert!(
+            w.len() == 1 && w[0].starts_with("agent.command: has no {prompt}"),
+            "{w:?}"
+        );
+        let w = agent(json!(["x", "{{prompt}}"]), "arg");
+        assert!(w[0].starts_with("agent.command[1]: {{prompt}}"), "{w:?}");
+        let w = agent(json!(["x", "{prompt}"]), "stdin");
+        assert!(w.len() == 1 && w[0].contains("twice"), "{w:?}");
+        let w = save_warnings(
+            &v(with(
+                base(),
+                "prompt",
+                json!("at {fired_at} and {{job_name}} {x y} {}"),
+            ))
+            .unwrap(),
+        );
+        assert_eq!(w, ["prompt: {fired_at} is left as it is: template variables take two braces, {{fired_at}}"]);
+        assert!(save_warnings(&v(base()).unwrap()).is_empty());
     }
 }

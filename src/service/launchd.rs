@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{xml_escape, Options, STOP_TIMEOUT_SECONDS};
+use super::{xml_escape, Options};
 
 /// The job label.
 pub const LABEL: &str = "com.bogware.bog-agents-daemon";
@@ -38,7 +38,7 @@ pub fn plist(o: &Options) -> String {
 	<key>ThrottleInterval</key>
 	<integer>5</integer>
 	<key>ExitTimeOut</key>
-	<integer>{STOP_TIMEOUT_SECONDS}</integer>
+	<integer>{stop}</integer>
 	<key>StandardOutPath</key>
 	<string>{out}</string>
 	<key>StandardErrorPath</key>
@@ -53,6 +53,7 @@ pub fn plist(o: &Options) -> String {
 "#,
         out = xml_escape(&data.join("daemon.out.log").display().to_string()),
         err = xml_escape(&data.join("daemon.err.log").display().to_string()),
+        stop = o.stop_timeout(),
     )
 }
 

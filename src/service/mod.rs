@@ -13,7 +13,15 @@ use std::path::{Path, PathBuf};
 pub struct Options {
     /// Absolute path of the daemon binary.
     pub binary: PathBuf,
-    pub port: u16,
+    /// `--port` for the daemon; None: `config.json`'s port, else 7878, read at each start.
+    pub port: Option<u16>,
+    /// `--bind` for the daemon; None: `config.json`'s, else 127.0.0.1.
+    pub bind: Option<String>,
+    /// `--grace` for the daemon; None: `config.json`'s `grace_seconds`.
+    pub grace: Option<u64>,
+    /// The grace the daemon will use (the flag, `config.json`, or 30): the service manager
+    /// waits longer than this for a stop.
+    pub grace_seconds: u64,
     /// An explicit data dir (None: the daemon's default for the service's user).
     pub data_dir: Option<PathBuf>,
     /// Home directory of the user the service runs as.
@@ -21,9 +29,22 @@ pub struct Options {
 }
 
 impl Options {
-    /// The arguments after the binary: `run --port N [--data-dir DIR]`.
+    /// The arguments after the binary: `run [--port N] [--bind ADDR] [--grace S]
+    /// [--data-dir DIR]`. What is not given here the daemon takes from `config.json`.
     pub fn run_args(&self) -> Vec<String> {
-        let mut v = vec!["run".to_string(), "--port".into(), self.port.to_string()];
+        let mut v = vec!["run".to_string()];
+        if let Some(p) = self.port {
+            v.push("--port".into());
+            v.push(p.to_string());
+        }
+        if let Some(b) = &self.bind {
+            v.push("--bind".into());
+            v.push(b.clone());
+        }
+        if let Some(g) = self.grace {
+            v.push("--grace".into());
+            v.push(g.to_string());
+        }
         if let Some(d) = &self.data_dir {
             v.push("--data-dir".into());
             v.push(d.display().to_string());
@@ -37,13 +58,16 @@ impl Options {
             .clone()
             .unwrap_or_else(|| self.home.join(".bog-agents").join("daemon"))
     }
+
+    /// What the service manager waits for a stop: the grace, the 5 s SIGTERM→SIGKILL delay
+    /// of the agents' groups, and a margin.
+    pub fn stop_timeout(&self) -> u64 {
+        self.grace_seconds.saturating_add(5 + 10)
+    }
 }
 
-/// Seconds the daemon waits for running agents on SIGTERM by default; service managers
-/// must wait longer than this plus the 5 s SIGTERM→SIGKILL delay before killing it.
+/// Seconds the daemon waits for running agents on SIGTERM by default.
 pub const DRAIN_GRACE_SECONDS: u64 = 30;
-/// What the service manager waits for a stop: grace + 5 s + margin.
-pub const STOP_TIMEOUT_SECONDS: u64 = DRAIN_GRACE_SECONDS + 5 + 10;
 
 /// Writes `text` to `path` with mode 0644 (creating parent directories). Returns false if
 /// the file already had exactly this content.

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Options, STOP_TIMEOUT_SECONDS};
+use super::Options;
 
 /// The unit's file name.
 pub const UNIT: &str = "bog-agents-daemon.service";
@@ -50,12 +50,15 @@ pub fn unit(o: &Options, system_user: Option<&str>) -> String {
     );
     s.push_str(&format!("EnvironmentFile=-{env_file}\n"));
     s.push_str("Restart=on-failure\nRestartSec=5\n");
-    s.push_str("# SIGTERM to the daemon only: it drains its agents (30 s grace), then kills their groups.\n");
+    s.push_str(&format!(
+        "# SIGTERM to the daemon only: it drains its agents ({} s grace), then kills their groups.\n",
+        o.grace_seconds
+    ));
     s.push_str("KillMode=mixed\nKillSignal=SIGTERM\n");
     s.push_str("# A cgroup subtree of its own: each agent run gets a child cgroup with its memory_mb and\n");
     s.push_str("# max_processes limits, and every process of a run is killed when the run ends.\n");
     s.push_str("Delegate=yes\n");
-    s.push_str(&format!("TimeoutStopSec={STOP_TIMEOUT_SECONDS}\n"));
+    s.push_str(&format!("TimeoutStopSec={}\n", o.stop_timeout()));
     if system_user.is_some() {
         s.push_str("# Hardening that still lets agents work in their working_dir under /home, /srv, /opt.\n");
         s.push_str(
@@ -95,7 +98,10 @@ mod tests {
     fn opts() -> Options {
         Options {
             binary: "/usr/local/bin/bog-agents-daemon".into(),
-            port: 7878,
+            port: None,
+            bind: None,
+            grace: None,
+            grace_seconds: 30,
             data_dir: None,
             home: "/home/me".into(),
         }
@@ -104,17 +110,23 @@ mod tests {
     #[test]
     fn user_and_system_units() {
         let u = unit(&opts(), None);
-        assert!(u.contains("ExecStart=/usr/local/bin/bog-agents-daemon run --port 7878\n"));
+        assert!(u.contains("ExecStart=/usr/local/bin/bog-agents-daemon run\n"));
         assert!(u.contains("EnvironmentFile=-%h/.bog-agents/daemon/env\n"));
         assert!(u.contains("KillMode=mixed\n") && u.contains("TimeoutStopSec=45\n"));
         assert!(u.contains("\nDelegate=yes\n"), "{u}");
         assert!(!u.contains("User="));
         let mut o = opts();
         o.data_dir = Some("/srv/bog data".into());
+        o.port = Some(7878);
+        o.grace_seconds = 120;
         let s = unit(&o, Some("bog"));
         assert!(s.contains("User=bog\n"));
         assert!(s.contains("ExecStart=/usr/local/bin/bog-agents-daemon run --port 7878 --data-dir \"/srv/bog data\"\n"), "{s}");
         assert!(s.contains("EnvironmentFile=-/srv/bog data/env\n"));
+        assert!(
+            s.contains("TimeoutStopSec=135\n") && s.contains("(120 s grace)"),
+            "{s}"
+        );
         assert!(s.contains("NoNewPrivileges=yes") && s.contains("WantedBy=multi-user.target"));
         // Delegation needs a writable cgroup tree.
         assert!(s.contains("\nDelegate=yes\n") && !s.contains("ProtectControlGroups"));

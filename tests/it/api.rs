@@ -261,7 +261,11 @@ fn create_get_list_delete_by_id_and_by_name() {
         next,
         chrono::DateTime::parse_from_rfc3339(&new_year).unwrap()
     );
-    assert_eq!(c["warnings"], json!([]));
+    // The agent (`sh -c …`) has no {prompt}: the one save warning.
+    assert_eq!(c["warnings"].as_array().map(Vec::len), Some(1), "{c}");
+    assert!(c["warnings"][0]
+        .as_str()
+        .is_some_and(|w| w.starts_with("agent.command: has no {prompt}")));
     // The stored job has every default filled in.
     assert_eq!(c["name"], "cron-job");
     assert_eq!(c["enabled"], true);
@@ -280,7 +284,7 @@ fn create_get_list_delete_by_id_and_by_name() {
     let iid = i["id"].as_str().unwrap().to_string();
     assert_ne!(iid, cid);
     assert!(is_rfc3339(&i["next_fire_at"]), "{i}");
-    assert_eq!(i["warnings"], json!([]));
+    assert_only_no_prompt_warning(&i);
     // A job without clock triggers has no next fire time.
     let h = d.create(&sh_job(
         "hook-job",
@@ -322,7 +326,7 @@ fn create_get_list_delete_by_id_and_by_name() {
         cc["created_at"].as_str() >= c["created_at"].as_str(),
         "{cc}"
     );
-    assert_eq!(cc["warnings"], json!([]));
+    assert_only_no_prompt_warning(&cc);
     assert_eq!(cc["triggers"], c["triggers"]);
     assert_eq!(d.req("DELETE", "/jobs/cron-copy", None).0, 204);
 
@@ -1081,8 +1085,8 @@ fn health_and_metrics_in_json_and_prometheus_text() {
         .starts_with("text/plain"));
 }
 
-/// Every trigger and output type is active in this build (README: `warnings` is "none
-/// today"), so a job using all of them is created with `warnings: []`. An output that cannot
+/// Every trigger and output type is accepted by this build; a job using all of them is
+/// created with only the save warnings its agent and webhook secret call for. An output that cannot
 /// deliver (a Slack bot token variable that is not set) never fails the run: the run
 /// succeeds and records one `dispatch_errors` entry naming the target and the variable.
 #[test]
@@ -1116,17 +1120,30 @@ fn every_trigger_and_output_type_is_accepted_and_a_failing_output_is_a_dispatch_
         {"type": "github_comment", "repo": "owner/name", "issue": 1, "token_env": unset},
     ]);
     let c = d.create(&all);
-    assert_eq!(c["warnings"], json!([]), "{c}");
+    // Every type is accepted; the warnings are about this job's agent (no {prompt}) and its
+    // webhook secret, which this daemon's environment does not have.
+    let w: Vec<&str> = c["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .collect();
+    assert_eq!(w.len(), 2, "{c}");
+    assert!(w[0].starts_with("agent.command: has no {prompt}"), "{c}");
+    assert!(
+        w[1].starts_with("triggers[3].secret_env: BOG_API_TEST_HOOK is not set"),
+        "{c}"
+    );
     assert_eq!(c["triggers"].as_array().unwrap().len(), 5, "{c}");
     assert_eq!(c["outputs"].as_array().unwrap().len(), 8, "{c}");
-    assert_eq!(d.get("/jobs/all-types").1["warnings"], json!([]));
-    // A webhook-only job has no clock trigger: no next fire time, and no warnings either.
+    assert_eq!(d.get("/jobs/all-types").1["warnings"], c["warnings"]);
+    // A webhook-only job has no clock trigger: no next fire time.
     let h = d.create(&sh_job(
         "hook-only",
         "true",
         json!([{"type": "webhook", "path": "/hooks/only", "secret_env": "BOG_API_TEST_HOOK"}]),
     ));
-    assert_eq!(h["warnings"], json!([]), "{h}");
+    assert_eq!(h["warnings"].as_array().map(Vec::len), Some(2), "{h}");
     assert_eq!(h["next_fire_at"], Value::Null, "{h}");
 
     // A manual run of a job whose Slack output cannot deliver.
@@ -1135,7 +1152,7 @@ fn every_trigger_and_output_type_is_accepted_and_a_failing_output_is_a_dispatch_
         {"type": "log"},
         {"type": "slack", "channel": "#ops", "token_env": unset},
     ]);
-    assert_eq!(d.create(&job)["warnings"], json!([]));
+    assert_only_no_prompt_warning(&d.create(&job));
     let run = manual(&d, "to-slack");
     let r = d.wait_final("to-slack", &run, 20);
     assert_eq!(
@@ -1671,4 +1688,16 @@ fn query_strings_and_path_segments_are_percent_decoded() {
     assert!(body["error"].as_str().unwrap().contains("\"z\""), "{body}");
     // An encoded slash stays inside its segment: no such job, not another endpoint.
     assert_eq!(d.get("/jobs/keep-me%2Fruns").0, 404);
+}
+
+/// The job's only save warning is the one `sh_job`'s agents (`sh -c SCRIPT`, no `{prompt}`)
+/// call for.
+fn assert_only_no_prompt_warning(job: &Value) {
+    let w = job["warnings"].as_array().expect("warnings");
+    assert_eq!(w.len(), 1, "{job}");
+    assert!(
+        w[0].as_str()
+            .is_some_and(|w| w.starts_with("agent.command: has no {prompt}")),
+        "{job}"
+    );
 }

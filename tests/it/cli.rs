@@ -59,7 +59,10 @@ fn job_add_while_running_is_picked_up() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("picks it up"), "{out}");
+    assert!(
+        out.contains("added job live") && out.contains("next run: "),
+        "{out}"
+    );
     let r = d.wait_run("live", 20, "run of a job added by file", |r| {
         r["status"] == "succeeded"
     });
@@ -85,7 +88,7 @@ fn invalid_input_exits_2_with_the_field() {
     );
     assert_eq!(code, 2);
     assert!(
-        err.contains("triggers[0].cron") && err.contains("61"),
+        err.contains("--cron") && err.contains("61") && !err.contains("triggers[0]"),
         "{err}"
     );
     let (code, _, err) = cli(
@@ -387,6 +390,10 @@ fn help_exists_for_every_command() {
         vec!["job", "add", "--help"],
         vec!["job", "list", "--help"],
         vec!["job", "runs", "--help"],
+        vec!["job", "set", "--help"],
+        vec!["job", "edit", "--help"],
+        vec!["job", "logs", "--help"],
+        vec!["install-man", "--help"],
         vec!["next", "--help"],
         vec!["token", "--help"],
     ] {
@@ -441,4 +448,544 @@ fn next_follows_real_time_through_dst_when_minute_or_hour_is_a_star() {
         ]),
         ["2026-03-08T03:00:00-04:00"]
     );
+}
+
+/// Runs the CLI with extra environment variables.
+fn cli_env(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = std::process::Command::new(BIN);
+    c.arg("--data-dir").arg(data).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run cli");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn job_json(dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let (code, out, err) = cli(dir, &["job", "show", name]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// An $EDITOR: a shell script run with the file to edit as $1.
+fn editor(t: &tempfile::TempDir, name: &str, script: &str) -> String {
+    let p = t.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\nf=\"$1\"\n{script}\n")).unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&p)
+        .status()
+        .unwrap();
+    p.display().to_string()
+}
+
+fn add_idle(dir: &std::path::Path, name: &str, extra: &[&str]) {
+    let (code, _, err) = cli(
+        dir,
+        &[
+            &[
+                "job",
+                "add",
+                "--name",
+                name,
+                "--prompt",
+                "p {{job_name}}",
+                "--agent",
+                "sh -c 'echo out-$0; echo err-$0 >&2; exit 3' {prompt}",
+                "--cron",
+                "0 9 * * 1-5",
+                "--timezone",
+                "Europe/Berlin",
+            ],
+            extra,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+fn edit_job_with_scripted_editors(t: &tempfile::TempDir, dir: &std::path::Path) {
+    // A change: applied, and printed as a diff.
+    let ed = editor(t, "ed1", r#"sed -i 's/"history": 100/"history": 7/' "$f""#);
+    let (code, out, err) = cli_env(dir, &["job", "edit", "e"], &[("EDITOR", &ed)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("history: 100 -> 7"), "{out}");
+    assert_eq!(job_json(dir, "e")["history"], 7);
+    // Nothing changed: "no changes". $VISUAL wins over $EDITOR.
+    let (code, out, _) = cli_env(
+        dir,
+        &["job", "edit", "e"],
+        &[("VISUAL", "true"), ("EDITOR", "false")],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("no changes"), "{out}");
+    // An invalid edit: the file comes back with the error at the top; the fix is applied.
+    let seen = t.path().join("seen-error");
+    let ed = editor(
+        t,
+        "ed2",
+        &format!(
+            r#"if head -1 "$f" | grep -q '^# error: history'; then cp "$f" {seen}; sed -i 's/"history": 0/"history": 9/' "$f"; else sed -i 's/"history": 7/"history": 0/' "$f"; fi"#,
+            seen = seen.display()
+        ),
+    );
+    let (code, out, err) = cli_env(dir, &["job", "edit", "e"], &[("EDITOR", &ed)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("history"), "{err}");
+    assert!(out.contains("history: 7 -> 9"), "{out}");
+    let reopened = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        reopened.starts_with("# error: history: must be a whole number from 1 to 100000"),
+        "{reopened}"
+    );
+    assert_eq!(job_json(dir, "e")["history"], 9);
+    // Invalid JSON, then giving up by saving the reopened file unchanged: exit 1, no change.
+    let ed = editor(
+        t,
+        "ed3",
+        r#"grep -q '^# error' "$f" || sed -i 's/"history": 9/"history": 9,,/' "$f""#,
+    );
+    let (code, _, err) = cli_env(dir, &["job", "edit", "e"], &[("EDITOR", &ed)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not valid JSON") && err.contains("cancelled"),
+        "{err}"
+    );
+    assert_eq!(job_json(dir, "e")["history"], 9);
+}
+
+#[test]
+fn job_edit_with_a_scripted_editor_daemon_stopped_and_running() {
+    let t = tempdir();
+    let dir = data(&t);
+    add_idle(&dir, "e", &[]);
+    edit_job_with_scripted_editors(&t, &dir);
+    let d = Daemon::start(t.path(), &[]);
+    std::fs::remove_file(t.path().join("seen-error")).unwrap();
+    let ed = editor(&t, "ed0", r#"sed -i 's/"history": 9/"history": 100/' "$f""#);
+    assert_eq!(
+        cli_env(&dir, &["job", "edit", "e"], &[("EDITOR", &ed)]).0,
+        0
+    );
+    edit_job_with_scripted_editors(&t, &dir);
+    // Through the API: the running daemon has the change.
+    assert_eq!(d.get("/jobs/e").1["history"], 9);
+    // A rename to a taken name is an error shown in the editor too; giving up keeps both.
+    add_idle(&dir, "other", &[]);
+    let ed = editor(
+        &t,
+        "ed4",
+        r#"grep -q '^# error' "$f" || sed -i 's/"name": "e"/"name": "other"/' "$f""#,
+    );
+    let (code, _, err) = cli_env(&dir, &["job", "edit", "e"], &[("EDITOR", &ed)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(d.get("/jobs/e").0, 200);
+}
+
+fn set_keeps_the_time_zone(dir: &std::path::Path) {
+    let (code, out, err) = cli(dir, &["job", "set", "tz", "--cron", "30 8 * * 1-5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(r#"triggers[0].cron: "0 9 * * 1-5" -> "30 8 * * 1-5""#),
+        "{out}"
+    );
+    assert!(!out.contains("timezone"), "{out}");
+    let j = job_json(dir, "tz");
+    assert_eq!(
+        j["triggers"],
+        serde_json::json!([{"type": "cron", "cron": "30 8 * * 1-5", "timezone": "Europe/Berlin"}])
+    );
+    // Unchanged values: "no changes".
+    let (code, out, _) = cli(dir, &["job", "set", "tz", "--cron", "30 8 * * 1-5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no changes"), "{out}");
+    // Outputs: add, remove by type or index; durations with units.
+    let (code, out, err) = cli(
+        dir,
+        &[
+            "job",
+            "set",
+            "tz",
+            "--add-output",
+            "stdout",
+            "--add-output",
+            "file:rel.log",
+            "--timeout",
+            "1h30m",
+            "--env",
+            "A=1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("limits.timeout_seconds: 3600 -> 5400"),
+        "{out}"
+    );
+    let j = job_json(dir, "tz");
+    assert_eq!(j["outputs"].as_array().unwrap().len(), 3);
+    let path = j["outputs"][2]["path"].as_str().unwrap();
+    assert!(
+        path.starts_with('/') && path.ends_with("/rel.log"),
+        "{path}"
+    );
+    assert_eq!(j["env"]["A"], "1");
+    let (code, _, err) = cli(
+        dir,
+        &[
+            "job",
+            "set",
+            "tz",
+            "--rm-output",
+            "stdout",
+            "--rm-output",
+            "0",
+            "--rm-env",
+            "A",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j = job_json(dir, "tz");
+    assert_eq!(j["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(j["outputs"][0]["type"], "file");
+    assert_eq!(j["env"], serde_json::json!({}));
+    // A second trigger, then a change that must say which.
+    assert_eq!(
+        cli(
+            dir,
+            &["job", "set", "tz", "--add-trigger", "--cron", "0 12 * * *"]
+        )
+        .0,
+        0
+    );
+    let (code, _, err) = cli(dir, &["job", "set", "tz", "--cron", "0 13 * * *"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--trigger N"), "{err}");
+    let (code, _, err) = cli(
+        dir,
+        &["job", "set", "tz", "--trigger", "1", "--timezone", "UTC"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(job_json(dir, "tz")["triggers"][1]["timezone"], "UTC");
+    assert_eq!(cli(dir, &["job", "set", "tz", "--rm-trigger", "1"]).0, 0);
+    assert_eq!(job_json(dir, "tz")["triggers"].as_array().unwrap().len(), 1);
+    // Errors name the flag and change nothing.
+    let (code, _, err) = cli(dir, &["job", "set", "tz", "--cron", "61 * * * *"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: --cron: invalid cron expression"),
+        "{err}"
+    );
+    let (code, _, err) = cli(dir, &["job", "set", "tz", "--timeout", "1500ms"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--timeout"), "{err}");
+    let (code, _, err) = cli(dir, &["job", "set", "tz", "--interval", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--interval"), "{err}");
+    let (code, _, err) = cli(dir, &["job", "set", "tz", "--rm-output", "7"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--rm-output 7"), "{err}");
+    let (code, _, err) = cli(dir, &["job", "set", "nosuch", "--history", "5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(job_json(dir, "tz")["triggers"][0]["cron"], "30 8 * * 1-5");
+    // Put it back for the next round.
+    assert_eq!(
+        cli(
+            dir,
+            &[
+                "job",
+                "set",
+                "tz",
+                "--cron",
+                "0 9 * * 1-5",
+                "--output",
+                "log",
+                "--timeout",
+                "1h"
+            ]
+        )
+        .0,
+        0
+    );
+}
+
+#[test]
+fn job_set_changes_only_what_the_flags_name() {
+    let t = tempdir();
+    let dir = data(&t);
+    add_idle(&dir, "tz", &[]);
+    set_keeps_the_time_zone(&dir);
+    let d = Daemon::start(t.path(), &[]);
+    set_keeps_the_time_zone(&dir);
+    // Through the API, so the daemon's view changed.
+    let (code, _, err) = cli(
+        &dir,
+        &["job", "set", "tz", "--timezone", "America/New_York"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j = d.get("/jobs/tz").1;
+    assert_eq!(j["triggers"][0]["timezone"], "America/New_York");
+    assert_eq!(j["triggers"][0]["cron"], "0 9 * * 1-5");
+}
+
+#[test]
+fn add_then_run_never_misses_the_job() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    for i in 0..100 {
+        let name = format!("r{i}");
+        let (code, out, err) = cli(
+            &d.dir,
+            &[
+                "job",
+                "add",
+                "--name",
+                &name,
+                "--prompt",
+                "p",
+                "--agent",
+                "true",
+                "--cron",
+                "0 0 1 1 *",
+            ],
+        );
+        assert_eq!(code, 0, "add {name}: {err}");
+        assert!(out.contains("next run: "), "{out}");
+        let (code, out, err) = cli(&d.dir, &["job", "run", &name]);
+        assert_eq!(code, 0, "run {name} right after add: {err}");
+        assert!(out.starts_with("run_"), "{out}");
+    }
+    // Every add went through the API (created, not picked up from a file later).
+    let log = d.stderr();
+    assert_eq!(log.matches("job created").count(), 100, "{log}");
+    assert!(!log.contains("job loaded from"), "{log}");
+}
+
+#[test]
+fn job_logs_prints_a_finished_run() {
+    let t = tempdir();
+    let dir = data(&t);
+    add_idle(&dir, "lg", &[]);
+    let mut d = Daemon::start(t.path(), &[]);
+    let (code, _, err) = cli(&dir, &["job", "run", "lg", "--wait"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = cli(&dir, &["job", "run", "lg"]);
+    assert_eq!(code, 0, "{err}");
+    let second = out.trim().to_string();
+    d.wait_final("lg", &second, 20);
+    let check = |args: &[&str], run: &str| {
+        let (code, out, err) = cli(&dir, args);
+        assert_eq!(code, 1, "a failed run exits 1: {err}");
+        assert_eq!(out, "out-p lg\n");
+        assert!(err.contains("err-p lg"), "stderr tail: {err}");
+        assert!(
+            err.contains(&format!("run {run} of job lg: failed, exit code 3")),
+            "{err}"
+        );
+        assert!(err.contains("error: the agent exited with code 3"), "{err}");
+    };
+    check(&["job", "logs", "lg"], &second);
+    check(&["job", "logs", &second], &second);
+    let (_, runs, _) = cli(&dir, &["job", "runs", "lg", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let first = runs[1]["id"].as_str().unwrap().to_string();
+    check(&["job", "logs", "lg", "--run", "2"], &first);
+    check(&["job", "logs", "lg", "--run", &first], &first);
+    let (code, _, err) = cli(&dir, &["job", "logs", "lg", "--run", "3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--run 3"), "{err}");
+    let (code, out, _) = cli(&dir, &["job", "logs", "lg", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["id"], second.as_str());
+    // The runs table shows why.
+    let (_, out, _) = cli(&dir, &["job", "runs", "lg"]);
+    assert!(
+        out.lines().next().unwrap().ends_with("ERROR")
+            && out.contains("the agent exited with code 3"),
+        "{out}"
+    );
+    // And with the daemon stopped, from the files.
+    d.signal(libc::SIGTERM);
+    d.wait_exit(30);
+    check(&["job", "logs", "lg"], &second);
+    check(&["job", "logs", &first], &first);
+    // A job without runs.
+    add_idle(&dir, "fresh", &[]);
+    let (code, _, err) = cli(&dir, &["job", "logs", "fresh"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no runs yet"), "{err}");
+}
+
+#[test]
+fn warnings_when_a_job_is_saved() {
+    let t = tempdir();
+    let dir = data(&t);
+    let add = |dir: &std::path::Path, extra: &[&str]| {
+        cli(
+            dir,
+            &[&["job", "add", "--cron", "0 0 1 1 *"], extra].concat(),
+        )
+    };
+    let (code, _, err) = add(
+        &dir,
+        &["--name", "a", "--prompt", "p", "--agent", "echo hi"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("warning: agent.command: has no {prompt}"),
+        "{err}"
+    );
+    let (_, _, err) = add(
+        &dir,
+        &["--name", "b", "--prompt", "p", "--agent", "echo {{prompt}}"],
+    );
+    assert!(
+        err.contains("warning: agent.command[1]: {{prompt}}"),
+        "{err}"
+    );
+    let (_, _, err) = add(&dir, &["--name", "c", "--prompt", "at {fired_at}"]);
+    assert!(
+        err.contains("warning: prompt: {fired_at}") && err.contains("{{fired_at}}"),
+        "{err}"
+    );
+    let (_, _, err) = add(
+        &dir,
+        &[
+            "--name",
+            "d",
+            "--prompt",
+            "p",
+            "--agent",
+            "cat {prompt}",
+            "--prompt-stdin",
+        ],
+    );
+    assert!(err.contains("twice"), "{err}");
+    let (_, _, err) = add(
+        &dir,
+        &[
+            "--name",
+            "e",
+            "--prompt",
+            "p {{job_name}}",
+            "--agent",
+            "echo {prompt}",
+        ],
+    );
+    assert!(!err.contains("warning"), "{err}");
+    // The running daemon knows its environment: an unset webhook secret is a warning.
+    let d = Daemon::start_env(t.path(), &[], &[("SET_SECRET", "s3cret")]);
+    let (code, _, err) = cli(
+        &dir,
+        &[
+            "job",
+            "add",
+            "--name",
+            "h1",
+            "--prompt",
+            "p",
+            "--webhook",
+            "/hooks/h1",
+            "--secret-env",
+            "UNSET_SECRET_XYZ",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: triggers[0].secret_env: UNSET_SECRET_XYZ is not set"),
+        "{err}"
+    );
+    let (_, _, err) = cli(
+        &dir,
+        &[
+            "job",
+            "add",
+            "--name",
+            "h2",
+            "--prompt",
+            "p",
+            "--webhook",
+            "/hooks/h2",
+            "--secret-env",
+            "SET_SECRET",
+        ],
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let w = d.get("/jobs/h1").1["warnings"].clone();
+    assert!(w[0].as_str().unwrap().contains("UNSET_SECRET_XYZ"), "{w}");
+    assert!(d.get("/jobs/a").1["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("{prompt}"));
+}
+
+#[test]
+fn job_list_shows_next_in_local_time_and_triggers_in_full() {
+    let t = tempdir();
+    let dir = data(&t);
+    let (code, _, err) = cli(
+        &dir,
+        &[
+            "job",
+            "add",
+            "--name",
+            "full",
+            "--prompt",
+            "p",
+            "--cron",
+            "0 9 * * 1-5",
+            "--timezone",
+            "Europe/Berlin",
+            "--watch",
+            "src/**/*.py",
+            "--root",
+            "/tmp",
+            "--git-repo",
+            "/srv/repo",
+            "--branch",
+            "main",
+            "--interval",
+            "5m",
+            "--debounce",
+            "500ms",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli_env(&dir, &["job", "list"], &[("TZ", "UTC")]);
+    assert_eq!(code, 0);
+    let row = out.lines().find(|l| l.starts_with("full")).unwrap();
+    assert!(
+        row.contains(
+            "cron 0 9 * * 1-5 Europe/Berlin, every 5m, file src/**/*.py, git /srv/repo main"
+        ),
+        "{out}"
+    );
+    // The next weekday 09:00 Berlin (08:00 UTC in winter, 07:00 in summer), shown in local
+    // time (TZ=UTC here) with how far away it is.
+    assert!(
+        (row.contains(" 08:00:00 (in ") || row.contains(" 07:00:00 (in ")),
+        "{out}"
+    );
+    let j = job_json(&dir, "full");
+    assert_eq!(j["triggers"][1]["seconds"], 300);
+    assert_eq!(j["triggers"][2]["debounce_seconds"], 0.5);
+    let (code, out, _) = cli(&dir, &["job", "list", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["name"], "full");
+    let (code, out, _) = cli(&dir, &["job", "set", "full", "--disabled", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["enabled"], false);
+    // Nothing to change: with --json still the job, for scripts.
+    let (code, out, _) = cli(&dir, &["job", "set", "full", "--disabled", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "full");
 }

@@ -15,6 +15,7 @@ mod hostile;
 mod load;
 mod manpage;
 mod outputs;
+mod readme;
 mod runs;
 mod schedule;
 mod service;

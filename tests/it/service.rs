@@ -77,7 +77,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            unit.contains(&format!("ExecStart={BIN} run --port")) || unit.contains("ExecStart=\""),
+            unit.contains(&format!("ExecStart={BIN} run")) || unit.contains("ExecStart=\""),
             "{unit}"
         );
         assert!(unit.contains("Restart=on-failure") && unit.contains("KillMode=mixed"));
@@ -145,10 +145,7 @@ fn launchd_plist_and_windows_xml_parse() {
     );
     assert_eq!(
         got.trim(),
-        format!(
-            "999 PT1M PT0S true run --port 7878 --data-dir {}",
-            data.display()
-        )
+        format!("999 PT1M PT0S true run --data-dir {}", data.display())
     );
     // --print writes UTF-8 text, and says so: an XML parser reads it as printed.
     let (code, printed, err) = run_with_home(t.path(), &["install-windows-task", "--print"]);
@@ -325,4 +322,128 @@ fn status_and_stop_against_a_real_daemon() {
     let (code, out, _) = cli(&d2.dir, &["status"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("stale"), "{out}");
+}
+
+#[test]
+fn installers_follow_config_json() {
+    let t = tempdir();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.json"),
+        r#"{"port": 9001, "bind": "0.0.0.0", "grace_seconds": 120}"#,
+    )
+    .unwrap();
+    let d = data.to_str().unwrap();
+    let (code, unit, err) =
+        run_with_home(t.path(), &["--data-dir", d, "install-systemd", "--print"]);
+    assert_eq!(code, 0, "{err}");
+    // Longer than the grace plus the 5 s SIGTERM->SIGKILL step of the agents.
+    assert!(unit.contains("TimeoutStopSec=135\n"), "{unit}");
+    assert!(unit.contains("(120 s grace)"), "{unit}");
+    // Port and bind stay in config.json, which the daemon reads at each start.
+    assert!(
+        !unit.contains("--port") && !unit.contains("--bind"),
+        "{unit}"
+    );
+    let (_, plist, _) = run_with_home(t.path(), &["--data-dir", d, "install-launchd", "--print"]);
+    assert!(
+        plist.contains("<key>ExitTimeOut</key>\n\t<integer>135</integer>"),
+        "{plist}"
+    );
+    // Flags win over config.json and go on the command line.
+    let (_, unit, _) = run_with_home(
+        t.path(),
+        &[
+            "--data-dir",
+            d,
+            "install-systemd",
+            "--print",
+            "--port",
+            "9100",
+            "--bind",
+            "127.0.0.1",
+            "--grace",
+            "10",
+        ],
+    );
+    assert!(
+        unit.contains(&format!(
+            "run --port 9100 --bind 127.0.0.1 --grace 10 --data-dir {d}\n"
+        )) && unit.contains("TimeoutStopSec=25\n"),
+        "{unit}"
+    );
+    // Installing says where the daemon will listen.
+    let (code, out, err) = run_with_home(t.path(), &["--data-dir", d, "install-systemd"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("listen on 0.0.0.0:9001") && out.contains("120 s to drain"),
+        "{out}"
+    );
+    // A broken config.json is reported, not ignored.
+    std::fs::write(data.join("config.json"), r#"{"grace_seconds": "long"}"#).unwrap();
+    let (code, _, err) = run_with_home(t.path(), &["--data-dir", d, "install-systemd", "--print"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("config.json") && err.contains("--grace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn install_man_puts_the_page_where_man_finds_it() {
+    let t = tempdir();
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/man/bog-agents-daemon.1"
+    ))
+    .unwrap();
+    // Default: share/man next to the binary's bin/, which man searches for each PATH entry.
+    let prefix = t.path().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    let bin = prefix.join("bin/bog-agents-daemon");
+    std::fs::copy(BIN, &bin).unwrap();
+    let out = Command::new(&bin)
+        .arg("install-man")
+        .env("HOME", t.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = prefix.join("share/man/man1/bog-agents-daemon.1");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    if Command::new("man")
+        .arg("-w")
+        .arg("man")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let path = format!("{}:/usr/bin:/bin", prefix.join("bin").display());
+        let found = Command::new("man")
+            .args(["-w", "bog-agents-daemon"])
+            .env("PATH", path)
+            .env_remove("MANPATH")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&found.stdout).trim(),
+            page.to_str().unwrap(),
+            "{}",
+            String::from_utf8_lossy(&found.stderr)
+        );
+    }
+    // --dir, and uninstall-man.
+    let dir = t.path().join("man");
+    let (code, out, err) =
+        run_with_home(t.path(), &["install-man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("man bog-agents-daemon"), "{out}");
+    let page = dir.join("man1/bog-agents-daemon.1");
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), source);
+    let (code, _, _) = run_with_home(t.path(), &["uninstall-man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(!page.exists());
 }
