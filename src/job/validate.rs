@@ -1,210 +1,25 @@
 //! Turns user JSON (an API body, a merged PATCH, a file on disk) into a [`Job`], or into a
 //! [`FieldError`] naming the exact field path, e.g. `triggers[0].cron`.
 //!
-//! Two steps. Serde derives the shape: input types mirroring the model (`JobIn` and the
-//! ones below it) with `deny_unknown_fields`, read through `serde_path_to_error` so that a
-//! wrong type or an unknown field is reported with its full path, in the words of
-//! [`reword`]. Then the checks serde cannot express: ranges, cron expressions and zones,
-//! globs, absolute paths, the webhook path prefix, NUL bytes, environment variable names,
-//! URLs and e-mail addresses parsed exactly as delivery parses them (`url::Url` as ureq does,
-//! lettre's `Mailbox`), and the defaults. [`validate_job`] is the only place a `Job` is
-//! constructed.
+//! Two steps. Serde reads the shape into the derived input types of `super::input` (an
+//! unknown field or a wrong type is reported with its full path there). Then the checks
+//! serde cannot express, here: ranges, cron expressions and zones, globs, absolute paths,
+//! the webhook path prefix, NUL bytes, environment variable names, URLs and e-mail
+//! addresses parsed exactly as delivery parses them (`url::Url` as ureq does, lettre's
+//! `Mailbox`), and the defaults. [`validate_job`] is the only place a `Job` is constructed.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Number, Value};
-use serde_path_to_error::Segment;
 
+pub use super::input::FieldError;
+use super::input::{
+    err, expected, from_value, tagged, AgentIn, JobIn, LimitsIn, Obj, TargetIn, TriggerIn, R,
+};
 use super::model::*;
 use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
 
-/// A validation failure: `{"error": ..., "field": ...}` in the API, exit 2 in the CLI.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FieldError {
-    /// Path of the offending field, e.g. `limits.timeout_seconds` or `triggers[1].path`.
-    pub field: String,
-    /// What is wrong, in words a user can act on.
-    pub error: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.error)
-        } else {
-            write!(f, "{}: {}", self.field, self.error)
-        }
-    }
-}
-
-impl std::error::Error for FieldError {}
-
-type R<T> = Result<T, FieldError>;
-
-fn err<T>(field: &str, error: impl Into<String>) -> R<T> {
-    Err(FieldError {
-        field: field.to_string(),
-        error: error.into(),
-    })
-}
-
-/// Fields the daemon computes; accepted on input (so a fetched job can be sent back) and
-/// ignored.
-const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings"];
-
 /// Largest accepted `max_output_kb` (64 MiB): captured output is held in memory.
 pub const MAX_OUTPUT_KB_LIMIT: u64 = 65536;
-
-// ---- the input shape, derived ----
-//
-// Every field is optional here (`null` counts as absent, as it always has); required fields
-// and defaults are decided by the checks below. Numbers stay `Number` until their range is
-// checked, so the message can quote the value given.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobIn {
-    name: Option<String>,
-    prompt: Option<String>,
-    agent: Option<Obj<AgentIn>>,
-    model: Option<String>,
-    working_dir: Option<String>,
-    env: Option<BTreeMap<String, String>>,
-    /// Elements are read one by one ([`tagged`]), so each error names its index.
-    triggers: Option<Vec<Value>>,
-    outputs: Option<Vec<Value>>,
-    limits: Option<Obj<LimitsIn>>,
-    overlap: Option<Overlap>,
-    max_retries: Option<Number>,
-    retry_backoff_seconds: Option<Number>,
-    catch_up: Option<bool>,
-    history: Option<Number>,
-    enabled: Option<bool>,
-    // READ_ONLY: accepted and ignored.
-    #[serde(rename = "id")]
-    _id: Option<IgnoredAny>,
-    #[serde(rename = "created_at")]
-    _created_at: Option<IgnoredAny>,
-    #[serde(rename = "next_fire_at")]
-    _next_fire_at: Option<IgnoredAny>,
-    #[serde(rename = "warnings")]
-    _warnings: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentIn {
-    command: Option<Vec<String>>,
-    prompt_via: Option<PromptVia>,
-    inherit_env: Option<bool>,
-    env_allow: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsIn {
-    /// Absent: the default; `null`: no limit.
-    #[serde(default, deserialize_with = "present")]
-    timeout_seconds: Option<Option<Number>>,
-    cpu_seconds: Option<Number>,
-    memory_mb: Option<Number>,
-    max_processes: Option<Number>,
-    max_output_kb: Option<Number>,
-    filesystem: Option<Filesystem>,
-}
-
-/// A trigger without its `type`, which names the variant (see [`tagged`]).
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum TriggerIn {
-    Cron {
-        cron: Option<String>,
-        timezone: Option<String>,
-    },
-    Interval {
-        seconds: Option<Number>,
-    },
-    FileChange {
-        patterns: Option<Vec<String>>,
-        root: Option<String>,
-        debounce_seconds: Option<Number>,
-    },
-    Webhook {
-        path: Option<String>,
-        secret_env: Option<String>,
-        max_age_seconds: Option<Number>,
-    },
-    GitPush {
-        repo: Option<String>,
-        branch: Option<String>,
-    },
-}
-
-/// An output without its `type` (the variant) and `on` (common to all).
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum TargetIn {
-    Log {},
-    Stdout {},
-    File {
-        path: Option<String>,
-        append: Option<bool>,
-    },
-    Slack {
-        channel: Option<String>,
-        token_env: Option<String>,
-        webhook_url_env: Option<String>,
-        api_url: Option<String>,
-    },
-    Webhook {
-        url: Option<String>,
-        hmac_secret_env: Option<String>,
-        headers: Option<BTreeMap<String, String>>,
-    },
-    Email {
-        /// One address or a list of them.
-        to: Option<Value>,
-        from: Option<String>,
-        smtp_env_prefix: Option<String>,
-    },
-    GithubComment {
-        repo: Option<String>,
-        /// A positive number, or a string holding one or a template.
-        issue: Option<Value>,
-        token_env: Option<String>,
-        api_url: Option<String>,
-    },
-}
-
-/// A struct that must be written as a JSON object: derived structs would also take an array
-/// of their fields in order.
-struct Obj<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-            }
-        }
-        d.deserialize_map(V(PhantomData)).map(Obj)
-    }
-}
-
-/// For `Option<Option<T>>` fields: absent → `None`, `null` → `Some(None)`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
 
 // ---- the checks ----
 
@@ -738,142 +553,6 @@ fn mailbox(a: &str, field: &str) -> R<()> {
     }
 }
 
-// ---- reading with paths ----
-
-/// Deserializes `v` as `T`; an error names its path below `p` and says what is wrong in
-/// [`reword`]'s words (`known`: field names to list first for an unknown field).
-fn from_value<T: DeserializeOwned>(v: &Value, p: &str, known: &[&str]) -> R<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| FieldError {
-        field: join(p, &render(e.path())),
-        error: reword(&e.inner().to_string(), known),
-    })
-}
-
-/// Reads one `triggers` or `outputs` element, `m` (common fields already taken out): its
-/// `type` names the variant of `T`, an externally tagged enum whose struct variants hold
-/// the other fields. `what` is "trigger" or "output"; `known` lists the fields every
-/// variant takes.
-fn tagged<T: DeserializeOwned>(
-    mut m: Map<String, Value>,
-    p: &str,
-    what: &str,
-    known: &[&str],
-) -> R<T> {
-    let kind = match m.remove("type") {
-        Some(Value::String(s)) => s,
-        None | Some(Value::Null) => return err(&format!("{p}.type"), "is required"),
-        Some(other) => return err(&format!("{p}.type"), expected("a string", &other)),
-    };
-    let as_enum = Value::Object(Map::from_iter([(kind.clone(), Value::Object(m))]));
-    match serde_path_to_error::deserialize(&as_enum) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            let msg = e.inner().to_string();
-            let rel = render(e.path());
-            if rel.is_empty() && msg.starts_with("unknown variant") {
-                return err(
-                    &format!("{p}.type"),
-                    format!(
-                        "unknown {what} type {kind:?}: expected {}",
-                        or_list(&expected_names(&msg))
-                    ),
-                );
-            }
-            err(&join(p, &rel), reword(&msg, known))
-        }
-    }
-}
-
-/// `triggers[0].cron` from the segments of a path (enum variants are not fields).
-fn render(path: &serde_path_to_error::Path) -> String {
-    let mut s = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => s.push_str(&format!("[{index}]")),
-            Segment::Map { key } => {
-                if !s.is_empty() {
-                    s.push('.');
-                }
-                s.push_str(key);
-            }
-            Segment::Enum { .. } | Segment::Unknown => {}
-        }
-    }
-    s
-}
-
-fn join(p: &str, rel: &str) -> String {
-    if p.is_empty() || rel.is_empty() || rel.starts_with('[') {
-        format!("{p}{rel}")
-    } else {
-        format!("{p}.{rel}")
-    }
-}
-
-/// Serde's message for a failed field in this module's words: "unknown field; expected one
-/// of: …", "unknown value \"x\": expected a or b", "expected a string, got a number". The
-/// path names the field, so the message does not repeat it.
-fn reword(msg: &str, known: &[&str]) -> String {
-    if msg.starts_with("unknown field `") {
-        let mut names = known.to_vec();
-        if !msg.ends_with("there are no fields") {
-            names.extend(
-                expected_names(msg)
-                    .into_iter()
-                    .filter(|n| !READ_ONLY.contains(n)),
-            );
-        }
-        return format!("unknown field; expected one of: {}", names.join(", "));
-    }
-    if let Some(rest) = msg.strip_prefix("unknown variant `") {
-        let value = rest.rsplit_once("`, expected ").map_or(rest, |(v, _)| v);
-        return format!(
-            "unknown value {value:?}: expected {}",
-            or_list(&expected_names(msg))
-        );
-    }
-    if let Some((got, want)) = msg
-        .strip_prefix("invalid type: ")
-        .and_then(|rest| rest.rsplit_once(", expected "))
-    {
-        let want = match want {
-            "a boolean" => "true or false",
-            "a sequence" => "an array",
-            "a map" => "an object",
-            "a JSON number" => "a number",
-            "string or map" => "a string",
-            w => w,
-        };
-        let got = match got.split(' ').next().unwrap_or_default() {
-            "string" => "a string",
-            "integer" | "floating" => "a number",
-            "boolean" => "a boolean",
-            "null" | "unit" => "null",
-            "sequence" => "an array",
-            "map" => "an object",
-            g => g,
-        };
-        return format!("expected {want}, got {got}");
-    }
-    msg.to_string()
-}
-
-/// The names serde lists after ", expected" (`a`, `b`, …).
-fn expected_names(msg: &str) -> Vec<&str> {
-    msg.rsplit_once(", expected ")
-        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-        .unwrap_or_default()
-}
-
-/// "a, b or c".
-fn or_list(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
-    }
-}
-
 // ---- small helpers; each error names the full field path ----
 
 fn required<T>(v: Option<T>, field: &str) -> R<T> {
@@ -881,21 +560,6 @@ fn required<T>(v: Option<T>, field: &str) -> R<T> {
         field: field.into(),
         error: "is required".into(),
     })
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expected(what: &str, got: &Value) -> String {
-    format!("expected {what}, got {}", type_name(got))
 }
 
 fn object(v: &Value, p: &str) -> R<Map<String, Value>> {
@@ -1007,6 +671,7 @@ fn is_header_value_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::input::READ_ONLY;
     use serde_json::json;
 
     fn v(j: Value) -> R<Job> {
