@@ -1,6 +1,8 @@
-//! Jobs: the model as stored and served ([`model`]) and the validator that turns user JSON
-//! into it with field-path errors ([`validate`]).
+//! Jobs: the model as stored and served ([`model`]), the JSON a user writes as types
+//! (`input`), and the validator that turns it into the model with field-path errors
+//! ([`validate`]).
 
+mod input;
 pub mod model;
 pub mod validate;
 

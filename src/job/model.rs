@@ -1,12 +1,13 @@
 //! The job model (README "Jobs"), as stored in `jobs/<id>.json` and returned by the API.
 //!
 //! These types are only ever built by [`super::validate`], so a `Job` in memory is always
-//! valid. They serialize with every default filled in, so a stored file says exactly what
+//! valid (the plain enums derive `Deserialize` for its input types, and nothing else reads
+//! them from JSON). They serialize with every default filled in, so a stored file says exactly what
 //! the daemon will do.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One job: what to run, when, and where to deliver what it says.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -53,7 +54,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// How the rendered prompt reaches the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptVia {
     /// Substituted for `{prompt}` in argv; stdin is `/dev/null`.
@@ -83,7 +84,7 @@ pub struct Limits {
 }
 
 /// `limits.filesystem`: where the agent may write.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Filesystem {
     /// Wherever the daemon's user may.
@@ -113,7 +114,7 @@ impl Default for Limits {
 }
 
 /// What a firing does while a run of the same job is still going.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Overlap {
     /// At most one pending run; further firings coalesce into it.
@@ -181,7 +182,7 @@ pub struct Output {
 }
 
 /// The statuses an output can be limited to (`timed_out` counts as `failed`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStatus {
     Succeeded,

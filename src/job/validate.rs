@@ -1,97 +1,48 @@
 //! Turns user JSON (an API body, a merged PATCH, a file on disk) into a [`Job`], or into a
 //! [`FieldError`] naming the exact field path, e.g. `triggers[0].cron`.
 //!
-//! Validation walks the `serde_json::Value` by hand rather than deriving `Deserialize`, so
-//! that wrong types and unknown fields are reported with their full path. This is the only
-//! place a `Job` is constructed.
+//! Two steps. Serde reads the shape into the derived input types of `super::input` (an
+//! unknown field or a wrong type is reported with its full path there). Then the checks
+//! serde cannot express, here: ranges, cron expressions and zones, globs, absolute paths,
+//! the webhook path prefix, NUL bytes, environment variable names, URLs and e-mail
+//! addresses parsed exactly as delivery parses them (`url::Url` as ureq does, lettre's
+//! `Mailbox`), and the defaults. [`validate_job`] is the only place a `Job` is constructed.
 
-use std::collections::BTreeMap;
+use serde_json::{Map, Number, Value};
 
-use serde_json::{Map, Value};
-
+pub use super::input::FieldError;
+use super::input::{
+    err, expected, from_value, tagged, AgentIn, JobIn, LimitsIn, Obj, TargetIn, TriggerIn, R,
+};
 use super::model::*;
 use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
 
-/// A validation failure: `{"error": ..., "field": ...}` in the API, exit 2 in the CLI.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FieldError {
-    /// Path of the offending field, e.g. `limits.timeout_seconds` or `triggers[1].path`.
-    pub field: String,
-    /// What is wrong, in words a user can act on.
-    pub error: String,
-}
-
-impl std::fmt::Display for FieldError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.error)
-        } else {
-            write!(f, "{}: {}", self.field, self.error)
-        }
-    }
-}
-
-impl std::error::Error for FieldError {}
-
-type R<T> = Result<T, FieldError>;
-
-fn err<T>(field: &str, error: impl Into<String>) -> R<T> {
-    Err(FieldError {
-        field: field.to_string(),
-        error: error.into(),
-    })
-}
-
-/// Fields the daemon computes; accepted on input (so a fetched job can be sent back) and
-/// ignored.
-const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings"];
-
-const TOP_KEYS: &[&str] = &[
-    "name",
-    "prompt",
-    "agent",
-    "model",
-    "working_dir",
-    "env",
-    "triggers",
-    "outputs",
-    "limits",
-    "overlap",
-    "max_retries",
-    "retry_backoff_seconds",
-    "catch_up",
-    "history",
-    "enabled",
-];
-
 /// Largest accepted `max_output_kb` (64 MiB): captured output is held in memory.
 pub const MAX_OUTPUT_KB_LIMIT: u64 = 65536;
+
+// ---- the checks ----
 
 /// Validates `v` as a job. `id` and `created_at` are the daemon's (new or existing); any
 /// read-only fields in `v` are ignored.
 pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
-    let m = object(v, "")?;
-    check_keys(m, "", TOP_KEYS, READ_ONLY)?;
+    let Obj(j) = from_value::<Obj<JobIn>>(v, "", &[])?;
 
-    let name = req_str(m, "", "name")?;
+    let name = required(j.name, "name")?;
     validate_name(&name).or_else(|e| err("name", e))?;
-    let prompt = req_str(m, "", "prompt")?;
+    let prompt = required(j.prompt, "prompt")?;
     if prompt.trim().is_empty() {
         return err("prompt", "must not be empty");
     }
     no_nul(&prompt, "prompt")?;
-    let agent = match m.get("agent") {
-        None | Some(Value::Null) => None,
-        Some(a) => Some(agent(a)?),
-    };
-    let model = opt_str(m, "", "model")?.unwrap_or_default();
+    let agent = j.agent.map(|Obj(a)| agent(a)).transpose()?;
+    let model = j.model.unwrap_or_default();
     no_nul(&model, "model")?;
-    let working_dir = match opt_str(m, "", "working_dir")? {
-        Some(p) => Some(abs_path(&p, "working_dir")?),
-        None => None,
-    };
-    let env = string_map(m.get("env"), "env")?;
+    let working_dir = j
+        .working_dir
+        .map(|p| abs_path(&p, "working_dir"))
+        .transpose()?;
+    let env = j.env.unwrap_or_default();
     for (k, val) in &env {
         if !is_env_name(k) {
             return err(
@@ -102,54 +53,44 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         no_nul(val, &format!("env.{k}"))?;
     }
 
-    let triggers = match m.get("triggers") {
-        None | Some(Value::Null) => return err("triggers", "at least one trigger is required"),
-        Some(Value::Array(a)) if a.is_empty() => {
-            return err("triggers", "at least one trigger is required")
-        }
-        Some(Value::Array(a)) => a
+    let triggers = match j.triggers {
+        Some(a) if !a.is_empty() => a
             .iter()
             .enumerate()
             .map(|(i, t)| trigger(t, &format!("triggers[{i}]"), working_dir.as_deref()))
             .collect::<R<Vec<_>>>()?,
-        Some(other) => return err("triggers", expected("an array", other)),
+        _ => return err("triggers", "at least one trigger is required"),
     };
-    let outputs = match m.get("outputs") {
-        None | Some(Value::Null) => vec![Output {
+    let outputs = match j.outputs {
+        None => vec![Output {
             target: Target::Log,
             on: vec![OnStatus::Succeeded, OnStatus::Failed],
         }],
-        Some(Value::Array(a)) => a
+        Some(a) => a
             .iter()
             .enumerate()
             .map(|(i, o)| output(o, &format!("outputs[{i}]")))
             .collect::<R<Vec<_>>>()?,
-        Some(other) => return err("outputs", expected("an array", other)),
     };
-    let limits = limits(m.get("limits"))?;
+    let limits = match j.limits {
+        Some(Obj(l)) => limits(l)?,
+        None => Limits::default(),
+    };
     if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() {
         return err(
             "limits.filesystem",
             "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir",
         );
     }
-    let overlap = match opt_str(m, "", "overlap")?.as_deref() {
-        None | Some("queue") => Overlap::Queue,
-        Some("skip") => Overlap::Skip,
-        Some("parallel") => Overlap::Parallel,
-        Some(o) => {
-            return err(
-                "overlap",
-                format!("unknown overlap policy \"{o}\": expected queue, skip or parallel"),
-            )
-        }
-    };
-    let max_retries = opt_uint(m, "", "max_retries", 0, 100)?.unwrap_or(0) as u32;
-    let retry_backoff_seconds =
-        opt_num(m, "", "retry_backoff_seconds", 0.0, 86400.0)?.unwrap_or(2.0);
-    let catch_up = opt_bool(m, "", "catch_up")?.unwrap_or(false);
-    let history = opt_uint(m, "", "history", 1, 100_000)?.unwrap_or(100) as u32;
-    let enabled = opt_bool(m, "", "enabled")?.unwrap_or(true);
+    let max_retries = uint(j.max_retries, "max_retries", 0, 100)?.unwrap_or(0) as u32;
+    let retry_backoff_seconds = num(
+        j.retry_backoff_seconds,
+        "retry_backoff_seconds",
+        0.0,
+        86400.0,
+    )?
+    .unwrap_or(2.0);
+    let history = uint(j.history, "history", 1, 100_000)?.unwrap_or(100) as u32;
 
     Ok(Job {
         id: id.to_string(),
@@ -162,12 +103,12 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         triggers,
         outputs,
         limits,
-        overlap,
+        overlap: j.overlap.unwrap_or(Overlap::Queue),
         max_retries,
         retry_backoff_seconds,
-        catch_up,
+        catch_up: j.catch_up.unwrap_or(false),
         history,
-        enabled,
+        enabled: j.enabled.unwrap_or(true),
         created_at: created_at.to_string(),
     })
 }
@@ -194,53 +135,19 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn agent(v: &Value) -> R<Agent> {
-    let m = object(v, "agent")?;
-    check_keys(
-        m,
-        "agent",
-        &["command", "prompt_via", "inherit_env", "env_allow"],
-        &[],
-    )?;
-    let command = match m.get("command") {
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .enumerate()
-            .map(|(i, s)| match s {
-                Value::String(s) => {
-                    no_nul(s, &format!("agent.command[{i}]"))?;
-                    Ok(s.clone())
-                }
-                other => err(&format!("agent.command[{i}]"), expected("a string", other)),
-            })
-            .collect::<R<Vec<_>>>()?,
-        Some(Value::Array(_)) => return err("agent.command", "must name a program"),
-        None | Some(Value::Null) => return err("agent.command", "is required"),
-        Some(other) => {
-            return err(
-                "agent.command",
-                expected("an array of strings (argv)", other),
-            )
-        }
+fn agent(a: AgentIn) -> R<Agent> {
+    let command = match a.command {
+        None => return err("agent.command", "is required"),
+        Some(c) if c.is_empty() => return err("agent.command", "must name a program"),
+        Some(c) => c,
     };
-    if command[0].trim().is_empty() {
+    for (i, s) in command.iter().enumerate() {
+        no_nul(s, &format!("agent.command[{i}]"))?;
+    }
+    if command.first().is_some_and(|c| c.trim().is_empty()) {
         return err("agent.command[0]", "the program name must not be empty");
     }
-    let prompt_via = match opt_str(m, "agent", "prompt_via")?.as_deref() {
-        None | Some("arg") => PromptVia::Arg,
-        Some("stdin") => PromptVia::Stdin,
-        Some(o) => {
-            return err(
-                "agent.prompt_via",
-                format!("unknown value \"{o}\": expected arg or stdin"),
-            )
-        }
-    };
-    let inherit_env = opt_bool(m, "agent", "inherit_env")?.unwrap_or(true);
-    let env_allow = match m.get("env_allow") {
-        None | Some(Value::Null) => Vec::new(),
-        v => str_list(v, "agent.env_allow", true)?,
-    };
+    let env_allow = a.env_allow.unwrap_or_default();
     for (i, n) in env_allow.iter().enumerate() {
         if !is_env_name(n) {
             return err(
@@ -251,150 +158,127 @@ fn agent(v: &Value) -> R<Agent> {
     }
     Ok(Agent {
         command,
-        prompt_via,
-        inherit_env,
+        prompt_via: a.prompt_via.unwrap_or(PromptVia::Arg),
+        inherit_env: a.inherit_env.unwrap_or(true),
         env_allow,
     })
 }
 
-fn limits(v: Option<&Value>) -> R<Limits> {
+fn limits(l: LimitsIn) -> R<Limits> {
     let d = Limits::default();
-    let m = match v {
-        None | Some(Value::Null) => return Ok(d),
-        Some(v) => object(v, "limits")?,
-    };
-    check_keys(
-        m,
-        "limits",
-        &[
-            "timeout_seconds",
-            "cpu_seconds",
-            "memory_mb",
-            "max_processes",
-            "max_output_kb",
-            "filesystem",
-        ],
-        &[],
-    )?;
-    let filesystem = match opt_str(m, "limits", "filesystem")?.as_deref() {
-        None | Some("full") => Filesystem::Full,
-        Some("working_dir") => Filesystem::WorkingDir,
-        Some(o) => {
-            return err(
-                "limits.filesystem",
-                format!("unknown value \"{o}\": expected full or working_dir"),
-            )
-        }
-    };
-    let timeout_seconds = if m.contains_key("timeout_seconds") {
-        opt_uint(m, "limits", "timeout_seconds", 1, 30 * 86400)?
-    } else {
-        d.timeout_seconds
-    };
+    const MONTH: u64 = 30 * 86400;
     Ok(Limits {
-        timeout_seconds,
-        cpu_seconds: opt_uint(m, "limits", "cpu_seconds", 1, 30 * 86400)?,
-        memory_mb: opt_uint(m, "limits", "memory_mb", 1, 1 << 30)?,
-        max_processes: opt_uint(m, "limits", "max_processes", 1, 1 << 22)?,
-        max_output_kb: opt_uint(m, "limits", "max_output_kb", 1, MAX_OUTPUT_KB_LIMIT)?
-            .unwrap_or(d.max_output_kb),
-        filesystem,
+        timeout_seconds: match l.timeout_seconds {
+            None => d.timeout_seconds,
+            Some(n) => uint(n, "limits.timeout_seconds", 1, MONTH)?,
+        },
+        cpu_seconds: uint(l.cpu_seconds, "limits.cpu_seconds", 1, MONTH)?,
+        memory_mb: uint(l.memory_mb, "limits.memory_mb", 1, 1 << 30)?,
+        max_processes: uint(l.max_processes, "limits.max_processes", 1, 1 << 22)?,
+        max_output_kb: uint(
+            l.max_output_kb,
+            "limits.max_output_kb",
+            1,
+            MAX_OUTPUT_KB_LIMIT,
+        )?
+        .unwrap_or(d.max_output_kb),
+        filesystem: l.filesystem.unwrap_or_default(),
     })
 }
 
 fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
-    let m = object(v, p)?;
-    let kind = req_str(m, p, "type")?;
     let f = |k: &str| format!("{p}.{k}");
-    match kind.as_str() {
-        "cron" => {
-            check_keys(m, p, &["type", "cron", "timezone"], &[])?;
-            let cron = req_str(m, p, "cron")?;
-            if let Err(e) = CronSchedule::parse(&cron) {
-                return err(&f("cron"), format!("invalid cron expression {cron:?}: {e}"));
-            }
-            let timezone = opt_str(m, p, "timezone")?.filter(|s| !s.is_empty());
-            if let Err(e) = Zone::parse(timezone.as_deref()) {
-                return err(&f("timezone"), e);
-            }
-            Ok(Trigger::Cron { cron, timezone })
-        }
-        "interval" => {
-            check_keys(m, p, &["type", "seconds"], &[])?;
-            let seconds = opt_uint(m, p, "seconds", 1, 10 * 366 * 86400)?;
-            match seconds {
-                Some(seconds) => Ok(Trigger::Interval { seconds }),
-                None => err(&f("seconds"), "is required"),
-            }
-        }
-        "file_change" => {
-            check_keys(
-                m,
-                p,
-                &["type", "patterns", "root", "debounce_seconds"],
-                &[],
-            )?;
-            let patterns = str_list(m.get("patterns"), &f("patterns"), false)?;
-            for (i, pat) in patterns.iter().enumerate() {
-                let fp = format!("{p}.patterns[{i}]");
-                if pat.starts_with('/') {
-                    return err(&fp, "patterns are relative to root; remove the leading '/'");
+    Ok(
+        match tagged::<TriggerIn>(object(v, p)?, p, "trigger", &["type"])? {
+            TriggerIn::Cron { cron, timezone } => {
+                let cron = required(cron, &f("cron"))?;
+                if let Err(e) = CronSchedule::parse(&cron) {
+                    return err(&f("cron"), format!("invalid cron expression {cron:?}: {e}"));
                 }
-                if let Err(e) = globset::Glob::new(pat) {
-                    return err(&fp, format!("invalid glob {pat:?}: {}", e.kind()));
+                let timezone = timezone.filter(|s| !s.is_empty());
+                if let Err(e) = Zone::parse(timezone.as_deref()) {
+                    return err(&f("timezone"), e);
                 }
+                Trigger::Cron { cron, timezone }
             }
-            let root = match opt_str(m, p, "root")? {
-                Some(r) => Some(abs_path(&r, &f("root"))?),
-                None if working_dir.is_none() => {
-                    return err(&f("root"), "is required when the job has no working_dir")
-                }
-                None => None,
-            };
-            let debounce_seconds = opt_num(m, p, "debounce_seconds", 0.0, 3600.0)?.unwrap_or(5.0);
-            Ok(Trigger::FileChange {
+            TriggerIn::Interval { seconds } => Trigger::Interval {
+                seconds: required(
+                    uint(seconds, &f("seconds"), 1, 10 * 366 * 86400)?,
+                    &f("seconds"),
+                )?,
+            },
+            TriggerIn::FileChange {
                 patterns,
                 root,
                 debounce_seconds,
-            })
-        }
-        "webhook" => {
-            check_keys(
-                m,
-                p,
-                &["type", "path", "secret_env", "max_age_seconds"],
-                &[],
-            )?;
-            let path = req_str(m, p, "path")?;
-            validate_hook_path(&path).or_else(|e| err(&f("path"), e))?;
-            let secret_env = env_name(m, p, "secret_env")?
-                .ok_or_else(|| missing(&f("secret_env")))?;
-            let max_age_seconds = opt_uint(m, p, "max_age_seconds", 1, 7 * 86400)?;
-            Ok(Trigger::Webhook {
+            } => {
+                let patterns = strings(patterns, &f("patterns"))?;
+                for (i, pat) in patterns.iter().enumerate() {
+                    check_pattern(pat, &format!("{p}.patterns[{i}]"))?;
+                }
+                let root = match root {
+                    Some(r) => Some(abs_path(&r, &f("root"))?),
+                    None if working_dir.is_none() => {
+                        return err(&f("root"), "is required when the job has no working_dir")
+                    }
+                    None => None,
+                };
+                Trigger::FileChange {
+                    patterns,
+                    root,
+                    debounce_seconds: num(debounce_seconds, &f("debounce_seconds"), 0.0, 3600.0)?
+                        .unwrap_or(5.0),
+                }
+            }
+            TriggerIn::Webhook {
                 path,
                 secret_env,
                 max_age_seconds,
-            })
-        }
-        "git_push" => {
-            check_keys(m, p, &["type", "repo", "branch"], &[])?;
-            let repo = abs_path(&req_str(m, p, "repo")?, &f("repo"))?;
-            let branch = opt_str(m, p, "branch")?.unwrap_or_else(|| "*".into());
-            if branch.is_empty() {
-                return err(&f("branch"), "must not be empty (use \"*\" for every branch)");
+            } => {
+                let path = required(path, &f("path"))?;
+                validate_hook_path(&path).or_else(|e| err(&f("path"), e))?;
+                Trigger::Webhook {
+                    path,
+                    secret_env: required(
+                        env_name(secret_env, &f("secret_env"))?,
+                        &f("secret_env"),
+                    )?,
+                    max_age_seconds: uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?,
+                }
             }
-            if let Err(e) = globset::Glob::new(&branch) {
-                return err(&f("branch"), format!("invalid glob {branch:?}: {}", e.kind()));
+            TriggerIn::GitPush { repo, branch } => {
+                let repo = abs_path(&required(repo, &f("repo"))?, &f("repo"))?;
+                let branch = branch.unwrap_or_else(|| "*".into());
+                if branch.is_empty() {
+                    return err(
+                        &f("branch"),
+                        "must not be empty (use \"*\" for every branch)",
+                    );
+                }
+                if let Err(e) = globset::Glob::new(&branch) {
+                    return err(
+                        &f("branch"),
+                        format!("invalid glob {branch:?}: {}", e.kind()),
+                    );
+                }
+                Trigger::GitPush { repo, branch }
             }
-            Ok(Trigger::GitPush { repo, branch })
-        }
-        other => err(
-            &f("type"),
-            format!(
-                "unknown trigger type \"{other}\": expected cron, interval, file_change, webhook or git_push"
-            ),
-        ),
+        },
+    )
+}
+
+/// A `file_change` pattern: relative to the root, and a glob the watcher can compile.
+fn check_pattern(pat: &str, field: &str) -> R<()> {
+    if pat.starts_with('/') {
+        return err(
+            field,
+            "patterns are relative to root; remove the leading '/'",
+        );
     }
+    if let Err(e) = globset::Glob::new(pat) {
+        return err(field, format!("invalid glob {pat:?}: {}", e.kind()));
+    }
+    Ok(())
 }
 
 fn validate_hook_path(path: &str) -> Result<(), String> {
@@ -425,25 +309,17 @@ fn validate_hook_path(path: &str) -> Result<(), String> {
 }
 
 fn output(v: &Value, p: &str) -> R<Output> {
-    let m = object(v, p)?;
-    let kind = req_str(m, p, "type")?;
     let f = |k: &str| format!("{p}.{k}");
-    let on = match m.get("on") {
+    let mut m = object(v, p)?;
+    let on = match m.remove("on") {
         None | Some(Value::Null) => vec![OnStatus::Succeeded, OnStatus::Failed],
-        Some(_) => {
-            let list = str_list(m.get("on"), &f("on"), false)?;
+        Some(list) => {
+            let list: Vec<OnStatus> = from_value(&list, &f("on"), &[])?;
+            if list.is_empty() {
+                return err(&f("on"), "must not be empty");
+            }
             let mut on = Vec::new();
-            for (i, s) in list.iter().enumerate() {
-                let st = match s.as_str() {
-                    "succeeded" => OnStatus::Succeeded,
-                    "failed" => OnStatus::Failed,
-                    o => {
-                        return err(
-                            &format!("{p}.on[{i}]"),
-                            format!("unknown status \"{o}\": expected succeeded or failed"),
-                        )
-                    }
-                };
+            for st in list {
                 if !on.contains(&st) {
                     on.push(st);
                 }
@@ -451,43 +327,33 @@ fn output(v: &Value, p: &str) -> R<Output> {
             on
         }
     };
-    let target = match kind.as_str() {
-        "log" | "stdout" => {
-            check_keys(m, p, &["type", "on"], &[])?;
-            if kind == "log" {
-                Target::Log
-            } else {
-                Target::Stdout
-            }
-        }
-        "file" => {
-            check_keys(m, p, &["type", "on", "path", "append"], &[])?;
-            let path = req_str(m, p, "path")?;
+    let target = match tagged::<TargetIn>(m, p, "output", &["type", "on"])? {
+        TargetIn::Log {} => Target::Log,
+        TargetIn::Stdout {} => Target::Stdout,
+        TargetIn::File { path, append } => {
+            let path = required(path, &f("path"))?;
             if !(path.starts_with('/') || path == "~" || path.starts_with("~/")) {
                 return err(&f("path"), "must be an absolute path (or start with ~/)");
             }
             Target::File {
                 path,
-                append: opt_bool(m, p, "append")?.unwrap_or(true),
+                append: append.unwrap_or(true),
             }
         }
-        "slack" => {
-            check_keys(
-                m,
-                p,
-                &["type", "on", "channel", "token_env", "webhook_url_env", "api_url"],
-                &[],
-            )?;
-            let channel = opt_str(m, p, "channel")?.filter(|c| !c.is_empty());
-            let token_env = env_name(m, p, "token_env")?;
-            let webhook_url_env = env_name(m, p, "webhook_url_env")?;
+        TargetIn::Slack {
+            channel,
+            token_env,
+            webhook_url_env,
+            api_url,
+        } => {
+            let channel = channel.filter(|c| !c.is_empty());
+            let token_env = env_name(token_env, &f("token_env"))?;
+            let webhook_url_env = env_name(webhook_url_env, &f("webhook_url_env"))?;
             match (&token_env, &webhook_url_env) {
-                (None, None) => {
-                    return err(
-                        &f("token_env"),
-                        "slack needs token_env (a bot token) or webhook_url_env (an incoming webhook)",
-                    )
-                }
+                (None, None) => return err(
+                    &f("token_env"),
+                    "slack needs token_env (a bot token) or webhook_url_env (an incoming webhook)",
+                ),
                 (Some(_), Some(_)) => {
                     return err(
                         &f("webhook_url_env"),
@@ -503,56 +369,56 @@ fn output(v: &Value, p: &str) -> R<Output> {
                 channel,
                 token_env,
                 webhook_url_env,
-                api_url: url(m, p, "api_url")?.unwrap_or_else(|| "https://slack.com/api".into()),
+                api_url: api_base(api_url, &f("api_url"), "https://slack.com/api")?,
             }
         }
-        "webhook" => {
-            check_keys(
-                m,
-                p,
-                &["type", "on", "url", "hmac_secret_env", "headers"],
-                &[],
-            )?;
-            let url = url(m, p, "url")?.ok_or_else(|| missing(&f("url")))?;
-            let headers = string_map(m.get("headers"), &f("headers"))?;
-            for k in headers.keys() {
+        TargetIn::Webhook {
+            url,
+            hmac_secret_env,
+            headers,
+        } => {
+            let url = required(url, &f("url"))?;
+            http_url(&url, &f("url"), UrlUse::Endpoint)?;
+            let headers = headers.unwrap_or_default();
+            for (k, val) in &headers {
+                let field = format!("{p}.headers.{k}");
                 if k.is_empty() || !k.bytes().all(is_header_name_byte) {
-                    return err(&format!("{p}.headers.{k}"), "not a valid HTTP header name");
+                    return err(&field, "not a valid HTTP header name");
+                }
+                if !val.bytes().all(is_header_value_byte) {
+                    return err(
+                        &field,
+                        "not a valid HTTP header value: printable ASCII, spaces and tabs only",
+                    );
                 }
             }
             Target::Webhook {
                 url,
-                hmac_secret_env: env_name(m, p, "hmac_secret_env")?,
+                hmac_secret_env: env_name(hmac_secret_env, &f("hmac_secret_env"))?,
                 headers,
             }
         }
-        "email" => {
-            check_keys(
-                m,
-                p,
-                &["type", "on", "to", "from", "smtp_env_prefix"],
-                &[],
-            )?;
-            let to = match m.get("to") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(_) => str_list(m.get("to"), &f("to"), false)?,
-                None => return err(&f("to"), "is required"),
+        TargetIn::Email {
+            to,
+            from,
+            smtp_env_prefix,
+        } => {
+            let to = match to {
+                Some(Value::String(s)) => vec![s],
+                other => strings(
+                    other
+                        .map(|v| from_value::<Vec<String>>(&v, &f("to"), &[]))
+                        .transpose()?,
+                    &f("to"),
+                )?,
             };
             for (i, a) in to.iter().enumerate() {
-                if !looks_like_address(a) {
-                    return err(
-                        &format!("{p}.to[{i}]"),
-                        format!("\"{a}\" is not an email address"),
-                    );
-                }
+                mailbox(a, &format!("{p}.to[{i}]"))?;
             }
-            let from = opt_str(m, p, "from")?;
             if let Some(a) = &from {
-                if !looks_like_address(a) {
-                    return err(&f("from"), format!("\"{a}\" is not an email address"));
-                }
+                mailbox(a, &f("from"))?;
             }
-            let smtp_env_prefix = opt_str(m, p, "smtp_env_prefix")?.unwrap_or_else(|| "SMTP_".into());
+            let smtp_env_prefix = smtp_env_prefix.unwrap_or_else(|| "SMTP_".into());
             if !is_env_name(&format!("{smtp_env_prefix}HOST")) {
                 return err(
                     &f("smtp_env_prefix"),
@@ -565,14 +431,13 @@ fn output(v: &Value, p: &str) -> R<Output> {
                 smtp_env_prefix,
             }
         }
-        "github_comment" => {
-            check_keys(
-                m,
-                p,
-                &["type", "on", "repo", "issue", "token_env", "api_url"],
-                &[],
-            )?;
-            let repo = req_str(m, p, "repo")?;
+        TargetIn::GithubComment {
+            repo,
+            issue,
+            token_env,
+            api_url,
+        } => {
+            let repo = required(repo, &f("repo"))?;
             let ok = repo.split('/').count() == 2
                 && repo.split('/').all(|s| {
                     !s.is_empty()
@@ -582,208 +447,174 @@ fn output(v: &Value, p: &str) -> R<Output> {
             if !ok {
                 return err(&f("repo"), "must be owner/name");
             }
-            let issue = match m.get("issue") {
+            let issue = match issue {
                 Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => n.to_string(),
-                Some(Value::String(s)) if s.contains("{{") => s.clone(),
-                Some(Value::String(s)) if s.parse::<u64>().is_ok_and(|n| n > 0) => s.clone(),
+                Some(Value::String(s)) if s.contains("{{") => s,
+                Some(Value::String(s)) if s.parse::<u64>().is_ok_and(|n| n > 0) => s,
                 Some(Value::String(s)) => {
                     return err(
                         &f("issue"),
                         format!("\"{s}\" is neither an issue number nor a {{{{template}}}}"),
                     )
                 }
-                None | Some(Value::Null) => return err(&f("issue"), "is required"),
+                None => return err(&f("issue"), "is required"),
                 Some(other) => {
                     return err(
                         &f("issue"),
-                        expected("a positive issue number or a template string", other),
+                        expected("a positive issue number or a template string", &other),
                     )
                 }
             };
             Target::GithubComment {
                 repo,
                 issue,
-                token_env: env_name(m, p, "token_env")?
-                    .ok_or_else(|| missing(&f("token_env")))?,
-                api_url: url(m, p, "api_url")?
-                    .unwrap_or_else(|| "https://api.github.com".into()),
+                token_env: required(env_name(token_env, &f("token_env"))?, &f("token_env"))?,
+                api_url: api_base(api_url, &f("api_url"), "https://api.github.com")?,
             }
-        }
-        other => {
-            return err(
-                &f("type"),
-                format!(
-                    "unknown output type \"{other}\": expected log, stdout, file, slack, webhook, email or github_comment"
-                ),
-            )
         }
     };
     Ok(Output { target, on })
 }
 
-// ---- small typed accessors; each error names the full field path ----
+// ---- URLs and addresses, read as delivery reads them ----
 
-fn path_of(p: &str, k: &str) -> String {
-    if p.is_empty() {
-        k.to_string()
-    } else {
-        format!("{p}.{k}")
-    }
+/// How delivery uses a URL.
+#[derive(Clone, Copy, PartialEq)]
+enum UrlUse {
+    /// Posted to as given (webhook `url`); `user:password@` in it becomes Basic
+    /// authentication, as ureq sends it.
+    Endpoint,
+    /// A base that delivery appends API paths to (`api_url`), sent with the token named by
+    /// `token_env`: credentials, a query or a fragment would be ignored or misplaced.
+    ApiBase,
 }
 
-fn missing(field: &str) -> FieldError {
-    FieldError {
-        field: field.into(),
-        error: "is required".into(),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expected(what: &str, got: &Value) -> String {
-    format!("expected {what}, got {}", type_name(got))
-}
-
-fn object<'a>(v: &'a Value, p: &str) -> R<&'a Map<String, Value>> {
-    match v {
-        Value::Object(m) => Ok(m),
-        other => err(p, expected("a JSON object", other)),
-    }
-}
-
-fn check_keys(m: &Map<String, Value>, p: &str, known: &[&str], ignored: &[&str]) -> R<()> {
-    for k in m.keys() {
-        if !known.contains(&k.as_str()) && !ignored.contains(&k.as_str()) {
+/// Checks `s` as ureq will read it when delivering: `url::Url::parse`, a host, and http or
+/// https (ureq refuses any other scheme). The URL is not quoted back: it may hold a secret.
+fn http_url(s: &str, field: &str, usage: UrlUse) -> R<()> {
+    let u = match url::Url::parse(s) {
+        Ok(u) => u,
+        Err(e) => {
             return err(
-                &path_of(p, k),
-                format!("unknown field; expected one of: {}", known.join(", ")),
+                field,
+                format!("not a valid URL ({e}): give an http:// or https:// URL"),
+            )
+        }
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return err(
+            field,
+            format!(
+                "scheme \"{}\" cannot be delivered to: give an http:// or https:// URL",
+                u.scheme()
+            ),
+        );
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return err(field, "has no host: give an http:// or https:// URL");
+    }
+    if usage == UrlUse::ApiBase {
+        if !u.username().is_empty() || u.password().is_some() {
+            return err(
+                field,
+                "must not contain credentials (user:password@): requests are authenticated with the token named by token_env",
+            );
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return err(
+                field,
+                "must not have a query (?) or fragment (#): API paths are appended to it",
             );
         }
     }
     Ok(())
 }
 
-fn opt_str(m: &Map<String, Value>, p: &str, k: &str) -> R<Option<String>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => err(&path_of(p, k), expected("a string", other)),
-    }
-}
-
-fn req_str(m: &Map<String, Value>, p: &str, k: &str) -> R<String> {
-    opt_str(m, p, k)?.ok_or_else(|| missing(&path_of(p, k)))
-}
-
-fn opt_bool(m: &Map<String, Value>, p: &str, k: &str) -> R<Option<bool>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => err(&path_of(p, k), expected("true or false", other)),
-    }
-}
-
-fn opt_uint(m: &Map<String, Value>, p: &str, k: &str, min: u64, max: u64) -> R<Option<u64>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
-            _ => err(
-                &path_of(p, k),
-                format!("must be a whole number from {min} to {max}, got {n}"),
-            ),
-        },
-        Some(other) => err(&path_of(p, k), expected("a whole number", other)),
-    }
-}
-
-fn opt_num(m: &Map<String, Value>, p: &str, k: &str, min: f64, max: f64) -> R<Option<f64>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x >= min && x <= max => Ok(Some(x)),
-            _ => err(
-                &path_of(p, k),
-                format!("must be a number from {min} to {max}, got {n}"),
-            ),
-        },
-        Some(other) => err(&path_of(p, k), expected("a number", other)),
-    }
-}
-
-fn str_list(v: Option<&Value>, field: &str, allow_empty: bool) -> R<Vec<String>> {
+/// An `api_url`, or `default` when absent.
+fn api_base(v: Option<String>, field: &str, default: &str) -> R<String> {
     match v {
-        Some(Value::Array(a)) => {
-            if a.is_empty() && !allow_empty {
-                return err(field, "must not be empty");
-            }
-            a.iter()
-                .enumerate()
-                .map(|(i, s)| match s {
-                    Value::String(s) if !s.is_empty() => Ok(s.clone()),
-                    Value::String(_) => err(&format!("{field}[{i}]"), "must not be empty"),
-                    other => err(&format!("{field}[{i}]"), expected("a string", other)),
-                })
-                .collect()
-        }
-        None | Some(Value::Null) => err(field, "is required"),
-        Some(other) => err(field, expected("an array of strings", other)),
+        Some(s) => http_url(&s, field, UrlUse::ApiBase).map(|()| s),
+        None => Ok(default.into()),
     }
 }
 
-fn string_map(v: Option<&Value>, field: &str) -> R<BTreeMap<String, String>> {
-    match v {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => err(&format!("{field}.{k}"), expected("a string", other)),
-            })
-            .collect(),
-        Some(other) => err(field, expected("an object of strings", other)),
-    }
-}
-
-fn env_name(m: &Map<String, Value>, p: &str, k: &str) -> R<Option<String>> {
-    match opt_str(m, p, k)? {
-        None => Ok(None),
-        Some(s) if is_env_name(&s) => Ok(Some(s)),
-        Some(s) => err(
-            &path_of(p, k),
-            format!("\"{s}\" is not an environment variable name: give the variable's NAME (letters, digits, _), never the secret itself"),
+/// Checks `a` as the email output will parse it: lettre's `Mailbox`
+/// (`a@example.com` or `Name <a@example.com>`).
+fn mailbox(a: &str, field: &str) -> R<()> {
+    match a.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Ok(()),
+        Err(e) => err(
+            field,
+            format!(
+                "\"{a}\" is not an email address ({}): give a@example.com or Name <a@example.com>",
+                e.to_string().to_lowercase()
+            ),
         ),
     }
 }
 
-fn url(m: &Map<String, Value>, p: &str, k: &str) -> R<Option<String>> {
-    match opt_str(m, p, k)? {
+// ---- small helpers; each error names the full field path ----
+
+fn required<T>(v: Option<T>, field: &str) -> R<T> {
+    v.ok_or_else(|| FieldError {
+        field: field.into(),
+        error: "is required".into(),
+    })
+}
+
+fn object(v: &Value, p: &str) -> R<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m.clone()),
+        other => err(p, expected("a JSON object", other)),
+    }
+}
+
+/// A required, non-empty list of non-empty strings.
+fn strings(v: Option<Vec<String>>, field: &str) -> R<Vec<String>> {
+    let v = required(v, field)?;
+    if v.is_empty() {
+        return err(field, "must not be empty");
+    }
+    if let Some(i) = v.iter().position(String::is_empty) {
+        return err(&format!("{field}[{i}]"), "must not be empty");
+    }
+    Ok(v)
+}
+
+fn uint(n: Option<Number>, field: &str, min: u64, max: u64) -> R<Option<u64>> {
+    match n {
         None => Ok(None),
-        Some(s) => {
-            let rest = s
-                .strip_prefix("https://")
-                .or_else(|| s.strip_prefix("http://"));
-            match rest {
-                Some(r)
-                    if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) =>
-                {
-                    Ok(Some(s))
-                }
-                _ => err(
-                    &path_of(p, k),
-                    format!("\"{s}\" is not an http:// or https:// URL"),
-                ),
-            }
-        }
+        Some(n) => match n.as_u64() {
+            Some(x) if (min..=max).contains(&x) => Ok(Some(x)),
+            _ => err(
+                field,
+                format!("must be a whole number from {min} to {max}, got {n}"),
+            ),
+        },
+    }
+}
+
+fn num(n: Option<Number>, field: &str, min: f64, max: f64) -> R<Option<f64>> {
+    match n {
+        None => Ok(None),
+        Some(n) => match n.as_f64() {
+            Some(x) if x >= min && x <= max => Ok(Some(x)),
+            _ => err(
+                field,
+                format!("must be a number from {min} to {max}, got {n}"),
+            ),
+        },
+    }
+}
+
+/// A `*_env` field: the NAME of a variable holding a secret, never the secret.
+fn env_name(v: Option<String>, field: &str) -> R<Option<String>> {
+    match v {
+        Some(s) if !is_env_name(&s) => err(
+            field,
+            format!("\"{s}\" is not an environment variable name: give the variable's NAME (letters, digits, _), never the secret itself"),
+        ),
+        v => Ok(v),
     }
 }
 
@@ -827,24 +658,14 @@ fn is_env_name(s: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// RFC 9110 token characters, as ureq checks a header name before sending.
 fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn looks_like_address(a: &str) -> bool {
-    let addr = match (a.find('<'), a.rfind('>')) {
-        (Some(l), Some(r)) if l < r => &a[l + 1..r],
-        _ => a,
-    };
-    match addr.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !addr.contains(char::is_whitespace)
-                && !domain.contains('@')
-        }
-        None => false,
-    }
+/// Visible ASCII, space and tab: what ureq accepts in a header value before sending.
+fn is_header_value_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x21..=0x7e)
 }
 
 /// Everything worth telling the user when a job is saved: [`Job::warnings`] plus things
@@ -912,6 +733,7 @@ fn single_brace_names(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::input::READ_ONLY;
     use serde_json::json;
 
     fn v(j: Value) -> R<Job> {
@@ -1221,5 +1043,296 @@ mod tests {
         );
         assert_eq!(w, ["prompt: {fired_at} is left as it is: template variables take two braces, {{fired_at}}"]);
         assert!(save_warnings(&v(base()).unwrap()).is_empty());
+    }
+
+    fn out(o: Value) -> Value {
+        with(base(), "outputs", json!([o]))
+    }
+
+    fn err_of(j: Value) -> FieldError {
+        v(j).unwrap_err()
+    }
+
+    #[test]
+    fn urls_are_read_as_delivery_reads_them() {
+        let hook = |u: &str| out(json!({"type": "webhook", "url": u}));
+        for bad in [
+            "http://h:99999/x",
+            "ftp://h/x",
+            "h/x",
+            "/x",
+            "https://",
+            "http://exa mple.com/",
+            "mailto:a@example.com",
+            "",
+        ] {
+            let e = err_of(hook(bad));
+            assert_eq!(e.field, "outputs[0].url", "{bad}: {e}");
+            assert!(e.error.contains("http://"), "{bad}: {e}");
+        }
+        assert!(err_of(hook("http://h:99999/x"))
+            .error
+            .contains("invalid port number"));
+        for good in [
+            "http://h:65535/x",
+            "https://example.com",
+            "https://u:secret@example.com/x?token=1#f",
+            "http://[::1]:8080/hook",
+        ] {
+            assert!(v(hook(good)).is_ok(), "{good}");
+        }
+        // A URL is never quoted back: it may hold a secret.
+        let e = err_of(hook("http://u:s3cret@h:99999/x"));
+        assert!(!e.error.contains("s3cret"), "{e}");
+
+        // api_url: a base for API paths, sent with token_env's token.
+        let slack = |u: &str| {
+            out(json!({"type": "slack", "channel": "#a", "token_env": "T", "api_url": u}))
+        };
+        let gh = |u: &str| {
+            out(
+                json!({"type": "github_comment", "repo": "o/r", "issue": 1, "token_env": "T", "api_url": u}),
+            )
+        };
+        for bad in [
+            "https://u:p@h/api",
+            "https://u@h/api",
+            "https://h/api?x=1",
+            "https://h/api#f",
+            "https://h:70000/api",
+            "file:///api",
+        ] {
+            assert_eq!(field_of(slack(bad)), "outputs[0].api_url", "{bad}");
+            assert_eq!(field_of(gh(bad)), "outputs[0].api_url", "{bad}");
+        }
+        assert!(err_of(slack("https://u:p@h/api"))
+            .error
+            .contains("credentials"));
+        let j = v(gh("http://127.0.0.1:9/api/")).unwrap();
+        assert!(
+            matches!(&j.outputs[0].target, Target::GithubComment { api_url, .. } if api_url == "http://127.0.0.1:9/api/")
+        );
+        let j = v(out(json!({"type": "slack", "webhook_url_env": "W"}))).unwrap();
+        assert!(
+            matches!(&j.outputs[0].target, Target::Slack { api_url, .. } if api_url == "https://slack.com/api")
+        );
+    }
+
+    #[test]
+    fn email_addresses_are_read_as_lettre_reads_them() {
+        let mail = |to: Value| out(json!({"type": "email", "to": to}));
+        for good in [
+            json!("a@example.com"),
+            json!(["ops@example.com", "Dev Team <dev@example.com>"]),
+            json!("a@localhost"),
+        ] {
+            assert!(v(mail(good.clone())).is_ok(), "{good}");
+        }
+        for bad in ["x@", "@x", "a b@example.com", "<a@example.com", "plain", ""] {
+            let e = err_of(mail(json!(["ok@example.com", bad])));
+            assert_eq!(e.field, "outputs[0].to[1]", "{bad}: {e}");
+            if !bad.is_empty() {
+                assert!(e.error.contains("is not an email address"), "{bad}: {e}");
+            }
+        }
+        assert_eq!(field_of(mail(json!("nope"))), "outputs[0].to[0]");
+        assert_eq!(field_of(mail(json!([]))), "outputs[0].to");
+        assert_eq!(field_of(mail(json!(5))), "outputs[0].to");
+        assert_eq!(
+            field_of(mail(json!(["a@example.com", 5]))),
+            "outputs[0].to[1]"
+        );
+        assert_eq!(
+            field_of(out(
+                json!({"type": "email", "to": "a@example.com", "from": "bog at example.com"})
+            )),
+            "outputs[0].from"
+        );
+        // Each address given is one the email output can send to.
+        for a in ["a@example.com", "Dev Team <dev@example.com>", "a@localhost"] {
+            assert!(a.parse::<lettre::message::Mailbox>().is_ok(), "{a}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_at_every_level() {
+        let trig = |t: Value| with(base(), "triggers", json!([t]));
+        let cases = [
+            (with(base(), "bogus", json!(1)), "bogus"),
+            (
+                with(base(), "agent", json!({"command": ["x"], "cmd": 1})),
+                "agent.cmd",
+            ),
+            (
+                with(base(), "limits", json!({"memory": 5})),
+                "limits.memory",
+            ),
+            (
+                trig(json!({"type": "cron", "cron": "* * * * *", "tz": "UTC"})),
+                "triggers[0].tz",
+            ),
+            (
+                trig(json!({"type": "interval", "seconds": 5, "x": 1})),
+                "triggers[0].x",
+            ),
+            (
+                trig(json!({"type": "file_change", "patterns": ["a"], "root": "/tmp", "glob": 1})),
+                "triggers[0].glob",
+            ),
+            (
+                trig(
+                    json!({"type": "webhook", "path": "/hooks/a", "secret_env": "S", "secret": "x"}),
+                ),
+                "triggers[0].secret",
+            ),
+            (
+                trig(json!({"type": "git_push", "repo": "/r", "ref": "x"})),
+                "triggers[0].ref",
+            ),
+            (
+                out(json!({"type": "log", "level": "info"})),
+                "outputs[0].level",
+            ),
+            (out(json!({"type": "stdout", "x": 1})), "outputs[0].x"),
+            (
+                out(json!({"type": "file", "path": "/tmp/x", "mode": 1})),
+                "outputs[0].mode",
+            ),
+            (
+                out(json!({"type": "slack", "webhook_url_env": "W", "token": "x"})),
+                "outputs[0].token",
+            ),
+            (
+                out(json!({"type": "webhook", "url": "https://h/x", "secret": "x"})),
+                "outputs[0].secret",
+            ),
+            (
+                out(json!({"type": "email", "to": "a@example.com", "cc": "b@example.com"})),
+                "outputs[0].cc",
+            ),
+            (
+                out(
+                    json!({"type": "github_comment", "repo": "o/r", "issue": 1, "token_env": "T", "token": "x"}),
+                ),
+                "outputs[0].token",
+            ),
+        ];
+        for (j, field) in cases {
+            let e = err_of(j);
+            assert_eq!(e.field, field, "{e}");
+            assert!(
+                e.error.starts_with("unknown field; expected one of: "),
+                "{e}"
+            );
+        }
+        // The list names what the object takes, read-only fields and all common ones aside.
+        assert_eq!(
+            err_of(trig(json!({"type": "interval", "seconds": 5, "x": 1}))).error,
+            "unknown field; expected one of: type, seconds"
+        );
+        assert_eq!(
+            err_of(out(json!({"type": "log", "x": 1}))).error,
+            "unknown field; expected one of: type, on"
+        );
+        assert!(!err_of(with(base(), "bogus", json!(1)))
+            .error
+            .contains("next_fire_at"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field_and_what_is_expected() {
+        let cases = [
+            (json!([1]), "", "expected a JSON object, got an array"),
+            (with(base(), "name", json!(5)), "name", "expected a string, got a number"),
+            (with(base(), "enabled", json!("yes")), "enabled", "expected true or false, got a string"),
+            (with(base(), "env", json!([])), "env", "expected an object, got an array"),
+            (with(base(), "env", json!({"A": null})), "env.A", "expected a string, got null"),
+            (with(base(), "triggers", json!({})), "triggers", "expected an array, got an object"),
+            (with(base(), "triggers", json!([5])), "triggers[0]", "expected a JSON object, got a number"),
+            (with(base(), "triggers", json!([{"type": 5}])), "triggers[0].type", "expected a string, got a number"),
+            (with(base(), "triggers", json!([{"seconds": 5}])), "triggers[0].type", "is required"),
+            (
+                with(base(), "triggers", json!([{"type": "interval", "seconds": "5"}])),
+                "triggers[0].seconds",
+                "expected a number, got a string",
+            ),
+            (with(base(), "overlap", json!(5)), "overlap", "expected a string, got a number"),
+            (
+                with(base(), "overlap", json!("sometimes")),
+                "overlap",
+                "unknown value \"sometimes\": expected queue, skip or parallel",
+            ),
+            (
+                out(json!({"type": "log", "on": ["maybe"]})),
+                "outputs[0].on[0]",
+                "unknown value \"maybe\": expected succeeded or failed",
+            ),
+            (
+                with(base(), "triggers", json!([{"type": "sundial"}])),
+                "triggers[0].type",
+                "unknown trigger type \"sundial\": expected cron, interval, file_change, webhook or git_push",
+            ),
+            (
+                out(json!({"type": "fax"})),
+                "outputs[0].type",
+                "unknown output type \"fax\": expected log, stdout, file, slack, webhook, email or github_comment",
+            ),
+            // A struct is an object, never the array of its fields in order.
+            (with(base(), "agent", json!([["sh"]])), "agent", "expected a JSON object, got an array"),
+            (with(base(), "limits", json!([1])), "limits", "expected a JSON object, got an array"),
+            (
+                with(base(), "limits", json!({"timeout_seconds": 1.5})),
+                "limits.timeout_seconds",
+                "must be a whole number from 1 to 2592000, got 1.5",
+            ),
+        ];
+        for (j, field, error) in cases {
+            let e = err_of(j);
+            assert_eq!((e.field.as_str(), e.error.as_str()), (field, error));
+        }
+    }
+
+    #[test]
+    fn null_is_absent_and_a_null_timeout_is_no_timeout() {
+        let j = v(with(base(), "limits", json!({"timeout_seconds": null}))).unwrap();
+        assert_eq!(j.limits.timeout_seconds, None);
+        let j = v(with(base(), "limits", json!({"cpu_seconds": null}))).unwrap();
+        assert_eq!(j.limits.timeout_seconds, Some(3600));
+        let mut nulls = base();
+        for k in [
+            "agent",
+            "model",
+            "working_dir",
+            "env",
+            "outputs",
+            "limits",
+            "overlap",
+        ] {
+            nulls[k] = Value::Null;
+        }
+        for k in [
+            "max_retries",
+            "retry_backoff_seconds",
+            "catch_up",
+            "history",
+            "enabled",
+        ] {
+            nulls[k] = Value::Null;
+        }
+        assert_eq!(v(nulls).unwrap(), v(base()).unwrap());
+        for k in READ_ONLY {
+            assert!(v(with(base(), k, json!({"any": ["thing"]}))).is_ok(), "{k}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_ones_ureq_sends() {
+        let h = |k: &str, val: &str| {
+            out(json!({"type": "webhook", "url": "https://h/x", "headers": {k: val}}))
+        };
+        assert!(v(h("X-A", "b c\td")).is_ok());
+        assert_eq!(field_of(h("X-A", "é")), "outputs[0].headers.X-A");
+        assert_eq!(field_of(h("X-A", "a\r\nX-B: c")), "outputs[0].headers.X-A");
+        assert_eq!(field_of(h("X A", "b")), "outputs[0].headers.X A");
     }
 }

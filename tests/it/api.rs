@@ -494,6 +494,50 @@ fn validation_errors_name_the_field() {
             with("working_dir", json!("rel/dir")),
             "working_dir",
         ),
+        // Unknown fields and wrong shapes at each nesting level.
+        (
+            "unknown agent field",
+            with("agent", json!({"command": ["sh"], "cmd": "x"})),
+            "agent.cmd",
+        ),
+        (
+            "agent an array",
+            with("agent", json!([["sh", "-c", "true"]])),
+            "agent",
+        ),
+        (
+            "unknown output field",
+            out(json!({"type": "log", "level": "info"})),
+            "outputs[0].level",
+        ),
+        (
+            "on not a status",
+            out(json!({"type": "log", "on": ["sometimes"]})),
+            "outputs[0].on[0]",
+        ),
+        // URLs and addresses as delivery reads them (ureq's url::Url, lettre's Mailbox).
+        (
+            "webhook port out of range",
+            out(json!({"type": "webhook", "url": "http://h:99999/x"})),
+            "outputs[0].url",
+        ),
+        (
+            "webhook not http",
+            out(json!({"type": "webhook", "url": "ftp://h/x"})),
+            "outputs[0].url",
+        ),
+        (
+            "credentials in api_url",
+            out(
+                json!({"type": "github_comment", "repo": "o/r", "issue": 1, "token_env": "GH", "api_url": "https://u:p@h/api"}),
+            ),
+            "outputs[0].api_url",
+        ),
+        (
+            "email address lettre refuses",
+            out(json!({"type": "email", "to": ["ok@example.com", "a b@example.com"]})),
+            "outputs[0].to[1]",
+        ),
     ];
     for (what, body, field) in &cases {
         let (st, v) = d.post("/jobs", body);
