@@ -69,6 +69,26 @@ impl Client {
         })
     }
 
+    /// A GET whose body is read as it arrives, for as long as the daemon streams it (no
+    /// overall timeout): the output of a running run.
+    pub fn stream(&self, path: &str) -> Result<impl std::io::Read, String> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .build();
+        match agent
+            .get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .call()
+        {
+            Ok(r) => Ok(r.into_reader()),
+            Err(ureq::Error::Status(st, r)) => Err(format!(
+                "the daemon answered {st}: {}",
+                r.into_string().unwrap_or_default().trim()
+            )),
+            Err(e) => Err(format!("cannot reach the daemon at {}: {e}", self.base)),
+        }
+    }
+
     /// Sends a request; returns the status and the JSON body (`null` when empty).
     pub fn call(
         &self,

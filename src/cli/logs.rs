@@ -1,8 +1,9 @@
 //! `job logs NAME|RUN_ID [--run N]`: a run's output (stdout), then its stderr tail, error,
 //! exit code and delivery errors (stderr). Exit 0 if the run succeeded, 1 otherwise.
 //!
-//! Following a running run (`-f`) slots in at [`logs`]: the run is resolved first, and a
-//! record that is not final yet is where following takes over from [`print_record`].
+//! With `-f`, a queued or running run's output is followed as the agent writes it, through
+//! `GET /jobs/{id}/runs/{run_id}/output` (a stream that ends when the run ends); then the
+//! final record's summary is printed and the exit code is the run's.
 
 use std::path::Path;
 
@@ -24,6 +25,10 @@ pub struct LogsArgs {
     /// Print the run record as JSON
     #[arg(long)]
     pub json: bool,
+    /// Follow a queued or running run's output as the agent writes it, until the run ends;
+    /// exit 0 if it succeeded, 1 otherwise
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 /// Which run of a job.
@@ -60,8 +65,12 @@ pub fn logs(dir: &Path, a: &LogsArgs) -> CmdResult {
     } else {
         job_run(dir, client.as_ref(), &a.target, &pick)?
     };
-    // Following (`-f`) goes here: when `record["status"]` is queued or running, follow the
-    // run's output until it ends and exit with its final status.
+    let open = matches!(record["status"].as_str(), Some("queued" | "running"));
+    if a.follow && open && !a.json {
+        if let Some(c) = &client {
+            return follow(c, &record);
+        }
+    }
     if a.json {
         println!(
             "{}",
@@ -173,15 +182,64 @@ fn find_run(dir: &Path, c: Option<&Client>, run_id: &str) -> Result<Value, (i32,
     Err(e1(format!("no job has a run {run_id}")))
 }
 
+/// Copies a running run's output to stdout as it is written, then prints the summary of its
+/// final record. Returns the exit code (0 succeeded, 1 otherwise).
+fn follow(c: &Client, record: &Value) -> CmdResult {
+    use std::io::{Read, Write};
+    let job = record["job_id"].as_str().unwrap_or("");
+    let run = record["id"].as_str().unwrap_or("");
+    let mut stream = c
+        .stream(&format!("/jobs/{}/runs/{}/output", enc(job), enc(run)))
+        .map_err(e1)?;
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 8192];
+    let mut last = b'\n';
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last = buf[n - 1];
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    return Ok(1); // stdout closed (a pager quit): stop following
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e1(format!("the output stream broke off: {e}"))),
+        }
+    }
+    if last != b'\n' {
+        println!();
+    }
+    // The stream ends when the run does; its final record is written just after.
+    let path = format!("/jobs/{}/runs/{}", enc(job), enc(run));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (st, r) = c.call("GET", &path, None).map_err(e1)?;
+        if st != 200 {
+            return Err(api_error(st, &r));
+        }
+        let done = !matches!(r["status"].as_str(), Some("queued" | "running"));
+        if done || std::time::Instant::now() > deadline {
+            return Ok(print_summary(&r));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Prints a run record: its output on stdout; its stderr tail, status line, error and
 /// delivery errors on stderr. Returns the exit code (0 succeeded, 1 otherwise).
 pub fn print_record(r: &Value) -> i32 {
-    let s = |k: &str| r[k].as_str().unwrap_or("");
-    let out = s("output");
+    let out = r["output"].as_str().unwrap_or("");
     print!("{out}");
     if !out.is_empty() && !out.ends_with('\n') {
         println!();
     }
+    print_summary(r)
+}
+
+/// A run record's stderr tail, status line, error and delivery errors (on stderr).
+fn print_summary(r: &Value) -> i32 {
+    let s = |k: &str| r[k].as_str().unwrap_or("");
     if r["output_truncated"] == true {
         eprintln!(
             "[output cut at the job's max_output_kb; the agent wrote {} bytes]",
@@ -219,7 +277,7 @@ pub fn print_record(r: &Value) -> i32 {
     eprintln!("{line}");
     if matches!(status, "queued" | "running") {
         eprintln!(
-            "the run has not ended: its output is recorded when it does; run this again then"
+            "the run has not ended: follow it with `job logs -f`, or run this again when it has"
         );
     }
     if let Some(e) = r["error"].as_str() {

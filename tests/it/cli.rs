@@ -989,3 +989,42 @@ fn job_list_shows_next_in_local_time_and_triggers_in_full() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["name"], "full");
 }
+
+/// `job logs -f` shows a line the agent printed while it is still running, ends when the run
+/// ends, and exits with the run's status.
+#[test]
+fn job_logs_follow_shows_lines_before_the_run_ends() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let flag = t.path().join("go-on");
+    for (name, tail, code) in [("ok", "exit 0", 0), ("bad", "exit 3", 1)] {
+        let script = format!(
+            "echo started {name}; while [ ! -e {f}-{name} ]; do sleep 0.05; done; echo finished {name}; {tail}",
+            f = flag.display()
+        );
+        d.create(&sh_job(name, &script, idle_trigger()));
+        let (c, out, err) = cli(&d.dir, &["job", "run", name]);
+        assert_eq!(c, 0, "{out}{err}");
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&d.dir)
+            .args(["job", "logs", "-f", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("job logs -f");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("started {name}"));
+        // The agent waits for this flag: the line above arrived while it ran.
+        std::fs::write(format!("{}-{name}", flag.display()), "").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("finished {name}"));
+        assert!(lines.next().is_none());
+        let st = child.wait().expect("exit");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).unwrap();
+        assert_eq!(st.code(), Some(code), "{err}");
+        assert!(err.contains(&format!("of job {name}:")), "{err}");
+    }
+}
