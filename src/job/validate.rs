@@ -296,8 +296,8 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 if pat.starts_with('/') {
                     return err(&fp, "patterns are relative to root; remove the leading '/'");
                 }
-                if let Err(e) = globset::Glob::new(pat) {
-                    return err(&fp, format!("invalid glob {pat:?}: {}", e.kind()));
+                if let Err(e) = crate::triggers::glob::validate(pat) {
+                    return err(&fp, format!("invalid glob {pat:?}: {e}"));
                 }
             }
             let root = match opt_str(m, p, "root")? {
@@ -339,8 +339,8 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
             if branch.is_empty() {
                 return err(&f("branch"), "must not be empty (use \"*\" for every branch)");
             }
-            if let Err(e) = globset::Glob::new(&branch) {
-                return err(&f("branch"), format!("invalid glob {branch:?}: {}", e.kind()));
+            if let Err(e) = crate::triggers::glob::validate(&branch) {
+                return err(&f("branch"), format!("invalid glob {branch:?}: {e}"));
             }
             Ok(Trigger::GitPush { repo, branch })
         }

@@ -708,10 +708,11 @@ mod tests {
         }
     }
 
-    /// Compares `ours` with chrono-tz over `[from, to)`: the offset every hour, and where
-    /// it changes, every minute of the hour before, with both the old and the new offset's
+    /// Compares `ours` with chrono-tz over `[from, to)`: the offset every 4 hours, and where
+    /// it changes, every minute of the 4 hours before, with both the old and the new offset's
     /// wall times mapped back to instants (gaps and repeats). Returns the samples checked.
     fn compare(ours: &Tz, ct: chrono_tz::Tz, from: i64, to: i64) -> usize {
+        const STEP: i64 = 4 * 3600;
         use chrono::{Offset, TimeZone};
         let name = ours.name();
         let theirs = |t: i64| {
@@ -741,7 +742,7 @@ mod tests {
             let wall = t + i64::from(off);
             assert_eq!(ours.instants_of(wall), instants(wall), "{name} wall {wall}");
             if off != prev {
-                for m in (t - 3600..t).step_by(60) {
+                for m in (t - STEP..t).step_by(60) {
                     assert_eq!(ours.offset_at(m), theirs(m), "{name} at {m}");
                     for o in [prev, off] {
                         let wall = m + i64::from(o);
@@ -751,7 +752,7 @@ mod tests {
                 }
             }
             prev = off;
-            t += 3600;
+            t += STEP;
             n += 1;
         }
         n
@@ -810,7 +811,7 @@ mod tests {
             let b = std::fs::read(format!("/usr/share/zoneinfo/{name}")).unwrap();
             let ours = Tz::from_tzif(name, &b).unwrap_or_else(|| panic!("{name}"));
             let n = compare(&ours, ct, utc(1970, 1, 1, 0, 0), utc(2040, 1, 1, 0, 0));
-            assert!(n > 600_000, "{name}: {n}");
+            assert!(n > 150_000, "{name}: {n}");
             assert!(Tz::named(name).is_some());
         }
     }
