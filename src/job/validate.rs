@@ -255,11 +255,8 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                         "must not be empty (use \"*\" for every branch)",
                     );
                 }
-                if let Err(e) = globset::Glob::new(&branch) {
-                    return err(
-                        &f("branch"),
-                        format!("invalid glob {branch:?}: {}", e.kind()),
-                    );
+                if let Err(e) = crate::triggers::glob::validate(&branch) {
+                    return err(&f("branch"), format!("invalid glob {branch:?}: {e}"));
                 }
                 Trigger::GitPush { repo, branch }
             }
@@ -275,8 +272,8 @@ fn check_pattern(pat: &str, field: &str) -> R<()> {
             "patterns are relative to root; remove the leading '/'",
         );
     }
-    if let Err(e) = globset::Glob::new(pat) {
-        return err(field, format!("invalid glob {pat:?}: {}", e.kind()));
+    if let Err(e) = crate::triggers::glob::validate(pat) {
+        return err(field, format!("invalid glob {pat:?}: {e}"));
     }
     Ok(())
 }

@@ -1,9 +1,14 @@
 //! Time zones for cron triggers: the daemon's local zone or a named IANA zone, and the
 //! mapping from a wall-clock time to instants (one, two around a fall-back, none in a
-//! spring-forward gap).
+//! spring-forward gap). Named zones come from [`super::tz`] (the system's tz database, else
+//! a built-in table of current rules).
+
+use std::sync::Arc;
 
 use chrono::offset::LocalResult;
-use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, FixedOffset, Local, NaiveDateTime, Offset, TimeZone, Utc};
+
+use super::tz::Tz;
 
 /// The zone a cron trigger is evaluated in.
 #[derive(Clone, Debug, PartialEq)]
@@ -11,7 +16,7 @@ pub enum Zone {
     /// The daemon's local zone (`TZ`, else `/etc/localtime`).
     Local,
     /// A named IANA zone such as `Europe/Berlin`.
-    Named(chrono_tz::Tz),
+    Named(Arc<Tz>),
 }
 
 /// What a wall-clock time is in a zone.
@@ -41,7 +46,7 @@ impl Zone {
     pub fn parse(name: Option<&str>) -> Result<Zone, String> {
         match name.map(str::trim) {
             None | Some("") => Ok(Zone::Local),
-            Some(n) => n.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+            Some(n) => Tz::named(n).map(Zone::Named).ok_or_else(|| {
                 format!("unknown time zone \"{n}\": expected an IANA name such as Europe/Berlin")
             }),
         }
@@ -59,7 +64,18 @@ impl Zone {
     pub fn resolve(&self, wall: NaiveDateTime) -> WallTime {
         match self {
             Zone::Local => classify(Local.from_local_datetime(&wall)),
-            Zone::Named(tz) => classify(tz.from_local_datetime(&wall)),
+            Zone::Named(tz) => {
+                let at =
+                    |t: i64| DateTime::from_timestamp(t, wall.and_utc().timestamp_subsec_nanos());
+                match tz.instants_of(wall.and_utc().timestamp()).as_slice() {
+                    [] => WallTime::Gap,
+                    [one] => at(*one).map_or(WallTime::Gap, WallTime::Single),
+                    [first, .., last] => match (at(*first), at(*last)) {
+                        (Some(a), Some(b)) => WallTime::Ambiguous(a, b),
+                        _ => WallTime::Gap,
+                    },
+                }
+            }
         }
     }
 
@@ -67,7 +83,9 @@ impl Zone {
     pub fn to_wall(&self, instant: DateTime<Utc>) -> NaiveDateTime {
         match self {
             Zone::Local => instant.with_timezone(&Local).naive_local(),
-            Zone::Named(tz) => instant.with_timezone(tz).naive_local(),
+            Zone::Named(tz) => {
+                instant.naive_utc() + Duration::seconds(tz.offset_at(instant.timestamp()).into())
+            }
         }
     }
 
@@ -75,7 +93,10 @@ impl Zone {
     pub fn to_fixed(&self, instant: DateTime<Utc>) -> DateTime<FixedOffset> {
         match self {
             Zone::Local => instant.with_timezone(&Local).fixed_offset(),
-            Zone::Named(tz) => instant.with_timezone(tz).fixed_offset(),
+            Zone::Named(tz) => {
+                let off = FixedOffset::east_opt(tz.offset_at(instant.timestamp()));
+                instant.with_timezone(&off.unwrap_or_else(|| Utc.fix()))
+            }
         }
     }
 }

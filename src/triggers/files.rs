@@ -26,10 +26,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, unbounded, Receiver};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use serde_json::Value;
 
+use super::glob::{GlobError, GlobSet};
 use crate::engine::Engine;
 use crate::job::{Job, Trigger};
 use crate::metrics::Metrics;
@@ -76,12 +76,8 @@ struct FileWatcher {
 }
 
 /// Builds the matcher of a file_change trigger's patterns.
-pub fn build_globs(patterns: &[String]) -> Result<GlobSet, globset::Error> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(GlobBuilder::new(p).literal_separator(true).build()?);
-    }
-    b.build()
+pub fn build_globs(patterns: &[String]) -> Result<GlobSet, GlobError> {
+    GlobSet::new(patterns, true)
 }
 
 /// Starts the watcher thread.
@@ -317,7 +313,7 @@ impl FileWatcher {
             if rel.as_os_str().is_empty() || under_git(rel) {
                 continue;
             }
-            if w.globs.is_match(rel) {
+            if w.globs.is_match(&rel.to_string_lossy()) {
                 hits.push((k.clone(), rel.to_string_lossy().into_owned()));
             }
         }
@@ -449,7 +445,7 @@ mod tests {
 
     fn m(pats: &[&str], path: &str) -> bool {
         let v: Vec<String> = pats.iter().map(|s| s.to_string()).collect();
-        build_globs(&v).unwrap().is_match(Path::new(path))
+        build_globs(&v).unwrap().is_match(path)
     }
 
     #[test]

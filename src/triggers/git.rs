@@ -18,9 +18,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
-use globset::{GlobBuilder, GlobMatcher};
 use serde_json::{json, Value};
 
+use super::glob::GlobSet;
 use crate::engine::Engine;
 use crate::job::Trigger;
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub type Refs = BTreeMap<String, String>;
 
 struct GitWatch {
     repo: PathBuf,
-    branch: GlobMatcher,
+    branch: GlobSet,
 }
 
 struct Poller {
@@ -102,14 +102,14 @@ impl Poller {
                 let Trigger::GitPush { repo, branch } = t else {
                     continue;
                 };
-                let Ok(g) = GlobBuilder::new(branch).build() else {
+                let Ok(g) = GlobSet::new(&[branch], false) else {
                     continue;
                 };
                 self.watches.insert(
                     (job.id.clone(), i),
                     GitWatch {
                         repo: PathBuf::from(repo),
-                        branch: g.compile_matcher(),
+                        branch: g,
                     },
                 );
             }
@@ -325,13 +325,7 @@ mod tests {
 
     #[test]
     fn branch_globs() {
-        let m = |g: &str, b: &str| {
-            GlobBuilder::new(g)
-                .build()
-                .unwrap()
-                .compile_matcher()
-                .is_match(b)
-        };
+        let m = |g: &str, b: &str| GlobSet::new(&[g], false).unwrap().is_match(b);
         assert!(m("feature/*", "feature/login"));
         assert!(!m("feature/*", "main"));
         assert!(m("*", "feature/a/b"));

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod files;
 pub mod git;
+pub mod glob;
 pub mod jobs_dir;
 pub mod webhook;
 

@@ -1028,3 +1028,72 @@ fn job_logs_follow_shows_lines_before_the_run_ends() {
         assert!(err.contains(&format!("of job {name}:")), "{err}");
     }
 }
+
+/// A TZif v2 file with no transitions, UTC+1, and a POSIX rule footer.
+fn tzif(footer: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    block.extend(b"TZif2");
+    block.extend([0u8; 15]);
+    for n in [0u32, 0, 0, 0, 1, 4] {
+        block.extend(n.to_be_bytes());
+    }
+    block.extend(3600i32.to_be_bytes());
+    block.extend([0, 0]);
+    block.extend(b"CET\0");
+    let mut f = block.clone();
+    f.extend(&block);
+    f.extend(format!("\n{footer}\n").as_bytes());
+    f
+}
+
+#[test]
+fn next_reads_zones_from_tzdir() {
+    let t = tempdir();
+    let zones = t.path().join("zones");
+    std::fs::create_dir_all(zones.join("Test")).unwrap();
+    std::fs::write(zones.join("Test/Zone"), tzif("CET-1CEST,M3.5.0,M10.5.0/3")).unwrap();
+    std::fs::write(zones.join("Test/Broken"), b"TZif2 not really").unwrap();
+    let run = |tz: &str| {
+        let out = std::process::Command::new(BIN)
+            .env("TZDIR", &zones)
+            .args(["--data-dir"])
+            .arg(t.path())
+            .args(["next", "30 2 * * *", "--from", "2026-03-27T12:00:00Z"])
+            .args(["--count", "3", "--timezone", tz])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Spring-forward in the zone read from $TZDIR: the skipped 02:30 fires at 03:00.
+    let (code, out, err) = run("Test/Zone");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "2026-03-28T02:30:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-30T02:30:00+02:00"
+        ]
+    );
+    // A file that is not a valid TZif, a missing name and a path outside the database are
+    // unknown zones (exit 2), as with any unknown name.
+    for bad in [
+        "Test/Broken",
+        "Test/Missing",
+        "../zones/Test/Zone",
+        "/etc/passwd",
+    ] {
+        let (code, _, err) = run(bad);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("unknown time zone"), "{bad}: {err}");
+    }
+    // Names the system database has still work with $TZDIR set.
+    let (code, out, err) = run("Europe/Berlin");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("2026-03-28T02:30:00+01:00\n"), "{out}");
+}
