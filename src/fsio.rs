@@ -46,6 +46,32 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Writes `data` to `path` atomically (temp file, rename) but not durably: for files that do
+/// not outlive a run (the worker's event and prompt files, removed when the run ends and at
+/// start-up). No fsync stands between a due run and its agent.
+pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = open_new(&tmp, mode)?;
+        f.write_all(data)?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Removes `path` and fsyncs its directory so the removal is durable. A missing file is not
 /// an error.
 pub fn remove_durable(path: &Path) -> io::Result<()> {
