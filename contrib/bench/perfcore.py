@@ -51,12 +51,14 @@ def http_figures(bins, secs, reps):
 
     def runs(b):
         d = start(b, 0)
-        d.api("POST", "/jobs", {"name": "r", "prompt": "p", "agent": {"command": ["true"]},
+        # parallel: 50 runs, 50 records, whichever build is faster at running them
+        d.api("POST", "/jobs", {"name": "r", "prompt": "p", "agent": {"command": ["true"]}, "overlap": "parallel",
                                 "triggers": [{"type": "cron", "cron": "0 0 1 1 *"}]})
         ids = [d.api("POST", "/jobs/r/run")["run_id"] for _ in range(50)]
         for rid in ids:
             while d.api("GET", f"/jobs/r/runs/{rid}")["status"] in ("queued", "running"):
                 time.sleep(0.01)
+        assert len(d.api("GET", "/jobs/r/runs")) == 50
         return d, f"http://127.0.0.1:{d.port}/jobs/r/runs", None, [f"Authorization: Bearer {d.token}"]
 
     body = json.dumps({"pad": "x" * 1500}).encode()
