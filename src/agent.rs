@@ -95,8 +95,14 @@ impl Control {
 }
 
 /// Spawns and waits for the agent. `on_spawn` receives the process-group id as soon as the
-/// process exists. Errors are reasons the agent could not start, in words for the run record.
-pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result<Outcome, String> {
+/// process exists (it has exec'd: `Command::spawn` returns after the exec), and how long the
+/// fork and exec took. Errors are reasons the agent could not start, in words for the run
+/// record.
+pub fn run(
+    spec: &Spec,
+    control: &Control,
+    on_spawn: impl FnOnce(i32, Duration),
+) -> Result<Outcome, String> {
     let Some(program) = spec.argv.first() else {
         return Err("the agent command is empty".into());
     };
@@ -141,7 +147,7 @@ pub fn run(spec: &Spec, control: &Control, on_spawn: impl FnOnce(i32)) -> Result
         _ => format!("cannot start agent command {program:?}: {e}"),
     })?;
     let pgid = child.id() as i32;
-    on_spawn(pgid);
+    on_spawn(pgid, started.elapsed());
 
     if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         thread::Builder::new()
@@ -382,7 +388,7 @@ mod tests {
     #[test]
     fn captures_output_exit_code_and_env() {
         let (c, _tx) = Control::new();
-        let o = run(&spec("echo $X_TEST; echo err >&2; exit 3"), &c, |_| {}).unwrap();
+        let o = run(&spec("echo $X_TEST; echo err >&2; exit 3"), &c, |_, _| {}).unwrap();
         assert_eq!(o.stdout, b"v\n");
         assert_eq!(o.stderr_tail, b"err\n");
         assert_eq!(o.exit_code, Some(3));
@@ -392,7 +398,7 @@ mod tests {
     #[test]
     fn output_is_cut_and_counted() {
         let (c, _tx) = Control::new();
-        let o = run(&spec("head -c 5000 /dev/zero"), &c, |_| {}).unwrap();
+        let o = run(&spec("head -c 5000 /dev/zero"), &c, |_, _| {}).unwrap();
         assert_eq!(o.stdout.len(), 1024);
         assert_eq!(o.stdout_total, 5000);
     }
@@ -402,7 +408,7 @@ mod tests {
         let (c, _tx) = Control::new();
         let mut s = spec("cat");
         s.stdin = Some(b"hello".to_vec());
-        let o = run(&s, &c, |_| {}).unwrap();
+        let o = run(&s, &c, |_, _| {}).unwrap();
         assert_eq!(o.stdout, b"hello");
     }
 
@@ -411,16 +417,18 @@ mod tests {
         let (c, _tx) = Control::new();
         let mut s = spec("true");
         s.argv = vec!["/nonexistent/agent-binary".into()];
-        assert!(run(&s, &c, |_| {}).unwrap_err().contains("not found"));
+        assert!(run(&s, &c, |_, _| {}).unwrap_err().contains("not found"));
         let mut s = spec("true");
         s.cwd = "/nonexistent/dir".into();
-        assert!(run(&s, &c, |_| {}).unwrap_err().contains("does not exist"));
+        assert!(run(&s, &c, |_, _| {})
+            .unwrap_err()
+            .contains("does not exist"));
     }
 
     #[test]
     fn kill_request_stops_the_group() {
         let (c, tx) = Control::new();
-        let t = thread::spawn(move || run(&spec("sleep 60"), &c, |_| {}).unwrap());
+        let t = thread::spawn(move || run(&spec("sleep 60"), &c, |_, _| {}).unwrap());
         tx.send(()).unwrap();
         let o = t.join().unwrap();
         assert!(o.killed);

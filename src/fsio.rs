@@ -3,11 +3,18 @@
 //! Every file the daemon owns is written through [`write_atomic`], so a reader (or a
 //! restart after `kill -9` or power loss) sees either the old content or the new, never a
 //! torn file. Nothing here knows about jobs or runs.
+//!
+//! Group commit: the directory fsync that makes a rename durable is shared by every writer
+//! of that directory that renamed while another writer's directory fsync was running
+//! ([`sync_dir_grouped`]). Each writer still fsyncs its own file before its rename (writers
+//! on different threads do so at once, and the filesystem's journal commits them together).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -31,7 +38,33 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        sync_dir(&dir)
+        sync_dir_grouped(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `data` to `path` atomically (temp file, rename) but not durably: for files that do
+/// not outlive a run (the worker's event and prompt files, removed when the run ends and at
+/// start-up). No fsync stands between a due run and its agent.
+pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = open_new(&tmp, mode)?;
+        f.write_all(data)?;
+        drop(f);
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -52,6 +85,72 @@ pub fn remove_durable(path: &Path) -> io::Result<()> {
 /// Fsyncs a directory so that renames, creations and removals in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// The writers of one directory that wait for the same directory fsync.
+#[derive(Default)]
+struct Batch {
+    /// Set by the batch's leader when its fsync returned.
+    result: Mutex<Option<Result<(), (io::ErrorKind, String)>>>,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// A directory fsync is running (for an earlier batch).
+    syncing: bool,
+    /// The batch that new callers join: its fsync starts after theirs, so it covers them.
+    next: Arc<Batch>,
+}
+
+#[derive(Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    done: Condvar,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn group(dir: &Path) -> Arc<Group> {
+    static GROUPS: OnceLock<Mutex<HashMap<PathBuf, Arc<Group>>>> = OnceLock::new();
+    let mut m = relock(GROUPS.get_or_init(Mutex::default));
+    if m.len() > 256 {
+        // Directories of deleted jobs: drop groups nobody is in.
+        m.retain(|_, g| Arc::strong_count(g) > 1);
+    }
+    m.entry(dir.to_path_buf()).or_default().clone()
+}
+
+/// [`sync_dir`] shared with concurrent callers (group commit): returns once a directory fsync
+/// that *started after this call* has returned, so whatever the caller did in `dir` before
+/// the call (a rename) is durable. Callers that arrive while an fsync runs form the next
+/// batch; when it returns, one of them (the leader) fsyncs once for all, and each gets the
+/// leader's result. An error is every batch member's error, never swallowed.
+pub fn sync_dir_grouped(dir: &Path) -> io::Result<()> {
+    let g = group(dir);
+    let mut s = relock(&g.state);
+    let mine = s.next.clone();
+    loop {
+        if let Some(r) = relock(&mine.result).as_ref() {
+            return r.clone().map_err(|(kind, msg)| io::Error::new(kind, msg));
+        }
+        if !s.syncing && Arc::ptr_eq(&s.next, &mine) {
+            s.syncing = true;
+            s.next = Arc::default();
+            drop(s);
+            let r = sync_dir(dir);
+            *relock(&mine.result) = Some(
+                r.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| (e.kind(), e.to_string())),
+            );
+            relock(&g.state).syncing = false;
+            g.done.notify_all();
+            return r;
+        }
+        s = g.done.wait(s).unwrap_or_else(|p| p.into_inner());
+    }
 }
 
 /// Creates `dir` and its parents with mode `mode` (only the directories it creates), and
@@ -137,6 +236,28 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temp files left behind");
+    }
+
+    #[test]
+    fn grouped_dir_syncs_answer_every_caller() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    for k in 0..20 {
+                        write_atomic(&dir.join(format!("{i}-{k}")), b"x", 0o600).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 16 * 20);
+        // A directory that cannot be opened is an error for the caller, not a hang.
+        assert!(sync_dir_grouped(&dir.join("missing")).is_err());
     }
 
     #[cfg(unix)]

@@ -161,6 +161,8 @@ pub fn agent_argv(job: &Job, default_agent: Option<&[String]>) -> (Vec<String>, 
 }
 
 fn execute(engine: &Engine, w: Work) {
+    // When the worker took the run (for the `agent.spawned` debug line: fire → fork → exec).
+    let mut picked = Some(std::time::Instant::now());
     let job = w.job;
     let mut rec = w.run;
     // The body is parsed here, once per run, and dropped when the run has started.
@@ -254,7 +256,6 @@ fn execute(engine: &Engine, w: Work) {
     loop {
         rec.attempts += 1;
         rec.status = RunStatus::Running;
-        save(engine, &rec);
         Metrics::inc(&engine.metrics.runs_started_total);
         Metrics::inc(&engine.metrics.runs_running);
         log::info!(event = "run.started", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "agent starting: {}", spec.argv.first().map(String::as_str).unwrap_or(""));
@@ -264,10 +265,43 @@ fn execute(engine: &Engine, w: Work) {
         }
         let (control, kill_tx) = Control::new();
         engine.register_running(&rec.id, kill_tx);
-        let result = match &unstartable {
-            Some(reason) => Err(reason.clone()),
-            None => agent::run(&spec, &control, |_| {}),
-        };
+        // Fire first, write after: the `queued` record is already durable, so the agent
+        // starts at once and the `running` record is written beside it, on a thread started
+        // once the process exists. The writer is joined before any later write of the
+        // record, so the record never goes back to `running`. An agent that cannot start
+        // gets no `running` record: its final one follows.
+        let running = rec.clone();
+        let result = thread::scope(|sc| {
+            let mut writer = None;
+            let entered = std::time::Instant::now();
+            let r = match &unstartable {
+                Some(reason) => Err(reason.clone()),
+                None => agent::run(&spec, &control, |pid, fork_exec| {
+                    let spawned = thread::Builder::new()
+                        .name("run-record".into())
+                        .spawn_scoped(sc, || save(engine, &running));
+                    match spawned {
+                        Ok(h) => writer = Some(h),
+                        Err(_) => save(engine, &running),
+                    }
+                    // Where the time went (contrib/bench/perfcore.py): worker took the run
+                    // → agent::run (prompt, environment, event file) → containment set-up →
+                    // fork + exec.
+                    let total = entered.elapsed();
+                    log::debug!(event = "agent.spawned", run = running.id.as_str(), pid = pid,
+                        prepare_us = picked.map(|p| entered.saturating_duration_since(p).as_micros() as u64).unwrap_or(0),
+                        contain_us = total.saturating_sub(fork_exec).as_micros() as u64,
+                        fork_exec_us = fork_exec.as_micros() as u64,
+                        at_us = chrono::Utc::now().timestamp_micros();
+                        "agent process started");
+                }),
+            };
+            if let Some(w) = writer {
+                let _ = w.join();
+            }
+            r
+        });
+        picked = None;
         engine.unregister_running(&rec.id);
         Metrics::dec(&engine.metrics.runs_running);
         apply_outcome(&job, &mut rec, result, &redactor);
@@ -575,7 +609,7 @@ fn write_prompt_file(engine: &Engine, rec: &RunRecord, prompt: &str) -> Result<P
     crate::fsio::create_dir_all_mode(&dir, 0o700)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let p = dir.join(format!("{}.prompt", rec.id));
-    crate::fsio::write_atomic(&p, prompt.as_bytes(), 0o600)
+    crate::fsio::write_volatile(&p, prompt.as_bytes(), 0o600)
         .map_err(|e| format!("cannot write the prompt file {}: {e}", p.display()))?;
     Ok(p)
 }
@@ -661,7 +695,7 @@ fn write_event_file(
         prompt,
     })
     .unwrap_or_default();
-    match crate::fsio::write_atomic(&p, &data, 0o600) {
+    match crate::fsio::write_volatile(&p, &data, 0o600) {
         Ok(()) => Some(p),
         Err(e) => {
             log::error!(event = "store.error", run = rec.id.as_str(); "cannot write event file {}: {e}", p.display());

@@ -8,12 +8,16 @@ use crate::job::{validate_job, FieldError, Job};
 
 /// A job as the API shows it: the stored fields plus `next_fire_at` and `warnings`.
 pub fn view(engine: &Engine, job: &Job) -> Value {
+    view_at(job, engine.next_fire(job))
+}
+
+/// [`view`] with the next fire time given.
+fn view_at(job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert(
             "next_fire_at".into(),
-            engine
-                .next_fire(job)
+            next_fire
                 .map(|t| Value::String(crate::time::rfc3339(t)))
                 .unwrap_or(Value::Null),
         );
@@ -67,14 +71,14 @@ fn not_found(id: &str) -> Resp {
     Resp::error(404, format!("no job with id or name \"{id}\""))
 }
 
+/// Renders a job for the engine's view cache (`engine/views.rs`).
+fn render(job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Vec<u8> {
+    serde_json::to_vec(&view_at(job, next_fire)).unwrap_or_default()
+}
+
+/// `GET /jobs`: kept serialised in memory by the engine, re-rendered only on change.
 pub fn list(api: &Api) -> Resp {
-    let v: Vec<Value> = api
-        .engine
-        .jobs()
-        .iter()
-        .map(|j| view(&api.engine, j))
-        .collect();
-    Resp::json(200, &Value::Array(v))
+    Resp::json_bytes(200, api.engine.jobs_json(&render).to_vec())
 }
 
 pub fn create(api: &Api, req: &Req) -> Resp {
@@ -100,7 +104,7 @@ pub fn create(api: &Api, req: &Req) -> Resp {
 
 pub fn get(api: &Api, id: &str) -> Resp {
     match api.engine.job(id) {
-        Some(j) => Resp::json(200, &view(&api.engine, &j)),
+        Some(j) => Resp::json_bytes(200, api.engine.job_json(&j, &render).to_vec()),
         None => not_found(id),
     }
 }

@@ -59,6 +59,16 @@ impl Resp {
         }
     }
 
+    /// A JSON response from bytes already serialised.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Resp {
+        Resp {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     /// `{"error": msg}`.
     pub fn error(status: u16, msg: impl Into<String>) -> Resp {
         Resp::json(status, &serde_json::json!({ "error": msg.into() }))
@@ -222,7 +232,10 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
             Err(r) => r,
         }
     };
-    let mut r = tiny_http::Response::from_data(resp.body).with_status_code(resp.status);
+    // Never chunked: the length is known, and head and body go out in one write.
+    let mut r = tiny_http::Response::from_data(resp.body)
+        .with_status_code(resp.status)
+        .with_chunked_threshold(usize::MAX);
     if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", resp.content_type) {
         r = r.with_header(h);
     }

@@ -26,7 +26,7 @@ mod landlock;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
@@ -194,6 +194,7 @@ impl Containment {
             cpu_seconds: req.cpu_seconds,
             rlimit_data_mb: None,
             rlimit_nproc: None,
+            escaped_signalled: AtomicUsize::new(0),
         };
         if let Some(work) = req.confine_writes_to {
             if let Err(e) = self.landlock {
@@ -320,6 +321,10 @@ pub struct Jail {
     cpu_seconds: Option<u64>,
     rlimit_data_mb: Option<u64>,
     rlimit_nproc: Option<u64>,
+    /// Escaped processes (outside the run's process group) that a SIGKILL to the whole
+    /// cgroup (a timeout or shutdown) already killed, so that [`Jail::kill_all`] still counts
+    /// them: they may be gone from the cgroup by the time it looks.
+    escaped_signalled: AtomicUsize,
 }
 
 /// What the kernel recorded about a run's limits.
@@ -410,6 +415,15 @@ impl Jail {
         kill_group(pgid, sig);
         #[cfg(target_os = "linux")]
         if let Some(c) = &self.cgroup {
+            if sig == libc::SIGKILL {
+                let escaped = c
+                    .members()
+                    .iter()
+                    // SAFETY: getpgid(2) on a pid; a pid that is gone gives -1.
+                    .filter(|p| unsafe { libc::getpgid(**p) } != pgid)
+                    .count();
+                self.escaped_signalled.fetch_max(escaped, Ordering::Relaxed);
+            }
             c.signal_all(sig);
         }
     }
@@ -424,7 +438,8 @@ impl Jail {
                 .iter()
                 // SAFETY: getpgid(2) on a pid; a pid that is gone gives -1.
                 .filter(|p| unsafe { libc::getpgid(**p) } != pgid)
-                .count();
+                .count()
+                .max(self.escaped_signalled.load(Ordering::Relaxed));
             kill_group(pgid, libc::SIGKILL);
             return Leftovers {
                 killed: found.len(),

@@ -53,6 +53,7 @@ impl Engine {
             lock(&self.next_fire).remove(&job.id);
             self.metrics.jobs.store(t.len() as u64, Ordering::Relaxed);
         }
+        self.views.invalidate(&job.id);
         self.notify_change(&job.id);
         job
     }
@@ -110,6 +111,7 @@ impl Engine {
             t.remove(id);
             self.metrics.jobs.store(t.len() as u64, Ordering::Relaxed);
         }
+        self.views.invalidate(id);
         self.notify_change(id);
     }
 
@@ -151,6 +153,9 @@ impl Engine {
 
     /// Reloads every job file (SIGHUP).
     pub fn reload_all(&self) {
+        // A hand edit anywhere is seen: nothing cached survives a SIGHUP.
+        self.views.invalidate_all();
+        self.store.forget_run_index();
         let files = self.store.job_files();
         let on_disk: HashSet<String> = files
             .iter()
@@ -170,12 +175,22 @@ impl Engine {
 
     /// Records the next fire instant of a job as planned by the clock (None: not scheduled).
     pub fn set_next_fire(&self, job_id: &str, at: Option<DateTime<Utc>>) {
-        let mut m = lock(&self.next_fire);
-        match at {
-            Some(_) => m.insert(job_id.to_string(), at),
-            // Not scheduled (disabled, no clock trigger, deleted): computed on demand.
-            None => m.remove(job_id),
+        let old = {
+            let mut m = lock(&self.next_fire);
+            match at {
+                Some(_) => m.insert(job_id.to_string(), at),
+                // Not scheduled (disabled, no clock trigger, deleted): computed on demand.
+                None => m.remove(job_id),
+            }
         };
+        // After the plan changed, so a view rendered from the old plan is not kept.
+        let changed = match at {
+            Some(_) => old != Some(at),
+            None => old.is_some(),
+        };
+        if changed {
+            self.views.invalidate(job_id);
+        }
     }
 
     /// The next instant any of a job's clock triggers fires (None: not scheduled). The

@@ -4,6 +4,7 @@
 //! - `changes.rs` — how the table changes (API, job files, SIGHUP), and how trigger threads
 //!   hear of it ([`Engine::subscribe`]: the clock, the file watcher and the git poller alike);
 //! - `runs.rs` — one job's runs and the overlap policy as a pure function ([`runs::decide`]);
+//! - `views.rs` — the API's job JSON kept serialised in memory, dropped on change;
 //! - `firing.rs` — [`Engine::fire`], the one function every trigger calls, and the run
 //!   bookkeeping of workers (`start_run`, `finish_run`, record writes);
 //! - here — the struct, running agents' kill switches, and shutdown
@@ -11,7 +12,7 @@
 //!
 //! Lock order (never take one while holding a later one): `mutate` → a job slot's `runs` →
 //! that slot's `deleted` → `jobs` (the table) → `next_fire`; `runs` (the slot map),
-//! `running` and `listeners` are leaves, held for a lookup only.
+//! `running`, `listeners` and `views` are leaves, held for a lookup only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ mod changes;
 mod firing;
 mod jobs;
 mod runs;
+mod views;
 
 use crate::job::Job;
 use crate::metrics::Metrics;
@@ -96,6 +98,8 @@ pub struct Engine {
     listeners: Mutex<Vec<Sender<String>>>,
     /// Next fire instant per job, published by the clock.
     next_fire: Mutex<HashMap<String, Option<DateTime<Utc>>>>,
+    /// The API's job JSON, kept serialised (`views.rs`); a leaf lock.
+    views: views::Views,
     shutting_down: AtomicBool,
     /// Dropped at shutdown, which wakes every receiver of `shutdown_rx` at once.
     shutdown_tx: Mutex<Option<Sender<()>>>,
@@ -137,6 +141,7 @@ impl Engine {
             work_tx,
             listeners: Mutex::new(Vec::new()),
             next_fire: Mutex::new(HashMap::new()),
+            views: views::Views::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             shutdown_rx,

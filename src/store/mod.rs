@@ -7,10 +7,11 @@
 pub mod lock;
 pub mod state;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
@@ -22,6 +23,11 @@ use crate::run::RunRecord;
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The run ids of each job whose `runs/<job-id>/` has been read once, kept up to date by
+    /// the writes below (this store is the data dir's only writer), so listing runs reads no
+    /// directory. A job's entry is loaded on first use (a daemon at rest holds none) with the
+    /// lock held, so a record saved meanwhile is either in the listing or added after it.
+    runs: Arc<Mutex<HashMap<String, BTreeSet<Box<str>>>>>,
 }
 
 /// Where the data dir is: `--data-dir`, else `$BOG_AGENTS_HOME/daemon`, else
@@ -152,6 +158,7 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
+            runs: Arc::default(),
         })
     }
 
@@ -159,7 +166,17 @@ impl Store {
     pub fn at(dir: &Path) -> Store {
         Store {
             dir: dir.to_path_buf(),
+            runs: Arc::default(),
         }
+    }
+
+    fn run_index(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<Box<str>>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the in-memory run index (SIGHUP: records changed by hand are read again).
+    pub fn forget_run_index(&self) {
+        self.run_index().clear();
     }
 
     /// The data dir.
@@ -230,11 +247,15 @@ impl Store {
         let p = self.job_path(id);
         fsio::remove_durable(&p).map_err(|e| ctx(e, "cannot remove job file", &p))?;
         let r = self.runs_dir(id);
-        match fs::remove_dir_all(&r) {
+        let mut index = self.run_index();
+        let done = match fs::remove_dir_all(&r) {
             Ok(()) => fsio::sync_dir(&self.dir.join("runs")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(ctx(e, "cannot remove run records", &r)),
-        }
+        };
+        // Read again on next use, whatever a failed removal left.
+        index.remove(id);
+        done
     }
 
     /// Loads every `jobs/*.json`, quarantining files that do not parse or validate.
@@ -331,31 +352,63 @@ impl Store {
         }
         let p = d.join(format!("{}.json", run.id));
         let data = serde_json::to_vec_pretty(run).map_err(io::Error::other)?;
-        fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write run record", &p))
+        fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write run record", &p))?;
+        // Only an index already loaded is updated: one loaded later reads the file.
+        if let Some(ids) = self.run_index().get_mut(&run.job_id) {
+            if !ids.contains(run.id.as_str()) {
+                ids.insert(run.id.as_str().into());
+            }
+        }
+        Ok(())
     }
 
-    /// Run ids of a job, newest first.
+    /// Run ids of a job, newest first, from the index (loaded from the directory once).
     pub fn run_ids(&self, job_id: &str) -> Vec<String> {
-        let mut ids: Vec<String> = match fs::read_dir(self.runs_dir(job_id)) {
+        self.with_run_ids(job_id, |ids| {
+            ids.iter().rev().map(|s| s.to_string()).collect()
+        })
+    }
+
+    /// Whether a run record exists, from the index.
+    pub fn has_run(&self, job_id: &str, run_id: &str) -> bool {
+        self.with_run_ids(job_id, |ids| ids.contains(run_id))
+    }
+
+    fn with_run_ids<T>(&self, job_id: &str, f: impl FnOnce(&BTreeSet<Box<str>>) -> T) -> T {
+        let mut index = self.run_index();
+        let ids = index
+            .entry(job_id.to_string())
+            .or_insert_with(|| self.read_run_ids(job_id));
+        f(ids)
+    }
+
+    /// Run ids of a job as found in its directory.
+    fn read_run_ids(&self, job_id: &str) -> BTreeSet<Box<str>> {
+        match fs::read_dir(self.runs_dir(job_id)) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let p = e.path();
                     if is_job_file(&p) {
-                        p.file_stem().map(|s| s.to_string_lossy().into_owned())
+                        p.file_stem().map(|s| s.to_string_lossy().into())
                     } else {
                         None
                     }
                 })
                 .collect(),
-            Err(_) => Vec::new(),
-        };
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids
+            Err(_) => BTreeSet::new(),
+        }
     }
 
-    /// Reads one run record.
+    /// Reads one run record (none without reading when the index does not know it).
     pub fn load_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
+        if !self.has_run(job_id, run_id) {
+            return None;
+        }
+        self.read_run(job_id, run_id)
+    }
+
+    fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
         let p = self.runs_dir(job_id).join(format!("{run_id}.json"));
         let data = fs::read(&p).ok()?;
         serde_json::from_slice(&data).ok()
@@ -365,7 +418,7 @@ impl Store {
     pub fn list_runs(&self, job_id: &str, limit: usize) -> Vec<RunRecord> {
         self.run_ids(job_id)
             .iter()
-            .filter_map(|id| self.load_run(job_id, id))
+            .filter_map(|id| self.read_run(job_id, id))
             .take(limit)
             .collect()
     }
@@ -384,6 +437,9 @@ impl Store {
             }
             if fs::remove_file(d.join(format!("{id}.json"))).is_ok() {
                 removed += 1;
+                if let Some(ids) = self.run_index().get_mut(job_id) {
+                    ids.remove(id.as_str());
+                }
             }
         }
         if removed > 0 {
@@ -434,6 +490,8 @@ impl Store {
                 }
             }
         }
+        // Records moved aside here are not runs any more.
+        self.forget_run_index();
         (fixed, bad)
     }
 

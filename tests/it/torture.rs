@@ -30,6 +30,45 @@ fn check_files(dir: &std::path::Path) {
     }
 }
 
+/// A signed delivery for `/hooks/torture` (HMAC-SHA256 of the body with the test secret).
+fn signature(body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    m.update(body);
+    let bytes = m.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+const SECRET: &str = "torture-secret";
+
+/// A run record by job and id; `hook-?` is either hook job (a delivery's ids are not named).
+fn get_run(d: &Daemon, job: &str, run: &str) -> (u16, Value) {
+    if job == "hook-?" {
+        let a = d.get(&format!("/jobs/hook-a/runs/{run}"));
+        if a.0 == 200 {
+            return a;
+        }
+        return d.get(&format!("/jobs/hook-b/runs/{run}"));
+    }
+    d.get(&format!("/jobs/{job}/runs/{run}"))
+}
+
+/// What a client got a 2xx for: job names (201) and (job, run id) pairs (202).
+#[derive(Default)]
+struct Acked {
+    jobs: Vec<String>,
+    runs: Vec<(String, String)>,
+}
+
+/// Kills the daemon at random moments while one client creates jobs and five others fire
+/// runs at once (three `POST /jobs/runner/run` loops, two signed webhook loops whose every
+/// delivery starts a run of two jobs), so run records are committed in concurrent groups
+/// (`fsio::sync_dir_grouped`). After every restart, every job whose POST got a 201 is there,
+/// every run whose firing got a 202 has its record (final: recovery marked the unfinished
+/// ones `interrupted`), and every file under the data dir parses.
 #[test]
 fn kill9_at_random_moments_loses_nothing_acknowledged() {
     let _g = heavy();
@@ -50,10 +89,11 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
         seed ^= seed << 17;
         seed % n
     };
-    let acked: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut runs_acked = 0usize;
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let env = [("TORTURE_SECRET", SECRET)];
+    let mut checked_runs = 0;
     for i in 0..iterations {
-        let mut d = Daemon::start(t.path(), &[]);
+        let mut d = Daemon::start_env(t.path(), &[], &env);
         // Everything acknowledged so far survived.
         let (_, jobs) = d.get("/jobs");
         let names: std::collections::HashSet<String> = jobs
@@ -62,76 +102,142 @@ fn kill9_at_random_moments_loses_nothing_acknowledged() {
             .iter()
             .map(|j| j["name"].as_str().unwrap().to_string())
             .collect();
-        for n in acked.lock().unwrap().iter() {
+        let a = acked.lock().unwrap();
+        for n in &a.jobs {
             assert!(
                 names.contains(n),
                 "iteration {i}: job {n} was acknowledged with 201 and is gone"
             );
         }
+        for (job, run) in &a.runs[checked_runs..] {
+            let (st, r) = get_run(&d, job, run);
+            assert_eq!(
+                st, 200,
+                "iteration {i}: run {run} of {job} was acknowledged with 202 and has no record"
+            );
+            assert!(
+                !matches!(r["status"].as_str(), Some("queued" | "running")),
+                "iteration {i}: left unfinished: {r}"
+            );
+        }
+        checked_runs = a.runs.len();
+        drop(a);
         check_files(&d.dir);
         if i == 0 {
-            d.create(&sh_job("runner", "echo run", idle_trigger()));
-            acked.lock().unwrap().push("runner".into());
+            let mut runner = sh_job("runner", "echo run", idle_trigger());
+            runner["overlap"] = json!("parallel");
+            runner["history"] = json!(100000);
+            d.create(&runner);
+            for n in ["hook-a", "hook-b"] {
+                d.create(&json!({
+                    "name": n, "prompt": "p", "agent": {"command": ["true"]}, "history": 100000,
+                    "overlap": "parallel",
+                    "triggers": [{"type": "webhook", "path": "/hooks/torture", "secret_env": "TORTURE_SECRET"}],
+                }));
+            }
+            acked
+                .lock()
+                .unwrap()
+                .jobs
+                .extend(["runner", "hook-a", "hook-b"].map(String::from));
         }
-        // Create jobs and fire runs from a client thread; kill the daemon after a random
-        // number of acknowledged requests.
+        // Kill the daemon after a random number of acknowledged requests.
         let port = d.port;
         let token = d.token.clone();
-        let a = acked.clone();
-        let stop_after = rnd(12) as usize;
+        let stop_after = rnd(24) as usize;
         let (tx, rx) = crossbeam_channel::unbounded::<()>();
-        let client = std::thread::spawn(move || {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(std::time::Duration::from_secs(5))
-                .build();
-            let mut ok_runs = 0;
-            for k in 0.. {
-                let name = format!("j{i}-{k}");
-                let body = json!({"name": name, "prompt": "p", "agent": {"command": ["true"]}, "triggers": [{"type": "cron", "cron": "0 0 1 1 *"}]});
-                let r = agent
-                    .post(&format!("http://127.0.0.1:{port}/jobs"))
-                    .set("Authorization", &format!("Bearer {token}"))
-                    .send_string(&body.to_string());
-                match r {
-                    Ok(resp) if resp.status() == 201 => a.lock().unwrap().push(name),
-                    _ => return ok_runs,
-                }
-                let r = agent
-                    .post(&format!("http://127.0.0.1:{port}/jobs/runner/run"))
-                    .set("Authorization", &format!("Bearer {token}"))
-                    .call();
-                match r {
-                    Ok(resp) if resp.status() == 202 => ok_runs += 1,
-                    _ => return ok_runs,
-                }
-                let _ = tx.send(());
-            }
-            ok_runs
-        });
+        let clients: Vec<_> = (0..6)
+            .map(|c| {
+                let (a, tx, token) = (acked.clone(), tx.clone(), token.clone());
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(std::time::Duration::from_secs(5))
+                        .build();
+                    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+                    let auth = format!("Bearer {token}");
+                    for k in 0.. {
+                        match c {
+                            0 => {
+                                let name = format!("j{i}-{k}");
+                                let body = json!({"name": name, "prompt": "p", "agent": {"command": ["true"]}, "triggers": [{"type": "cron", "cron": "0 0 1 1 *"}]});
+                                match agent.post(&url("/jobs")).set("Authorization", &auth).send_string(&body.to_string()) {
+                                    Ok(r) if r.status() == 201 => a.lock().unwrap().jobs.push(name),
+                                    _ => return,
+                                }
+                            }
+                            1..=3 => {
+                                let r = agent.post(&url("/jobs/runner/run")).set("Authorization", &auth).call();
+                                let Ok(r) = r.map_err(drop).and_then(|r| {
+                                    (r.status() == 202).then_some(r).ok_or(())
+                                }) else {
+                                    return;
+                                };
+                                let Ok(v) = r.into_string().map_err(drop).and_then(|t| serde_json::from_str::<Value>(&t).map_err(drop)) else { return };
+                                let id = v["run_id"].as_str().unwrap_or_default().to_string();
+                                a.lock().unwrap().runs.push(("runner".into(), id));
+                            }
+                            _ => {
+                                let body = json!({"client": c, "k": k, "i": i}).to_string();
+                                let r = agent
+                                    .post(&url("/hooks/torture"))
+                                    .set("X-Hub-Signature-256", &signature(body.as_bytes()))
+                                    .set("Content-Type", "application/json")
+                                    .send_string(&body);
+                                let Ok(r) = r.map_err(drop).and_then(|r| {
+                                    (r.status() == 202).then_some(r).ok_or(())
+                                }) else {
+                                    return;
+                                };
+                                let Ok(v) = r.into_string().map_err(drop).and_then(|t| serde_json::from_str::<Value>(&t).map_err(drop)) else { return };
+                                let ids: Vec<String> = v["run_ids"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|x| x.as_str().map(String::from))
+                                    .collect();
+                                assert_eq!(ids.len(), 2, "a delivery starts a run of each hook job: {v}");
+                                // Which id belongs to which job is read back after the restart.
+                                let mut g = a.lock().unwrap();
+                                g.runs.extend(ids.into_iter().map(|id| ("hook-?".to_string(), id)));
+                            }
+                        }
+                        let _ = tx.send(());
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
         for _ in 0..stop_after {
             if rx.recv_timeout(std::time::Duration::from_secs(10)).is_err() {
                 break;
             }
         }
         d.kill9();
-        runs_acked += client.join().unwrap();
+        for c in clients {
+            c.join().unwrap();
+        }
     }
-    let d = Daemon::start(t.path(), &[]);
+    let d = Daemon::start_env(t.path(), &[], &env);
     let (_, jobs) = d.get("/jobs");
-    assert!(jobs.as_array().unwrap().len() >= acked.lock().unwrap().len());
-    // Every acknowledged manual run left a record (retention keeps the newest 100).
-    let (_, runs) = d.get("/jobs/runner/runs?limit=100000");
-    let n = runs.as_array().unwrap().len();
-    assert!(
-        n >= runs_acked.min(100),
-        "{n} run records for {runs_acked} acknowledged runs"
-    );
-    for r in runs.as_array().unwrap() {
-        assert!(
-            !matches!(r["status"].as_str(), Some("queued" | "running")),
-            "left unfinished: {r}"
+    assert!(jobs.as_array().unwrap().len() >= acked.lock().unwrap().jobs.len());
+    let a = acked.lock().unwrap();
+    for (job, run) in &a.runs[checked_runs..] {
+        let (st, _) = get_run(&d, job, run);
+        assert_eq!(
+            st, 200,
+            "run {run} of {job} was acknowledged with 202 and has no record"
         );
     }
+    assert!(
+        a.runs.len() >= iterations / 2,
+        "too few acknowledged runs to prove anything: {}",
+        a.runs.len()
+    );
+    eprintln!(
+        "{} acknowledged runs, {} jobs, all recorded",
+        a.runs.len(),
+        a.jobs.len()
+    );
     check_files(&d.dir);
 }
 

@@ -48,6 +48,9 @@ pub struct Response<R> {
 /// A `Response` without a template parameter.
 pub type ResponseBox = Response<Box<dyn Read + Send>>;
 
+/// Patched: the largest body written in one `write` with its head (see `raw_print`).
+const ONE_WRITE_MAX: usize = 4 << 20;
+
 /// Transfer encoding to use when sending the message.
 /// Note that only *supported* encoding are listed here.
 #[derive(Copy, Clone)]
@@ -418,6 +421,20 @@ where
 
             _ => (),
         };
+
+        // Patched: a body of known length up to `ONE_WRITE_MAX` goes out with its head in one
+        // write (one segment, no 1 KiB pieces through the connection's buffer); see PATCHES.md.
+        if let (Some(TransferEncoding::Identity), Some(len)) = (transfer_encoding, data_length) {
+            if len <= ONE_WRITE_MAX {
+                let body = if do_not_send_body { 0 } else { len };
+                let mut buf = Vec::with_capacity(256 + 64 * self.headers.len() + body);
+                write_message_header(&mut buf, &http_version, &self.status_code, &self.headers)?;
+                if body > 0 {
+                    reader.take(body as u64).read_to_end(&mut buf)?;
+                }
+                return writer.write_all(&buf);
+            }
+        }
 
         // sending headers
         write_message_header(
