@@ -115,7 +115,7 @@ pub fn run(opts: RunOptions) -> i32 {
             q.moved_to.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(could not move it)".into()));
     }
     for j in &jobs {
-        crate::engine::warn_inactive(j);
+        crate::engine::log_job_warnings(j);
     }
 
     let bind = opts

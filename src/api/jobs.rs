@@ -94,7 +94,7 @@ pub fn create(api: &Api, req: &Req) -> Resp {
     match api.engine.put_job(None, |_| validate_job(&body, &id, &now)) {
         Ok(Ok(job)) => {
             log::info!(event = "job.created", job = job.name.as_str(), id = job.id.as_str(); "job created");
-            crate::engine::warn_inactive(&job);
+            crate::engine::log_job_warnings(&job);
             Resp::json(201, &view(&api.engine, &job)).with("Location", format!("/jobs/{}", job.id))
         }
         Ok(Err(fe)) => Resp::field_error(&fe),

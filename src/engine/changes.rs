@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{lock, warn_inactive, Engine, JobError};
+use super::{lock, log_job_warnings, Engine, JobError};
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::run::RunRecord;
@@ -141,7 +141,7 @@ impl Engine {
                     }
                 }
                 log::info!(event = "job.loaded", job = job.name.as_str(), id = job.id.as_str(); "job loaded from {}", path.display());
-                warn_inactive(&job);
+                log_job_warnings(&job);
                 self.install(job);
             }
             Err(reason) => {

@@ -239,9 +239,9 @@ impl Engine {
     }
 }
 
-/// Logs, once per load, the triggers and outputs of `job` that this build does not act on.
-pub fn warn_inactive(job: &Job) {
+/// Logs, once per load, what of `job` this machine cannot do as asked (`Job::warnings`).
+pub fn log_job_warnings(job: &Job) {
     for w in job.warnings() {
-        log::warn!(event = "job.inactive_part", job = job.name.as_str(); "{w}");
+        log::warn!(event = "job.warning", job = job.name.as_str(); "{w}");
     }
 }

@@ -155,24 +155,6 @@ pub enum Trigger {
     },
 }
 
-impl Trigger {
-    /// The `type` string of this trigger.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Trigger::Cron { .. } => "cron",
-            Trigger::Interval { .. } => "interval",
-            Trigger::FileChange { .. } => "file_change",
-            Trigger::Webhook { .. } => "webhook",
-            Trigger::GitPush { .. } => "git_push",
-        }
-    }
-
-    /// Whether this build of the daemon fires this trigger type.
-    pub fn is_active(&self) -> bool {
-        true
-    }
-}
-
 /// Where a run's result goes, and for which statuses.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Output {
@@ -241,11 +223,6 @@ impl Target {
             Target::GithubComment { .. } => "github_comment",
         }
     }
-
-    /// Whether this build of the daemon delivers to this target type (all of them now).
-    pub fn is_active(&self) -> bool {
-        true
-    }
 }
 
 impl Job {
@@ -279,26 +256,10 @@ impl Job {
         (names, prefixes)
     }
 
-    /// Plain-language notes about triggers and outputs this build accepts and stores but
-    /// does not act on yet. Empty when everything in the job is active.
+    /// Plain-language notes about what of the job this machine cannot do as asked (today:
+    /// `limits.filesystem: "working_dir"` without Landlock). Empty when all of it works.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        for (i, t) in self.triggers.iter().enumerate() {
-            if !t.is_active() {
-                w.push(format!(
-                    "triggers[{i}]: trigger type {} is not active yet in this version: the job is stored but this trigger never fires",
-                    t.kind()
-                ));
-            }
-        }
-        for (i, o) in self.outputs.iter().enumerate() {
-            if !o.target.is_active() {
-                w.push(format!(
-                    "outputs[{i}]: output type {} is not active yet in this version: nothing is delivered to it; each run records a dispatch error instead",
-                    o.target.kind()
-                ));
-            }
-        }
         if self.limits.filesystem == Filesystem::WorkingDir {
             if let Err(why) = crate::contain::landlock_status() {
                 w.push(format!(
