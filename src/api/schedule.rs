@@ -54,6 +54,13 @@ pub fn upcoming(api: &Api, req: &Req) -> Resp {
     let engine = &api.engine;
     let mut jobs = Vec::new();
     for job in engine.jobs().iter().filter(|j| j.enabled) {
+        if !job
+            .triggers
+            .iter()
+            .any(|t| matches!(t.kind(), "cron" | "interval"))
+        {
+            continue;
+        }
         let mut fires: Vec<DateTime<Utc>> = Vec::new();
         let mut truncated = false;
         for t in &job.triggers {
@@ -71,9 +78,6 @@ pub fn upcoming(api: &Api, req: &Req) -> Resp {
                 at = next;
                 n += 1;
             }
-        }
-        if job.triggers.iter().all(|t| !matches!(t.kind(), "cron" | "interval")) {
-            continue;
         }
         fires.sort();
         fires.dedup();

@@ -36,7 +36,6 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-
 /// The dashboard file a `GET` (or `HEAD`) of `req` asks for, if it asks for one; anything
 /// else (including every API path) is None and goes through the token check as before.
 pub fn asset(req: &Req) -> Option<Resp> {
@@ -47,7 +46,8 @@ pub fn asset(req: &Req) -> Option<Resp> {
     let (_, content_type, body) = FILES.iter().find(|(p, _, _)| *p == path)?;
     if req.method != "GET" && req.method != "HEAD" {
         return Some(
-            Resp::error(405, "method not allowed here; allowed: GET, HEAD").with("Allow", "GET, HEAD"),
+            Resp::error(405, "method not allowed here; allowed: GET, HEAD")
+                .with("Allow", "GET, HEAD"),
         );
     }
     Some(
@@ -79,12 +79,28 @@ mod tests {
 
     #[test]
     fn only_the_dashboards_files_are_served_without_a_token() {
-        for p in ["/", "/index.html", "/ui/app.js", "/ui/app.css", "/ui/icon.svg"] {
+        for p in [
+            "/",
+            "/index.html",
+            "/ui/app.js",
+            "/ui/app.css",
+            "/ui/icon.svg",
+        ] {
             let r = get(p).unwrap();
             assert_eq!(r.status, 200, "{p}");
-            assert!(r.headers.iter().any(|(k, v)| *k == "Content-Security-Policy" && v == CSP));
+            assert!(r
+                .headers
+                .iter()
+                .any(|(k, v)| *k == "Content-Security-Policy" && v == CSP));
         }
-        for p in ["/jobs", "/health", "/ui/", "/ui/../jobs", "/ui/app.js/x", "/hooks/x"] {
+        for p in [
+            "/jobs",
+            "/health",
+            "/ui/",
+            "/ui/../jobs",
+            "/ui/app.js/x",
+            "/hooks/x",
+        ] {
             assert!(get(p).is_none(), "{p}");
         }
         let post = asset(&Req {
@@ -97,10 +113,19 @@ mod tests {
 
     #[test]
     fn the_page_has_no_inline_script_or_style() {
-        let html = std::str::from_utf8(get("/").unwrap().body.as_slice()).unwrap().to_string();
+        let html = std::str::from_utf8(get("/").unwrap().body.as_slice())
+            .unwrap()
+            .to_string();
         assert!(!html.contains("<script>") && !html.contains("style="));
         assert!(!html.contains("<style"));
-        for h in ["onclick", "onload", "onsubmit", "oninput", "onchange", "javascript:"] {
+        for h in [
+            "onclick",
+            "onload",
+            "onsubmit",
+            "oninput",
+            "onchange",
+            "javascript:",
+        ] {
             assert!(!html.contains(h), "no inline handler {h}");
         }
     }

@@ -312,7 +312,7 @@
         "aria-label": statusWord(r.status) + ", " + local(r.started_at || r.queued_at),
       }, STATUS_MARK[r.status] || "?"))));
     const runBtn = h("button", { type: "button", class: "primary", dataset: { key: "run:" + j.id, action: "run" },
-      disabled: !j.enabled, "aria-label": "Run " + j.name + " now" }, "Run now");
+      "aria-label": "Run " + j.name + " now" }, "Run now");
     runBtn.addEventListener("click", async () => {
       runBtn.disabled = true;
       try {

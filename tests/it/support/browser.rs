@@ -156,7 +156,9 @@ impl Browser {
     pub fn wait(&mut self, secs: u64, what: &str, expr: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let v = self.eval(&format!("(() => {{ try {{ return ({expr}); }} catch (_) {{ return null; }} }})()"));
+            let v = self.eval(&format!(
+                "(() => {{ try {{ return ({expr}); }} catch (_) {{ return null; }} }})()"
+            ));
             let truthy = match &v {
                 Value::Null => false,
                 Value::Bool(b) => *b,
@@ -169,7 +171,10 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let text = self.eval("document.body ? document.body.innerText.slice(0, 2000) : ''");
-                panic!("timed out after {secs}s waiting for {what} ({expr}); the page says:\n{}", text.as_str().unwrap_or(""));
+                panic!(
+                    "timed out after {secs}s waiting for {what} ({expr}); the page says:\n{}",
+                    text.as_str().unwrap_or("")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
