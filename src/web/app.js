@@ -239,8 +239,10 @@
   }
   window.addEventListener("hashchange", () => { route(); $("#main").focus({ preventScroll: true }); });
   // Re-renders keep keyboard focus on the control that had it.
+  let pendingFocus = null; // a control to focus once the view has been drawn again
   function keepFocus(render) {
-    const key = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
+    const key = pendingFocus || (document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null);
+    pendingFocus = null;
     render();
     if (key) { const el = view.querySelector('[data-key="' + CSS.escape(key) + '"]'); if (el) el.focus(); }
   }
@@ -326,6 +328,7 @@
       toggle.disabled = true;
       try {
         await api("/jobs/" + enc(j.id), { method: "PATCH", json: { enabled: !j.enabled } });
+        pendingFocus = "toggle:" + j.id;
         route();
       } catch (e) { failed(gen, e); toggle.disabled = false; }
     });
@@ -341,21 +344,31 @@
   }
 
   // ---- Runs view (one job)
+  let runFilter = "";
   async function runsView(gen, id) {
     const body = h("div", {});
-    view.replaceChildren(h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")), body);
+    const pick = h("select", { id: "run-filter" },
+      h("option", { value: "" }, "all statuses"),
+      Object.keys(STATUS_WORD).map((k) => h("option", { value: k }, statusWord(k))));
+    pick.value = runFilter;
+    const applyRunFilter = () => {
+      for (const tr of body.querySelectorAll("tbody tr")) tr.hidden = !!runFilter && tr.dataset.status !== runFilter;
+    };
+    pick.addEventListener("change", () => { runFilter = pick.value; applyRunFilter(); });
+    view.replaceChildren(h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")),
+      h("div", { class: "toolbar" }, h("label", { for: "run-filter" }, "Status", pick)), body);
     async function load() {
       try {
         const [j, runs] = await Promise.all([api("/jobs/" + enc(id)), api("/jobs/" + enc(id) + "/runs?limit=100")]);
         if (gen !== generation) return;
         document.title = j.name + " · bog-agents-daemon";
-        const rows = runs.map((r) => h("tr", { dataset: { run: r.id } },
+        const rows = runs.map((r) => h("tr", { dataset: { run: r.id, status: r.status } },
           h("td", {}, h("a", { href: "#/jobs/" + enc(id) + "/runs/" + enc(r.id) }, statusEl(r.status))),
           h("td", {}, runTrigger(r.trigger)),
           h("td", {}, r.started_at ? when(r.started_at) : "queued " + relative(r.queued_at)),
           h("td", { class: "num" }, duration(r.duration_ms)),
           h("td", { class: "num" }, r.exit_code === null ? (r.signal || "—") : String(r.exit_code)),
-          h("td", {}, r.dispatch_errors.length ? r.dispatch_errors.map((d) => d.target + ": " + d.error).join("; ") : (r.error ? r.error : "—"))));
+          h("td", {}, [r.error].concat(r.dispatch_errors.map((d) => d.target + ": " + d.error)).filter(Boolean).join("; ") || "—")));
         keepFocus(() => body.replaceChildren(
           h("h1", {}, j.name, h("span", { class: "state " + (j.enabled ? "on" : "off") }, j.enabled ? "enabled" : "disabled")),
           h("dl", { class: "facts" },
@@ -368,6 +381,7 @@
             h("caption", { class: "sr" }, "Runs of " + j.name + ", newest first"),
             h("thead", {}, h("tr", {}, ["Status", "Trigger", "Started", "Duration", "Exit", "Errors"].map((c) => h("th", { scope: "col" }, c)))),
             h("tbody", {}, rows))) : h("p", {}, "No runs yet.")));
+        applyRunFilter();
         again(gen, load, runs.some((r) => live(r.status)) ? 1500 : 5000);
       } catch (e) { failed(gen, e); again(gen, load, 5000); }
     }

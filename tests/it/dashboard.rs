@@ -349,6 +349,12 @@ fn the_dashboard_shows_jobs_runs_live_output_and_the_schedule() {
         "{row}"
     );
     b.screenshot(&shots.join("dashboard-runs.png"));
+    let shown = |b: &mut Browser, status: &str| {
+        b.eval(&format!("(() => {{ const s = document.querySelector('#run-filter'); s.value = '{status}'; s.dispatchEvent(new Event('change')); return [...document.querySelectorAll('tbody tr')].filter(r => !r.hidden).length; }})()"))
+    };
+    assert_eq!(shown(&mut b, "succeeded"), json!(0));
+    assert_eq!(shown(&mut b, "failed"), json!(1));
+    assert_eq!(shown(&mut b, ""), json!(1));
 
     // Filter, disable, and the run strip with status words beside the colours.
     b.goto(&format!("{base}#/jobs"));
@@ -359,9 +365,16 @@ fn the_dashboard_shows_jobs_runs_live_output_and_the_schedule() {
     );
     let labels = b.eval("[...document.querySelectorAll('#jobs .strip .cell')].map(c => c.getAttribute('aria-label').split(',')[0]).sort()");
     assert_eq!(labels, json!(["failed", "succeeded"]));
-    b.click(&format!("button[data-key=\"toggle:{nightly_id}\"]"));
+    // With the keyboard: focus the button, press Enter; focus stays on it after the refresh.
+    let toggle = format!("button[data-key=\"toggle:{nightly_id}\"]");
+    b.eval(&format!(
+        "document.querySelector({}).focus()",
+        serde_json::to_string(&toggle).unwrap()
+    ));
+    b.press("Enter", 13);
     b.wait(15, "the job disabled", &format!("document.querySelector('li.job[data-id=\"{nightly_id}\"] .state').textContent === 'disabled'"));
     assert_eq!(d.get(&format!("/jobs/{nightly_id}")).1["enabled"], false);
+    b.wait(5, "focus kept on the toggle", &format!("document.activeElement && document.activeElement.dataset.key === 'toggle:{nightly_id}' && document.activeElement.textContent === 'Enable'"));
     b.screenshot(&shots.join("dashboard-jobs.png"));
     if std::env::var_os("BOG_DASHBOARD_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
