@@ -14,9 +14,12 @@ use serde_json::json;
 use crate::common::*;
 use crate::support::browser::Browser;
 
-/// The browser, or None (with the reason printed) where none can run here.
-fn browser(dir: &Path) -> Option<Browser> {
-    match Browser::start(dir) {
+/// The browser, or None (with the reason printed) where none can run here. Chromium is a
+/// heavy process tree, so a browser test holds `common::heavy()` while it runs: the load and
+/// soak tests and the browser never share the machine's cores.
+fn browser(dir: &Path) -> Option<(Browser, std::sync::MutexGuard<'static, ()>)> {
+    let g = heavy();
+    match Browser::start(dir).map(|b| (b, g)) {
         Ok(b) => Some(b),
         Err(e) => {
             println!("SKIPPED: no browser on this machine: {e}");
@@ -167,7 +170,7 @@ fn the_schedule_endpoints_answer_like_the_next_command() {
 fn a_wrong_token_is_refused_with_a_clear_message() {
     let t = tempdir();
     let d = Daemon::start(t.path(), &[]);
-    let Some(mut b) = browser(t.path()) else {
+    let Some((mut b, _heavy)) = browser(t.path()) else {
         return;
     };
     b.viewport(1100, 700, false);
@@ -228,7 +231,7 @@ fn the_dashboard_shows_jobs_runs_live_output_and_the_schedule() {
         "true",
         json!([{"type": "file_change", "patterns": ["docs/**/*.md"], "root": t.path().display().to_string()}]),
     ));
-    let Some(mut b) = browser(t.path()) else {
+    let Some((mut b, _heavy)) = browser(t.path()) else {
         return;
     };
     // BOG_SCREENSHOT_DIR keeps them after the test (the temp dir goes with it).
