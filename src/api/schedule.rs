@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::jobs::query_param;
 use super::{Api, Req, Resp};
+use crate::job::Trigger;
 use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
 
@@ -57,7 +58,7 @@ pub fn upcoming(api: &Api, req: &Req) -> Resp {
         if !job
             .triggers
             .iter()
-            .any(|t| matches!(t.kind(), "cron" | "interval"))
+            .any(|t| matches!(t, Trigger::Cron { .. } | Trigger::Interval { .. }))
         {
             continue;
         }
