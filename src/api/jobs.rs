@@ -176,7 +176,7 @@ pub fn delete(api: &Api, id: &str) -> Resp {
 }
 
 /// The value of query parameter `name`, percent-decoded (`+` is a space, as in forms).
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
         percent_encoding::percent_decode_str(&s)

@@ -8,7 +8,9 @@ mod hooks;
 mod jobs;
 mod output;
 pub mod router;
+mod schedule;
 mod system;
+pub mod web;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};

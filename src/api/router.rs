@@ -1,7 +1,7 @@
 //! Routing: authentication, then method and path to a handler. 404 for unknown paths, 405
 //! (with `Allow`) for a known path and the wrong method.
 
-use super::{jobs, system, Api, Req, Resp};
+use super::{jobs, schedule, system, web, Api, Req, Resp};
 use crate::ids::constant_time_eq;
 use crate::metrics::Metrics;
 
@@ -12,6 +12,10 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
             Ok(jobs) => super::hooks::answer(api, jobs, &mut req.clone()),
             Err(r) => r,
         };
+    }
+    // The dashboard's files hold no data: they are served without the token.
+    if let Some(r) = web::asset(req) {
+        return r;
     }
     if !authorized(api, req) {
         Metrics::inc(&api.engine.metrics.http_unauthorized_total);
@@ -54,6 +58,8 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
             only(m, &["GET"], || super::output::snapshot(api, id, run_id))
         }
         ["jobs", id, "run"] => only(m, &["POST"], || jobs::trigger(api, id, req)),
+        ["schedule"] => only(m, &["GET"], || schedule::upcoming(api, req)),
+        ["schedule", "preview"] => only(m, &["GET"], || schedule::preview(req)),
         ["git", "notify"] => only(m, &["POST"], || {
             // Several pushes in a row need one poll: a full channel already has one queued.
             let _ = api.git_kick.try_send(());

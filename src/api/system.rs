@@ -14,6 +14,7 @@ pub fn health(api: &Api) -> Resp {
             "uptime_seconds": e.started.elapsed().as_secs(),
             "jobs": e.job_count(),
             "running": e.running_count(),
+            "workers": e.settings.workers,
             "pid": std::process::id(),
             "containment": crate::contain::current().health(),
         }),

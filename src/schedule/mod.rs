@@ -9,3 +9,27 @@ pub mod cron;
 pub mod tz;
 mod tz_fallback;
 pub mod zone;
+
+use chrono::{DateTime, Utc};
+
+/// The first `count` fire instants of `sched` in `zone` strictly after `from` (fewer when
+/// the expression stops firing): the `next` command's and `GET /schedule/preview`'s answer.
+pub fn next_fires(
+    sched: &cron::CronSchedule,
+    zone: &zone::Zone,
+    from: DateTime<Utc>,
+    count: usize,
+) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::with_capacity(count.min(1000));
+    let mut t = from;
+    while out.len() < count {
+        match sched.next_after(t, zone) {
+            Some(n) => {
+                out.push(n);
+                t = n;
+            }
+            None => break,
+        }
+    }
+    out
+}

@@ -11,6 +11,7 @@ mod api;
 mod cache;
 mod cli;
 mod containment;
+mod dashboard;
 mod durability;
 mod hostile;
 mod load;
