@@ -241,8 +241,18 @@ fn answer(api: &Api, mut rq: tiny_http::Request) {
     if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", resp.content_type) {
         r = r.with_header(h);
     }
+    // Every answer is what its Content-Type says (the dashboard's files set it themselves).
+    let sniff = resp
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("X-Content-Type-Options"));
     for (k, v) in resp.headers {
         if let Ok(h) = tiny_http::Header::from_bytes(k, v.as_bytes()) {
+            r = r.with_header(h);
+        }
+    }
+    if !sniff {
+        if let Ok(h) = tiny_http::Header::from_bytes("X-Content-Type-Options", "nosniff") {
             r = r.with_header(h);
         }
     }

@@ -1731,6 +1731,9 @@ fn query_strings_and_path_segments_are_percent_decoded() {
     assert!(body["error"].as_str().unwrap().contains("\"z\""), "{body}");
     // An encoded slash stays inside its segment: no such job, not another endpoint.
     assert_eq!(d.get("/jobs/keep-me%2Fruns").0, 404);
+    // Every API answer says its Content-Type is to be believed.
+    let (_, hs, _) = d.raw("GET", "/jobs/keep-me", None, &[]);
+    assert_eq!(header(&hs, "x-content-type-options"), Some("nosniff"));
 }
 
 /// The job's only save warning is the one `sh_job`'s agents (`sh -c SCRIPT`, no `{prompt}`)
