@@ -22,34 +22,19 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// fsynced, renamed over `path`, and the directory is fsynced so the rename survives a crash.
 /// `mode` is applied to the new file before any data is written (e.g. `0o600` for secrets).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = open_new(&tmp, mode)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir_grouped(&dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    replace(path, data, mode, true)
 }
 
 /// Writes `data` to `path` atomically (temp file, rename) but not durably: for files that do
 /// not outlive a run (the worker's event and prompt files, removed when the run ends and at
 /// start-up). No fsync stands between a due run and its agent.
 pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, false)
+}
+
+/// A temp file in `path`'s directory, written (and with `durable`, fsynced), renamed over
+/// `path` (and with `durable`, the directory fsynced, in a group with concurrent writers).
+fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -63,8 +48,15 @@ pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let result = (|| {
         let mut f = open_new(&tmp, mode)?;
         f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_dir_grouped(&dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
