@@ -109,26 +109,6 @@ pub fn get(api: &Api, id: &str) -> Resp {
     }
 }
 
-/// RFC 7396 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
 pub fn patch(api: &Api, id: &str, req: &Req) -> Resp {
     let patch = match parse_body(req) {
         Ok(p) => p,
@@ -146,7 +126,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Resp {
             error: "the job was deleted meanwhile".into(),
         })?;
         let mut v = serde_json::to_value(cur).unwrap_or(Value::Null);
-        merge_patch(&mut v, &patch);
+        crate::job::merge_patch(&mut v, &patch);
         validate_job(&v, &cur.id, &cur.created_at)
     });
     match r {

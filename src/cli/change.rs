@@ -127,26 +127,6 @@ fn save(
     }
 }
 
-/// Applies an RFC 7396 JSON merge patch (as `PATCH /jobs/ID` does).
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
 /// The RFC 7396 merge patch that turns `old` into `new`.
 pub fn merge_diff(old: &Value, new: &Value) -> Value {
     match (old, new) {
@@ -241,7 +221,7 @@ pub fn set(dir: &Path, a: &SetArgs) -> CmdResult {
     let mut new = strip(&current);
     if let Some(p) = &a.flags.file {
         let patch = super::job::read_json_file(p)?;
-        merge_patch(&mut new, &patch);
+        crate::job::merge_patch(&mut new, &patch);
     }
     let mut origins = Origins::new();
     let Value::Object(m) = &mut new else {
@@ -712,7 +692,7 @@ mod tests {
             json!({"b": {"c": 5, "d": null}, "e": [1], "f": null, "g": true})
         );
         let mut x = old.clone();
-        merge_patch(&mut x, &p);
+        crate::job::merge_patch(&mut x, &p);
         assert_eq!(x, new);
     }
 
