@@ -14,13 +14,29 @@ pub enum Format {
     Json,
 }
 
+/// A log format name other than `text` and `json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownFormat(pub String);
+
+impl std::fmt::Display for UnknownFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown log format \"{}\": expected text or json",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownFormat {}
+
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            o => Err(format!("unknown log format \"{o}\": expected text or json")),
+            o => Err(UnknownFormat(o.to_string())),
         }
     }
 }

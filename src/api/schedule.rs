@@ -116,7 +116,7 @@ pub fn preview(req: &Req) -> Resp {
     let tz = query_param(&req.query, "timezone").filter(|s| !s.trim().is_empty());
     let zone = match Zone::parse(tz.as_deref()) {
         Ok(z) => z,
-        Err(e) => return bad("timezone", e),
+        Err(e) => return bad("timezone", e.to_string()),
     };
     let count = match number(req, "count", 5, 1..=100) {
         Ok(n) => n as usize,

@@ -492,11 +492,16 @@ fn set_outputs(
 /// Removes the field at a path like `limits.memory_mb` or `triggers[0].timezone`.
 fn unset(v: &mut Value, path: &str) -> Result<(), (i32, String)> {
     let missing = || e2(format!("--unset {path}: the job has no such field"));
-    let mut steps: Vec<Result<usize, String>> = Vec::new();
+    /// One step of the path: an object key or a list index.
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+    let mut steps: Vec<Step> = Vec::new();
     for part in path.split('.') {
         let (key, rest) = part.split_once('[').unwrap_or((part, ""));
         if !key.is_empty() {
-            steps.push(Err(key.to_string()));
+            steps.push(Step::Key(key.to_string()));
         }
         for idx in rest.split('[').filter(|s| !s.is_empty()) {
             let n = idx.trim_end_matches(']').parse::<usize>().map_err(|_| {
@@ -504,7 +509,7 @@ fn unset(v: &mut Value, path: &str) -> Result<(), (i32, String)> {
                     "--unset {path}: expected FIELD, FIELD.SUB or LIST[N]"
                 ))
             })?;
-            steps.push(Ok(n));
+            steps.push(Step::Index(n));
         }
     }
     let Some((last, parents)) = steps.split_last() else {
@@ -513,14 +518,14 @@ fn unset(v: &mut Value, path: &str) -> Result<(), (i32, String)> {
     let mut cur = v;
     for s in parents {
         cur = match s {
-            Err(k) => cur.get_mut(k.as_str()),
-            Ok(n) => cur.get_mut(*n),
+            Step::Key(k) => cur.get_mut(k.as_str()),
+            Step::Index(n) => cur.get_mut(*n),
         }
         .ok_or_else(missing)?;
     }
     let removed = match (last, cur) {
-        (Err(k), Value::Object(o)) => o.remove(k.as_str()).is_some(),
-        (Ok(n), Value::Array(a)) if *n < a.len() => {
+        (Step::Key(k), Value::Object(o)) => o.remove(k.as_str()).is_some(),
+        (Step::Index(n), Value::Array(a)) if *n < a.len() => {
             a.remove(*n);
             true
         }

@@ -1,7 +1,10 @@
 //! The CLI's view of a running daemon: found through `daemon.lock`, spoken to over the REST
-//! API with the token from `.token`.
+//! API with the token from `.token`. Failures are [`ClientError`]s; the commands turn them
+//! into an error line and exit code 1.
 
-use std::path::Path;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,6 +19,79 @@ pub struct Client {
     agent: ureq::Agent,
 }
 
+/// Why the CLI cannot talk to the daemon, or did not get an answer it can read.
+#[derive(Debug)]
+pub enum ClientError {
+    /// A daemon holds the lock but has not written where it listens yet.
+    NotListening { dir: PathBuf },
+    /// Nobody holds the lock; `stale_pid` is the pid a leftover `daemon.lock` names.
+    NotRunning {
+        dir: PathBuf,
+        stale_pid: Option<u32>,
+    },
+    /// `daemon.lock` could not be checked.
+    Lock { dir: PathBuf, source: io::Error },
+    /// The API token could not be read.
+    Token { dir: PathBuf, source: io::Error },
+    /// The request got no HTTP answer.
+    Unreachable {
+        base: String,
+        source: Box<ureq::Error>,
+    },
+    /// A streamed request was answered with an error status.
+    Refused { status: u16, body: String },
+    /// The answer's body could not be read.
+    Read(io::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NotListening { dir } => write!(
+                f,
+                "a daemon holds the lock of {} but has not said where it listens yet; try again",
+                dir.display()
+            ),
+            ClientError::NotRunning { dir, stale_pid } => {
+                write!(f, "no daemon is running on data dir {}", dir.display())?;
+                if let Some(pid) = stale_pid {
+                    write!(
+                        f,
+                        "; daemon.lock is left over from pid {pid}, which is gone"
+                    )?;
+                }
+                write!(f, " (start one with `bog-agents-daemon run`)")
+            }
+            ClientError::Lock { dir, source } => {
+                write!(f, "cannot check {}: {source}", dir.display())
+            }
+            ClientError::Token { dir, source } => write!(
+                f,
+                "cannot read the API token in {}: {source}",
+                dir.display()
+            ),
+            ClientError::Unreachable { base, source } => {
+                write!(f, "cannot reach the daemon at {base}: {source}")
+            }
+            ClientError::Refused { status, body } => {
+                write!(f, "the daemon answered {status}: {body}")
+            }
+            ClientError::Read(e) => write!(f, "cannot read the daemon's answer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Lock { source, .. } | ClientError::Token { source, .. } => Some(source),
+            ClientError::Unreachable { source, .. } => Some(source.as_ref()),
+            ClientError::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The daemon holding `dir`'s lock, if one runs.
 pub fn running_daemon(dir: &Path) -> Option<LockInfo> {
     match holder(dir) {
@@ -26,32 +102,30 @@ pub fn running_daemon(dir: &Path) -> Option<LockInfo> {
 
 impl Client {
     /// Connects to the daemon on `dir`, or explains why not.
-    pub fn connect(dir: &Path) -> Result<Client, String> {
+    pub fn connect(dir: &Path) -> Result<Client, ClientError> {
+        let dir_buf = || dir.to_path_buf();
         match holder(dir) {
             Ok(Holder::Held(Some(info))) => Client::to(dir, &info),
-            Ok(Holder::Held(None)) => Err(format!(
-                "a daemon holds the lock of {} but has not said where it listens yet; try again",
-                dir.display()
-            )),
-            Ok(Holder::Free { stale }) => Err(format!(
-                "no daemon is running on data dir {}{} (start one with `bog-agents-daemon run`)",
-                dir.display(),
-                stale
-                    .map(|s| format!(
-                        "; daemon.lock is left over from pid {}, which is gone",
-                        s.pid
-                    ))
-                    .unwrap_or_default()
-            )),
-            Err(e) => Err(format!("cannot check {}: {e}", dir.display())),
+            Ok(Holder::Held(None)) => Err(ClientError::NotListening { dir: dir_buf() }),
+            Ok(Holder::Free { stale }) => Err(ClientError::NotRunning {
+                dir: dir_buf(),
+                stale_pid: stale.map(|s| s.pid),
+            }),
+            Err(source) => Err(ClientError::Lock {
+                dir: dir_buf(),
+                source,
+            }),
         }
     }
 
     /// A client for the daemon described by `info`.
-    pub fn to(dir: &Path, info: &LockInfo) -> Result<Client, String> {
+    pub fn to(dir: &Path, info: &LockInfo) -> Result<Client, ClientError> {
         let token = Store::at(dir)
             .read_token()
-            .map_err(|e| format!("cannot read the API token in {}: {e}", dir.display()))?;
+            .map_err(|source| ClientError::Token {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         let host = match info.bind.as_str() {
             "0.0.0.0" | "" => "127.0.0.1".to_string(),
             "::" => "[::1]".to_string(),
@@ -71,7 +145,7 @@ impl Client {
 
     /// A GET whose body is read as it arrives, for as long as the daemon streams it (no
     /// overall timeout): the output of a running run.
-    pub fn stream(&self, path: &str) -> Result<impl std::io::Read, String> {
+    pub fn stream(&self, path: &str) -> Result<impl std::io::Read, ClientError> {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .build();
@@ -81,11 +155,11 @@ impl Client {
             .call()
         {
             Ok(r) => Ok(r.into_reader()),
-            Err(ureq::Error::Status(st, r)) => Err(format!(
-                "the daemon answered {st}: {}",
-                r.into_string().unwrap_or_default().trim()
-            )),
-            Err(e) => Err(format!("cannot reach the daemon at {}: {e}", self.base)),
+            Err(ureq::Error::Status(status, r)) => Err(ClientError::Refused {
+                status,
+                body: r.into_string().unwrap_or_default().trim().to_string(),
+            }),
+            Err(e) => Err(self.unreachable(e)),
         }
     }
 
@@ -95,7 +169,7 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value), String> {
+    ) -> Result<(u16, Value), ClientError> {
         let req = self
             .agent
             .request(method, &format!("{}{path}", self.base))
@@ -109,17 +183,22 @@ impl Client {
         let resp = match res {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("cannot reach the daemon at {}: {e}", self.base)),
+            Err(e) => return Err(self.unreachable(e)),
         };
         let status = resp.status();
-        let text = resp
-            .into_string()
-            .map_err(|e| format!("cannot read the daemon's answer: {e}"))?;
+        let text = resp.into_string().map_err(ClientError::Read)?;
         let v = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         Ok((status, v))
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> ClientError {
+        ClientError::Unreachable {
+            base: self.base.clone(),
+            source: Box::new(e),
+        }
     }
 }

@@ -2,12 +2,44 @@
 //! plain number is seconds. Used as clap value parsers, so a bad value is reported with the
 //! flag's name and exit code 2.
 
+use std::fmt;
+
+/// A command-line value that is not a duration (clap prints it after the flag's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DurationError {
+    Empty,
+    /// Not a number, a negative one, or an unknown unit: the value as given.
+    Invalid(String),
+    /// A fraction of a second for a flag that counts whole seconds.
+    NotWhole(String),
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DurationError::Empty => {
+                write!(f, "empty duration; give e.g. 30, 30s, 5m, 1h30m or 500ms")
+            }
+            DurationError::Invalid(s) => write!(
+                f,
+                "{s:?} is not a duration; give seconds (30) or a number with a unit: 500ms, 30s, 5m, 1h30m, 2d"
+            ),
+            DurationError::NotWhole(s) => write!(
+                f,
+                "{s:?} is not a whole number of seconds (this setting counts whole seconds)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
 /// Seconds in `s`, which is a plain number (seconds) or number-unit pairs (`ms`, `s`, `m`,
 /// `h`, `d`), e.g. `1h30m`.
-pub fn parse_seconds(s: &str) -> Result<f64, String> {
+pub fn parse_seconds(s: &str) -> Result<f64, DurationError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty duration; give e.g. 30, 30s, 5m, 1h30m or 500ms".into());
+        return Err(DurationError::Empty);
     }
     if let Ok(n) = t.parse::<f64>() {
         return check(n, s);
@@ -40,7 +72,7 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
     check(total, s)
 }
 
-fn check(n: f64, s: &str) -> Result<f64, String> {
+fn check(n: f64, s: &str) -> Result<f64, DurationError> {
     if n.is_finite() && n >= 0.0 {
         Ok(n)
     } else {
@@ -48,23 +80,21 @@ fn check(n: f64, s: &str) -> Result<f64, String> {
     }
 }
 
-fn bad(s: &str) -> String {
-    format!("{s:?} is not a duration; give seconds (30) or a number with a unit: 500ms, 30s, 5m, 1h30m, 2d")
+fn bad(s: &str) -> DurationError {
+    DurationError::Invalid(s.to_string())
 }
 
 /// Clap parser for flags that take whole seconds.
-pub fn whole_seconds(s: &str) -> Result<u64, String> {
+pub fn whole_seconds(s: &str) -> Result<u64, DurationError> {
     let x = parse_seconds(s)?;
     if x.fract() != 0.0 || x > u64::MAX as f64 {
-        return Err(format!(
-            "{s:?} is not a whole number of seconds (this setting counts whole seconds)"
-        ));
+        return Err(DurationError::NotWhole(s.to_string()));
     }
     Ok(x as u64)
 }
 
 /// Clap parser for flags that take seconds with a fraction.
-pub fn seconds(s: &str) -> Result<f64, String> {
+pub fn seconds(s: &str) -> Result<f64, DurationError> {
     parse_seconds(s)
 }
 
@@ -128,7 +158,11 @@ mod tests {
             assert!(parse_seconds(bad).is_err(), "{bad}");
         }
         assert_eq!(whole_seconds("1h30m").unwrap(), 5400);
-        assert!(whole_seconds("1500ms").is_err());
+        assert_eq!(
+            whole_seconds("1500ms"),
+            Err(DurationError::NotWhole("1500ms".into()))
+        );
+        assert_eq!(parse_seconds(" "), Err(DurationError::Empty));
         assert_eq!(human(3 * 3600 + 12 * 60 + 5), "3h 12m");
         assert_eq!(human(45), "45s");
         assert_eq!(human(86400 * 2 + 3600 * 4), "2d 4h");

@@ -132,15 +132,11 @@ pub struct AddArgs {
     pub json: bool,
 }
 
-fn data_dir(flag: Option<&Path>) -> Result<PathBuf, String> {
-    store::resolve_data_dir(flag).map_err(|e| e.to_string())
-}
-
 /// Runs a `job` subcommand.
 pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
-    let dir = match data_dir(dir_flag) {
+    let dir = match store::resolve_data_dir(dir_flag) {
         Ok(d) => d,
-        Err(e) => return fail(1, &e),
+        Err(e) => return fail(1, &e.to_string()),
     };
     let r = match cmd {
         JobCmd::Add(a) => add(&dir, &a),
@@ -163,16 +159,13 @@ pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
 
 /// `token`: prints the API token, creating the data dir and token if needed.
 pub fn token(dir_flag: Option<&Path>) -> i32 {
-    let r = data_dir(dir_flag).and_then(|d| {
-        let s = Store::open(&d).map_err(|e| e.to_string())?;
-        s.ensure_token().map_err(|e| e.to_string())
-    });
+    let r = store::resolve_data_dir(dir_flag).and_then(|d| Store::open(&d)?.ensure_token());
     match r {
         Ok((t, _)) => {
             println!("{t}");
             0
         }
-        Err(e) => fail(1, &e),
+        Err(e) => fail(1, &e.to_string()),
     }
 }
 
@@ -183,12 +176,14 @@ fn fail(code: i32, msg: &str) -> i32 {
 
 pub(super) type CmdResult = Result<i32, (i32, String)>;
 
-pub(super) fn e1(msg: impl Into<String>) -> (i32, String) {
-    (1, msg.into())
+/// Exit code 1 and the error's text (the CLI's edge: errors become text here).
+pub(super) fn e1(msg: impl std::fmt::Display) -> (i32, String) {
+    (1, msg.to_string())
 }
 
-pub(super) fn e2(msg: impl Into<String>) -> (i32, String) {
-    (2, msg.into())
+/// Exit code 2 (bad usage or input) and the error's text.
+pub(super) fn e2(msg: impl std::fmt::Display) -> (i32, String) {
+    (2, msg.to_string())
 }
 
 /// Maps an API error answer to an exit code and message.

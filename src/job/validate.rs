@@ -29,7 +29,7 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
     let Obj(j) = from_value::<Obj<JobIn>>(v, "", &[])?;
 
     let name = required(j.name, "name")?;
-    validate_name(&name).or_else(|e| err("name", e))?;
+    validate_name(&name)?;
     let prompt = required(j.prompt, "prompt")?;
     if prompt.trim().is_empty() {
         return err("prompt", "must not be empty");
@@ -113,24 +113,28 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
     })
 }
 
-/// Checks a job name: `[A-Za-z0-9._-]{1,64}`.
-pub fn validate_name(name: &str) -> Result<(), String> {
+/// Checks a job name: `[A-Za-z0-9._-]{1,64}`; the error names the field `name`.
+pub fn validate_name(name: &str) -> R<()> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "must be 1 to 64 characters long (got {})",
-            name.chars().count()
-        ));
+        return err(
+            "name",
+            format!(
+                "must be 1 to 64 characters long (got {})",
+                name.chars().count()
+            ),
+        );
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "invalid character {c:?}: names use only letters, digits, '.', '_' and '-'"
-        ));
+        return err(
+            "name",
+            format!("invalid character {c:?}: names use only letters, digits, '.', '_' and '-'"),
+        );
     }
     if name == "." || name == ".." {
-        return Err("must not be \".\" or \"..\"".into());
+        return err("name", "must not be \".\" or \"..\"");
     }
     Ok(())
 }
@@ -197,7 +201,7 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 }
                 let timezone = timezone.filter(|s| !s.is_empty());
                 if let Err(e) = Zone::parse(timezone.as_deref()) {
-                    return err(&f("timezone"), e);
+                    return err(&f("timezone"), e.to_string());
                 }
                 Trigger::Cron { cron, timezone }
             }
@@ -236,7 +240,7 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 max_age_seconds,
             } => {
                 let path = required(path, &f("path"))?;
-                validate_hook_path(&path).or_else(|e| err(&f("path"), e))?;
+                validate_hook_path(&path, &f("path"))?;
                 Trigger::Webhook {
                     path,
                     secret_env: required(
@@ -278,29 +282,31 @@ fn check_pattern(pat: &str, field: &str) -> R<()> {
     Ok(())
 }
 
-fn validate_hook_path(path: &str) -> Result<(), String> {
-    let rest = path
-        .strip_prefix("/hooks/")
-        .ok_or("must start with /hooks/")?;
+/// Checks a webhook trigger's `path` (the field `field`).
+fn validate_hook_path(path: &str, field: &str) -> R<()> {
+    let Some(rest) = path.strip_prefix("/hooks/") else {
+        return err(field, "must start with /hooks/");
+    };
     if rest.is_empty() {
-        return Err("needs a name after /hooks/".into());
+        return err(field, "needs a name after /hooks/");
     }
     if path.len() > 256 {
-        return Err("must be at most 256 characters".into());
+        return err(field, "must be at most 256 characters");
     }
     if let Some(c) = rest
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '~')))
     {
-        return Err(format!(
-            "invalid character {c:?}: use letters, digits, '-', '_', '.', '~' and '/'"
-        ));
+        return err(
+            field,
+            format!("invalid character {c:?}: use letters, digits, '-', '_', '.', '~' and '/'"),
+        );
     }
     if rest
         .split('/')
         .any(|s| s.is_empty() || s == "." || s == "..")
     {
-        return Err("must not contain empty, '.' or '..' segments".into());
+        return err(field, "must not contain empty, '.' or '..' segments");
     }
     Ok(())
 }

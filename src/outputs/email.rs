@@ -20,6 +20,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 
+use super::error::{AddressRole, DeliveryError, SmtpSettingsError};
 use super::retry::{self, Failure};
 use super::Ctx;
 use crate::job::Job;
@@ -61,7 +62,7 @@ pub fn deliver(
     job: &Job,
     run: &RunRecord,
     ctx: &Ctx,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let s = Settings::from_env(prefix, |k| std::env::var(k).ok())?;
     let secrets: Vec<String> = s.credentials.iter().map(|(_, p)| p.clone()).collect();
     let msg = message(to, from, job, run)?;
@@ -70,17 +71,20 @@ pub fn deliver(
     retry::run(ctx.retries, ctx.stop, |left| {
         send_once(&transport, &msg, &shown, &s, left)
     })
-    .map_err(|e| super::http::redact(&e, &secrets))
+    .map_err(|e| e.redact(&secrets))
 }
 
 impl Settings {
     /// Reads `<prefix>HOST` and the rest through `get`; errors name the variable, and never
     /// quote the password.
-    fn from_env(prefix: &str, get: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    fn from_env(
+        prefix: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SmtpSettingsError> {
         let var = |k: &str| get(&format!("{prefix}{k}")).filter(|v| !v.is_empty());
-        let host = var("HOST").ok_or_else(|| {
-            format!("environment variable {prefix}HOST (from smtp_env_prefix \"{prefix}\") is not set in the daemon's environment; nothing was sent")
-        })?;
+        let prefix_s = || prefix.to_string();
+        let host =
+            var("HOST").ok_or_else(|| SmtpSettingsError::HostUnset { prefix: prefix_s() })?;
         let port = match var("PORT") {
             None => DEFAULT_PORT,
             Some(p) => p
@@ -88,8 +92,9 @@ impl Settings {
                 .parse::<u16>()
                 .ok()
                 .filter(|&p| p > 0)
-                .ok_or_else(|| {
-                    format!("{prefix}PORT is \"{p}\", not a port number; nothing was sent")
+                .ok_or_else(|| SmtpSettingsError::BadPort {
+                    prefix: prefix_s(),
+                    value: p.clone(),
                 })?,
         };
         let tls = var("TLS").unwrap_or_else(|| "starttls".into());
@@ -98,29 +103,33 @@ impl Settings {
             "tls" => Security::Implicit,
             "none" if is_loopback(&host) => Security::Plain,
             "none" => {
-                return Err(format!(
-                    "{prefix}TLS=none sends the mail and the password unencrypted, so it is only used with a loopback host, and {host} is not one; use starttls or tls, or {prefix}TLS=none-force to send in clear text anyway; nothing was sent"
-                ))
+                return Err(SmtpSettingsError::PlainToRemote {
+                    prefix: prefix_s(),
+                    host,
+                })
             }
             "none-force" => Security::Plain,
             other => {
-                return Err(format!(
-                    "{prefix}TLS is \"{other}\": expected starttls, tls, none (loopback hosts only) or none-force; nothing was sent"
-                ))
+                return Err(SmtpSettingsError::BadTls {
+                    prefix: prefix_s(),
+                    value: other.to_string(),
+                })
             }
         };
         let credentials = match (var("USER"), var("PASSWORD")) {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(format!(
-                    "{prefix}USER is set but {prefix}PASSWORD is not; nothing was sent"
-                ))
+                return Err(SmtpSettingsError::HalfCredentials {
+                    prefix: prefix_s(),
+                    set: "USER",
+                })
             }
             (None, Some(_)) => {
-                return Err(format!(
-                    "{prefix}PASSWORD is set but {prefix}USER is not; nothing was sent"
-                ))
+                return Err(SmtpSettingsError::HalfCredentials {
+                    prefix: prefix_s(),
+                    set: "PASSWORD",
+                })
             }
         };
         Ok(Settings {
@@ -139,10 +148,12 @@ fn is_loopback(host: &str) -> bool {
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn transport(s: &Settings) -> Result<SmtpTransport, String> {
+fn transport(s: &Settings) -> Result<SmtpTransport, DeliveryError> {
     let tls_params = || {
-        TlsParameters::new(s.host.clone())
-            .map_err(|e| format!("cannot set up TLS for {}: {e}", s.host))
+        TlsParameters::new(s.host.clone()).map_err(|source| DeliveryError::TlsSetup {
+            host: s.host.clone(),
+            source,
+        })
     };
     let tls = match s.security {
         Security::StartTls => Tls::Required(tls_params()?),
@@ -176,57 +187,68 @@ fn send_once(
         .spawn(move || {
             let _ = tx.send(t.send(&m));
         })
-        .map_err(|e| Failure::transient(format!("cannot start a thread for SMTP: {e}")))?;
+        .map_err(|e| {
+            Failure::transient(DeliveryError::Internal {
+                what: "start a thread for SMTP",
+                source: e.into(),
+            })
+        })?;
     let wait = left.min(ATTEMPT_TIMEOUT);
     match rx.recv_timeout(wait) {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(classify(&e, shown, s)),
-        Err(_) => Err(Failure::permanent(format!(
-            "{shown}: the SMTP conversation did not finish within {} s; abandoned, not retried (the mail may still arrive)",
-            wait.as_secs()
-        ))),
+        Ok(Err(e)) => Err(classify(e, shown, s)),
+        Err(_) => Err(Failure::permanent(DeliveryError::Abandoned {
+            endpoint: shown.to_string(),
+            after: wait,
+        })),
     }
 }
 
-/// Turns a lettre error into a user-facing failure with the retry verdict.
-fn classify(e: &lettre::transport::smtp::Error, shown: &str, s: &Settings) -> Failure {
-    let text = format!("{shown}: {e}");
+/// Turns a lettre error into a failure (lettre's error its cause) with the retry verdict.
+fn classify(e: lettre::transport::smtp::Error, shown: &str, s: &Settings) -> Failure {
     let p = &s.prefix;
-    if e.is_permanent() {
-        let t = e.to_string();
-        let hint = if t.contains("(535)") || t.contains("(534)") || t.contains("(530)") {
-            format!(" (check {p}USER and {p}PASSWORD)")
-        } else {
-            String::new()
-        };
-        return Failure::permanent(format!("{text}{hint}"));
+    let text = e.to_string();
+    if is_timeout(&e) && !e.is_permanent() {
+        return Failure::transient(DeliveryError::SmtpTimeout {
+            endpoint: shown.to_string(),
+            after: COMMAND_TIMEOUT,
+            source: e,
+        });
     }
-    if is_timeout(e) {
-        return Failure::transient(format!(
-            "{shown}: timed out: no answer from the server within {} s",
-            COMMAND_TIMEOUT.as_secs()
-        ));
-    }
-    if e.is_transient() {
-        return Failure::transient(text);
-    }
-    if e.is_tls() {
+    let (hint, transient) = if e.is_permanent() {
+        let auth = text.contains("(535)") || text.contains("(534)") || text.contains("(530)");
+        (
+            auth.then(|| format!("check {p}USER and {p}PASSWORD")),
+            false,
+        )
+    } else if e.is_transient() {
+        (None, true)
+    } else if e.is_tls() {
         let hint = match s.security {
             Security::Implicit => format!("{p}TLS=tls expects implicit TLS (usually port 465); for port 587 use starttls"),
             _ => format!("{p}TLS=starttls; for implicit TLS (usually port 465) use tls; the certificate must be valid for {}", s.host),
         };
-        return Failure::permanent(format!("{text} ({hint})"));
+        (Some(hint), false)
+    } else if e.is_client() || e.is_response() {
+        let hint = text.contains("STARTTLS is not supported").then(|| {
+            "the server does not offer STARTTLS: use a server that does, tls for implicit TLS, or none for a loopback relay".to_string()
+        });
+        (hint, false)
+    } else {
+        // Connection and network errors: refused, reset, unreachable.
+        (None, true)
+    };
+    let error = DeliveryError::Smtp {
+        endpoint: shown.to_string(),
+        text,
+        hint,
+        source: e,
+    };
+    if transient {
+        Failure::transient(error)
+    } else {
+        Failure::permanent(error)
     }
-    if e.is_client() || e.is_response() {
-        let hint = if text.contains("STARTTLS is not supported") {
-            " (the server does not offer STARTTLS: use a server that does, tls for implicit TLS, or none for a loopback relay)"
-        } else {
-            ""
-        };
-        return Failure::permanent(format!("{text}{hint}"));
-    }
-    // Connection and network errors: refused, reset, unreachable.
-    Failure::transient(text)
 }
 
 /// Whether an I/O timeout caused `e`. A socket read timeout is `WouldBlock` (EAGAIN) on
@@ -252,18 +274,21 @@ fn message(
     from: Option<&str>,
     job: &Job,
     run: &RunRecord,
-) -> Result<Message, String> {
+) -> Result<Message, DeliveryError> {
     let host = hostname();
     let from_text = from
         .map(str::to_string)
         .unwrap_or_else(|| format!("bog-agents-daemon@{host}"));
-    let from_mb: Mailbox = from_text.parse().map_err(|e| {
-        format!(
-            "cannot send from \"{from_text}\": {e} (set \"from\" in the output); nothing was sent"
-        )
+    let from_mb: Mailbox = from_text.parse().map_err(|source| DeliveryError::Address {
+        role: AddressRole::From,
+        address: from_text.clone(),
+        source,
     })?;
     let mut nonce = [0u8; 6];
-    crate::ids::random_bytes(&mut nonce).map_err(|e| format!("cannot make a Message-ID: {e}"))?;
+    crate::ids::random_bytes(&mut nonce).map_err(|e| DeliveryError::Internal {
+        what: "make a Message-ID",
+        source: e.into(),
+    })?;
     let mut b = Message::builder()
         .from(from_mb)
         .subject(format!("[bog-agents] {} {}", job.name, run.status.as_str()))
@@ -275,13 +300,14 @@ fn message(
         )))
         .header(ContentType::TEXT_PLAIN);
     for a in to {
-        let mb: Mailbox = a
-            .parse()
-            .map_err(|e| format!("cannot send to \"{a}\": {e}; nothing was sent"))?;
+        let mb: Mailbox = a.parse().map_err(|source| DeliveryError::Address {
+            role: AddressRole::To,
+            address: a.clone(),
+            source,
+        })?;
         b = b.to(mb);
     }
-    b.body(body(job, run))
-        .map_err(|e| format!("cannot build the mail: {e}; nothing was sent"))
+    b.body(body(job, run)).map_err(DeliveryError::Mail)
 }
 
 /// The plain-text body: what ran and how it ended, then the output.
@@ -330,12 +356,16 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SmtpSettingsError> {
         let m: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_env("M_", |k| m.get(k).cloned())
+    }
+
+    fn error(vars: &[(&str, &str)]) -> String {
+        settings(vars).unwrap_err().to_string()
     }
 
     #[test]
@@ -351,20 +381,20 @@ mod tests {
                 credentials: None
             }
         );
-        assert!(settings(&[]).unwrap_err().contains("M_HOST"));
-        let e = settings(&[("M_HOST", "h"), ("M_PORT", "x")]).unwrap_err();
+        assert!(error(&[]).contains("M_HOST"));
+        let e = error(&[("M_HOST", "h"), ("M_PORT", "x")]);
         assert!(e.contains("M_PORT is \"x\""), "{e}");
-        let e = settings(&[("M_HOST", "h"), ("M_USER", "u")]).unwrap_err();
+        let e = error(&[("M_HOST", "h"), ("M_USER", "u")]);
         assert!(e.contains("M_PASSWORD is not"), "{e}");
-        let e = settings(&[("M_HOST", "h"), ("M_PASSWORD", "hunter2")]).unwrap_err();
+        let e = error(&[("M_HOST", "h"), ("M_PASSWORD", "hunter2")]);
         assert!(!e.contains("hunter2"), "{e}");
-        let e = settings(&[("M_HOST", "h"), ("M_TLS", "ssl")]).unwrap_err();
+        let e = error(&[("M_HOST", "h"), ("M_TLS", "ssl")]);
         assert!(e.contains("expected starttls"), "{e}");
     }
 
     #[test]
     fn plain_text_only_to_loopback_unless_forced() {
-        let e = settings(&[("M_HOST", "mail.example.com"), ("M_TLS", "none")]).unwrap_err();
+        let e = error(&[("M_HOST", "mail.example.com"), ("M_TLS", "none")]);
         assert!(e.contains("none-force"), "{e}");
         for h in ["localhost", "127.0.0.1", "::1", "[::1]", "127.1.2.3"] {
             let s = settings(&[("M_HOST", h), ("M_TLS", "none")]).unwrap();

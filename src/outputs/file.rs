@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
+use super::error::DeliveryError;
 use crate::job::validate::expand_tilde;
 use crate::job::Job;
 use crate::run::RunRecord;
 
-pub fn deliver(path: &str, append: bool, job: &Job, run: &RunRecord) -> Result<(), String> {
+pub fn deliver(path: &str, append: bool, job: &Job, run: &RunRecord) -> Result<(), DeliveryError> {
     let p = expand_tilde(path);
     let text = format!("{}{}", super::header(job, run), super::body(run));
     let r = if append {
@@ -14,5 +15,5 @@ pub fn deliver(path: &str, append: bool, job: &Job, run: &RunRecord) -> Result<(
     } else {
         crate::fsio::write_atomic(Path::new(&p), text.as_bytes(), 0o644)
     };
-    r.map_err(|e| format!("cannot write {p}: {e}"))
+    r.map_err(|source| DeliveryError::File { path: p, source })
 }

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::error::DeliveryError;
 use super::http::{self, Post};
 use super::Ctx;
 use crate::job::Job;
@@ -24,7 +25,7 @@ pub fn deliver(
     job: &Job,
     run: &RunRecord,
     ctx: &Ctx,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let number = issue_number(issue, ctx.vars)?;
     let token = super::secret_env(token_env, "token_env")?;
     let url = format!(
@@ -44,18 +45,17 @@ pub fn deliver(
     };
     http::post(&post, ctx.retries, ctx.stop)
         .map(|_| ())
-        .map_err(|e| {
-            if e.contains("HTTP 404") {
-                format!("{e} (the repository or issue does not exist, or the token cannot see it)")
-            } else {
-                e
-            }
+        .map_err(|e| match e.status() {
+            Some(404) => e.with_status_hint(
+                "the repository or issue does not exist, or the token cannot see it",
+            ),
+            _ => e,
         })
 }
 
 /// The issue number: the literal, or the template rendered against the firing's template
 /// variables.
-fn issue_number(issue: &str, vars: &serde_json::Value) -> Result<u64, String> {
+fn issue_number(issue: &str, vars: &serde_json::Value) -> Result<u64, DeliveryError> {
     let (text, unknown) = crate::template::render(issue, vars);
     let text = text.trim();
     match text.parse::<u64>() {
@@ -65,17 +65,11 @@ fn issue_number(issue: &str, vars: &serde_json::Value) -> Result<u64, String> {
             if text.chars().count() > 60 {
                 shown.push('…');
             }
-            let mut e = format!(
-                "issue \"{issue}\" rendered to \"{shown}\", which is not a positive issue number"
-            );
-            if !unknown.is_empty() {
-                e.push_str(&format!(
-                    " ({} not in this run's trigger context)",
-                    unknown.join(", ")
-                ));
-            }
-            e.push_str("; nothing was posted");
-            Err(e)
+            Err(DeliveryError::IssueNumber {
+                template: issue.to_string(),
+                rendered: shown,
+                unknown,
+            })
         }
     }
 }
@@ -147,16 +141,18 @@ mod tests {
         extra.insert("payload".into(), json!({"pull_request": {"number": 42}}));
         let vars = crate::worker::template_vars(&job(), &r.trigger, &extra);
         assert_eq!(
-            issue_number("{{payload.pull_request.number}}", &vars),
-            Ok(42)
+            issue_number("{{payload.pull_request.number}}", &vars).ok(),
+            Some(42)
         );
-        assert_eq!(issue_number("7", &vars), Ok(7));
-        let e = issue_number("{{payload.issue.number}}", &vars).unwrap_err();
+        assert_eq!(issue_number("7", &vars).ok(), Some(7));
+        let e = issue_number("{{payload.issue.number}}", &vars)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("rendered to \"\"") && e.contains("payload.issue.number not in"),
             "{e}"
         );
-        let e = issue_number("{{trigger}}", &vars).unwrap_err();
+        let e = issue_number("{{trigger}}", &vars).unwrap_err().to_string();
         assert!(e.contains("rendered to \"webhook\""), "{e}");
     }
 

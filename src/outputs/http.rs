@@ -1,7 +1,8 @@
 //! One JSON `POST` with the rules every HTTP output follows (README "Outputs"): a connect timeout and
 //! a total timeout on each request, retries through [`super::retry`] on connect errors,
-//! timeouts, 429 (honouring `Retry-After`) and 5xx only, no redirects, and error texts
-//! that name the status and the service's own error string but never a secret.
+//! timeouts, 429 (honouring `Retry-After`) and 5xx only, no redirects, and errors
+//! ([`DeliveryError::Status`], [`DeliveryError::Transport`] with ureq's cause) that name the
+//! status and the service's own error string but never a secret.
 //!
 //! Not here: what a 2xx reply means (Slack's `ok: false` is checked in `slack.rs`).
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use serde_json::Value;
 
+use super::error::DeliveryError;
 use super::retry::{self, Failure, Retry};
 
 /// Longest wait for the TCP (and TLS) connection of one request.
@@ -41,13 +43,13 @@ pub fn user_agent() -> String {
 }
 
 /// Sends `p` with up to `retries` retries; `Ok` (with the reply body) only for a 2xx reply.
-pub fn post(p: &Post, retries: u32, stop: &Receiver<()>) -> Result<String, String> {
+pub fn post(p: &Post, retries: u32, stop: &Receiver<()>) -> Result<String, DeliveryError> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT)
         .redirects(0)
         .user_agent(&user_agent())
         .build();
-    retry::run(retries, stop, |left| attempt(&agent, p, left)).map_err(|e| redact(&e, &p.secrets))
+    retry::run(retries, stop, |left| attempt(&agent, p, left)).map_err(|e| e.redact(&p.secrets))
 }
 
 fn attempt(agent: &ureq::Agent, p: &Post, left: Duration) -> Result<String, Failure> {
@@ -59,7 +61,7 @@ fn attempt(agent: &ureq::Agent, p: &Post, left: Duration) -> Result<String, Fail
     match req.send_bytes(&p.body) {
         Ok(resp) => Ok(read_body(resp)),
         Err(ureq::Error::Status(code, resp)) => Err(status_failure(who, code, resp)),
-        Err(ureq::Error::Transport(t)) => Err(transport_failure(who, &t)),
+        Err(ureq::Error::Transport(t)) => Err(transport_failure(who, t)),
     }
 }
 
@@ -88,37 +90,36 @@ fn status_failure(who: &str, code: u16, resp: ureq::Response) -> Failure {
     let retry_after = resp
         .header("Retry-After")
         .and_then(retry::parse_retry_after);
-    let location = resp.header("Location").map(str::to_string);
+    let location = match code {
+        300..=399 => resp.header("Location").map(shown_url),
+        _ => None,
+    };
     let reason = resp.status_text().to_string();
     let body = read_body(resp);
-    let mut error = format!("{who}: HTTP {code}");
-    if !reason.is_empty() {
-        error.push_str(&format!(" {reason}"));
-    }
-    if let Some(msg) = service_message(&body) {
-        error.push_str(&format!(": {msg}"));
-    }
-    let retry = match code {
-        429 | 500..=599 => match retry_after {
-            Some(d) => Retry::After(d),
-            None => Retry::Backoff,
-        },
-        300..=399 => {
-            error.push_str(&format!(
-                " (redirects are not followed; point the output at {})",
-                location.as_deref().map(shown_url).unwrap_or_default()
-            ));
-            Retry::No
-        }
+    let retry = match (code, retry_after) {
+        (429 | 500..=599, Some(d)) => Retry::After(d),
+        (429 | 500..=599, None) => Retry::Backoff,
         _ => Retry::No,
     };
-    Failure { error, retry }
+    let error = DeliveryError::Status {
+        endpoint: who.to_string(),
+        code,
+        reason,
+        service: service_message(&body),
+        location,
+        hint: None,
+    };
+    Failure {
+        error: Box::new(error),
+        retry,
+    }
 }
 
 /// A connection-level error: connect errors, DNS and I/O (timeouts) are retried.
-fn transport_failure(who: &str, t: &ureq::Transport) -> Failure {
+fn transport_failure(who: &str, t: ureq::Transport) -> Failure {
     use ureq::ErrorKind as K;
-    let what = match t.kind() {
+    let kind = t.kind();
+    let what = match kind {
         K::Dns => "cannot resolve the host name",
         K::ConnectionFailed => "cannot connect",
         K::Io => "network error",
@@ -129,28 +130,8 @@ fn transport_failure(who: &str, t: &ureq::Transport) -> Failure {
         K::TooManyRedirects => "too many redirects",
         _ => "request failed",
     };
-    // ureq nests its errors; the innermost one says what happened ("Connection refused").
-    let mut root: &dyn std::error::Error = t;
-    while let Some(s) = root.source() {
-        root = s;
-    }
-    let detail = if std::ptr::addr_eq(root, t) {
-        t.message().unwrap_or_default().to_string()
-    } else {
-        root.to_string()
-    };
-    let mut error = format!("{who}: {what}");
-    if !detail.is_empty() {
-        error.push_str(&format!(": {detail}"));
-    }
-    if detail.contains("timed out") {
-        error.push_str(&format!(
-            " (timeouts: {} s to connect, {} s per request)",
-            CONNECT_TIMEOUT.as_secs(),
-            REQUEST_TIMEOUT.as_secs()
-        ));
-    }
-    match t.kind() {
+    let error = DeliveryError::transport(who, what, t);
+    match kind {
         K::Dns | K::ConnectionFailed | K::Io | K::ProxyConnect => Failure::transient(error),
         _ => Failure::permanent(error),
     }

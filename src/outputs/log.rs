@@ -1,11 +1,12 @@
 //! `log`: one log line per run, with a short excerpt of the output.
 
+use super::error::DeliveryError;
 use crate::job::Job;
 use crate::run::RunRecord;
 
 const EXCERPT_CHARS: usize = 200;
 
-pub fn deliver(job: &Job, run: &RunRecord) -> Result<(), String> {
+pub fn deliver(job: &Job, run: &RunRecord) -> Result<(), DeliveryError> {
     let mut excerpt: String = run.output.trim().chars().take(EXCERPT_CHARS).collect();
     if run.output.trim().chars().count() > EXCERPT_CHARS {
         excerpt.push('…');

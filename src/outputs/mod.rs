@@ -7,9 +7,11 @@
 //! outputs (slack, webhook, email, github_comment) are delivered side by side, one scoped
 //! thread each, so a run's dispatch takes as long as its slowest output, never the sum;
 //! each of them is bounded by [`retry::BUDGET`]. Errors are recorded in the job's order of
-//! outputs either way.
+//! outputs either way. A target fails with a [`DeliveryError`]; it becomes text here, when
+//! it is filed in the record.
 
 mod email;
+mod error;
 mod file;
 mod github;
 mod http;
@@ -23,6 +25,9 @@ use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use serde_json::Value;
+
+pub use error::DeliveryError;
+use error::SecretProblem;
 
 use crate::job::{Job, OnStatus, Output, Target};
 use crate::run::{RunRecord, RunStatus};
@@ -51,7 +56,7 @@ pub fn dispatch(job: &Job, run: &mut RunRecord, vars: &Value, stop: &Receiver<()
         vars,
     };
     let rec: &RunRecord = run;
-    let failures: Vec<(&'static str, String)> = std::thread::scope(|s| {
+    let failures: Vec<(&'static str, DeliveryError)> = std::thread::scope(|s| {
         let pending: Vec<(&'static str, Pending)> = job
             .outputs
             .iter()
@@ -77,23 +82,21 @@ pub fn dispatch(job: &Job, run: &mut RunRecord, vars: &Value, stop: &Receiver<()
             .filter_map(|(kind, p)| {
                 let r = match p {
                     Pending::Done(r) => r,
-                    Pending::Running(h) => h.join().unwrap_or_else(|_| {
-                        Err("internal error while delivering (see the daemon's log)".into())
-                    }),
+                    Pending::Running(h) => h.join().unwrap_or(Err(DeliveryError::Panicked)),
                 };
                 r.err().map(|e| (kind, e))
             })
             .collect()
     });
     for (kind, e) in failures {
-        run.add_dispatch_error(kind, e);
+        run.add_dispatch_error(kind, e.to_string());
     }
 }
 
 /// An output delivered inline, or still being delivered on its own thread.
 enum Pending<'scope> {
-    Done(Result<(), String>),
-    Running(std::thread::ScopedJoinHandle<'scope, Result<(), String>>),
+    Done(Result<(), DeliveryError>),
+    Running(std::thread::ScopedJoinHandle<'scope, Result<(), DeliveryError>>),
 }
 
 /// Whether output `o` is for runs that ended with `status` (`timed_out` counts as failed).
@@ -110,7 +113,7 @@ fn is_network(t: &Target) -> bool {
 }
 
 /// [`deliver`], with a debug log line saying how long it took.
-fn timed(t: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(), String> {
+fn timed(t: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(), DeliveryError> {
     let start = Instant::now();
     let r = deliver(t, job, run, ctx);
     ::log::debug!(
@@ -121,7 +124,7 @@ fn timed(t: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(), String
     r
 }
 
-fn deliver(target: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(), String> {
+fn deliver(target: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(), DeliveryError> {
     match target {
         Target::Log => log::deliver(job, run),
         Target::Stdout => stdout::deliver(job, run),
@@ -138,7 +141,11 @@ fn deliver(target: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(),
                     api_url,
                 },
                 (None, Some(w)) => slack::Via::IncomingWebhook { url_env: w },
-                (None, None) => return Err("slack needs token_env or webhook_url_env".into()),
+                (None, None) => {
+                    return Err(DeliveryError::Config(
+                        "slack needs token_env or webhook_url_env",
+                    ))
+                }
             };
             slack::deliver(&via, channel.as_deref(), job, run, ctx)
         }
@@ -162,20 +169,19 @@ fn deliver(target: &Target, job: &Job, run: &RunRecord, ctx: &Ctx) -> Result<(),
 }
 
 /// The value of the environment variable `name`, read now (secrets are never stored).
-/// `field` is the job field that names it, for the error text. Empty counts as unset.
-pub fn secret_env(name: &str, field: &str) -> Result<String, String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        Ok(_) => Err(format!(
-            "environment variable {name} (named by {field}) is empty in the daemon's environment; nothing was sent"
-        )),
-        Err(std::env::VarError::NotPresent) => Err(format!(
-            "environment variable {name} (named by {field}) is not set in the daemon's environment; nothing was sent"
-        )),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!(
-            "environment variable {name} (named by {field}) is not valid UTF-8; nothing was sent"
-        )),
-    }
+/// `field` is the job field that names it, for the error. Empty counts as unset.
+pub fn secret_env(name: &str, field: &'static str) -> Result<String, DeliveryError> {
+    let problem = match std::env::var(name) {
+        Ok(v) if !v.is_empty() => return Ok(v),
+        Ok(_) => SecretProblem::Empty,
+        Err(std::env::VarError::NotPresent) => SecretProblem::Unset,
+        Err(std::env::VarError::NotUnicode(_)) => SecretProblem::NotUnicode,
+    };
+    Err(DeliveryError::Secret {
+        var: name.to_string(),
+        field,
+        problem,
+    })
 }
 
 /// The status as a notification says it: `succeeded`, `failed`, `timed out`.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::error::{DeliveryError, GiveUp};
+
 /// Wall-clock budget of one delivery to one output, all attempts and waits included.
 pub const BUDGET: Duration = Duration::from_secs(60);
 /// First backoff; each retry doubles it, and jitter picks a wait in `[d/2, d]`.
@@ -31,26 +33,27 @@ pub enum Retry {
     After(Duration),
 }
 
-/// One failed attempt: the user-facing error text and the retry verdict.
+/// One failed attempt: what went wrong (boxed: attempts return it by value, often) and
+/// the retry verdict.
 #[derive(Debug)]
 pub struct Failure {
-    pub error: String,
+    pub error: Box<DeliveryError>,
     pub retry: Retry,
 }
 
 impl Failure {
     /// A failure that is not worth retrying.
-    pub fn permanent(error: impl Into<String>) -> Failure {
+    pub fn permanent(error: DeliveryError) -> Failure {
         Failure {
-            error: error.into(),
+            error: Box::new(error),
             retry: Retry::No,
         }
     }
 
     /// A failure that is retried after the backoff.
-    pub fn transient(error: impl Into<String>) -> Failure {
+    pub fn transient(error: DeliveryError) -> Failure {
         Failure {
-            error: error.into(),
+            error: Box::new(error),
             retry: Retry::Backoff,
         }
     }
@@ -58,13 +61,14 @@ impl Failure {
 
 /// Calls `attempt` until it succeeds, fails permanently, `retries` retries are spent, the
 /// [`BUDGET`] would be exceeded, or the daemon begins to stop (`stop` disconnects).
-/// `attempt` gets the budget left, to cap its own timeouts. The error names the last
-/// failure and, after more than one attempt, how many were made.
+/// `attempt` gets the budget left, to cap its own timeouts. The error is the last failure,
+/// wrapped in [`DeliveryError::GaveUp`] after more than one attempt or when the loop
+/// stopped early for a reason worth saying.
 pub fn run<T>(
     retries: u32,
     stop: &Receiver<()>,
     mut attempt: impl FnMut(Duration) -> Result<T, Failure>,
-) -> Result<T, String> {
+) -> Result<T, DeliveryError> {
     let start = Instant::now();
     let deadline = start + BUDGET;
     let mut tries = 0u32;
@@ -75,45 +79,37 @@ pub fn run<T>(
             Ok(v) => return Ok(v),
             Err(f) => f,
         };
-        let gave_up = |why: &str| {
-            let mut e = f.error.clone();
-            if tries > 1 {
-                e.push_str(&format!(
-                    " (gave up after {tries} attempts in {:.1} s",
-                    start.elapsed().as_secs_f64()
-                ));
-                if !why.is_empty() {
-                    e.push_str(&format!("; {why}"));
-                }
-                e.push(')');
-            } else if !why.is_empty() {
-                e.push_str(&format!(" ({why})"));
+        let gave_up = |error: DeliveryError, why: Option<GiveUp>| {
+            if tries == 1 && why.is_none() {
+                return error;
             }
-            e
+            DeliveryError::GaveUp {
+                last: Box::new(error),
+                attempts: tries,
+                elapsed: start.elapsed(),
+                why,
+            }
         };
         let wait = match f.retry {
-            Retry::No => return Err(gave_up("")),
+            Retry::No => return Err(gave_up(*f.error, None)),
             Retry::Backoff => backoff(tries - 1),
             Retry::After(d) if d > MAX_RETRY_AFTER => {
-                return Err(gave_up(&format!(
-                    "not retried: the service asked to wait {} s, longer than the {} s the daemon waits",
-                    d.as_secs(),
-                    MAX_RETRY_AFTER.as_secs()
-                )))
+                let why = GiveUp::RetryAfterTooLong {
+                    asked: d,
+                    max: MAX_RETRY_AFTER,
+                };
+                return Err(gave_up(*f.error, Some(why)));
             }
             Retry::After(d) => d,
         };
         if tries > retries {
-            return Err(gave_up(""));
+            return Err(gave_up(*f.error, None));
         }
         if Instant::now() + wait + MIN_ATTEMPT > deadline {
-            return Err(gave_up(&format!(
-                "the next retry would pass the {} s delivery budget",
-                BUDGET.as_secs()
-            )));
+            return Err(gave_up(*f.error, Some(GiveUp::Budget(BUDGET))));
         }
         if stopped(stop, wait) {
-            return Err(gave_up("not retried: the daemon is stopping"));
+            return Err(gave_up(*f.error, Some(GiveUp::Stopping)));
         }
     }
 }
@@ -151,6 +147,17 @@ mod tests {
         crossbeam_channel::bounded(0)
     }
 
+    fn http(code: u16) -> DeliveryError {
+        DeliveryError::Status {
+            endpoint: "svc".into(),
+            code,
+            reason: String::new(),
+            service: None,
+            location: None,
+            hint: None,
+        }
+    }
+
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         for _ in 0..50 {
@@ -166,29 +173,29 @@ mod tests {
     fn permanent_failures_are_tried_once() {
         let (_tx, stop) = never_stop();
         let mut n = 0;
-        let r: Result<(), String> = run(5, &stop, |_| {
+        let r: Result<(), DeliveryError> = run(5, &stop, |_| {
             n += 1;
-            Err(Failure::permanent("HTTP 401"))
+            Err(Failure::permanent(http(401)))
         });
         assert_eq!(n, 1);
-        assert_eq!(r.unwrap_err(), "HTTP 401");
+        assert_eq!(r.unwrap_err().to_string(), "svc: HTTP 401");
     }
 
     #[test]
     fn retries_are_counted_and_reported() {
         let (_tx, stop) = never_stop();
         let mut n = 0;
-        let r: Result<(), String> = run(2, &stop, |_| {
+        let r: Result<(), DeliveryError> = run(2, &stop, |_| {
             n += 1;
             Err(Failure {
-                error: "HTTP 503".into(),
+                error: Box::new(http(503)),
                 retry: Retry::After(Duration::ZERO),
             })
         });
         assert_eq!(n, 3);
-        let e = r.unwrap_err();
+        let e = r.unwrap_err().to_string();
         assert!(
-            e.starts_with("HTTP 503 (gave up after 3 attempts in"),
+            e.starts_with("svc: HTTP 503 (gave up after 3 attempts in"),
             "{e}"
         );
     }
@@ -201,36 +208,39 @@ mod tests {
             n += 1;
             if n == 1 {
                 Err(Failure {
-                    error: "x".into(),
+                    error: Box::new(http(500)),
                     retry: Retry::After(Duration::ZERO),
                 })
             } else {
                 Ok(n)
             }
         });
-        assert_eq!(r, Ok(2));
+        assert_eq!(r.ok(), Some(2));
     }
 
     #[test]
     fn long_retry_after_and_stopping_end_the_loop() {
         let (_tx, stop) = never_stop();
-        let r: Result<(), String> = run(2, &stop, |_| {
+        let r: Result<(), DeliveryError> = run(2, &stop, |_| {
             Err(Failure {
-                error: "HTTP 429".into(),
+                error: Box::new(http(429)),
                 retry: Retry::After(Duration::from_secs(3600)),
             })
         });
-        assert!(r.unwrap_err().contains("asked to wait 3600 s"));
+        assert!(r.unwrap_err().to_string().contains("asked to wait 3600 s"));
 
         let (tx, stop) = never_stop();
         drop(tx);
         let mut n = 0;
-        let r: Result<(), String> = run(2, &stop, |_| {
+        let r: Result<(), DeliveryError> = run(2, &stop, |_| {
             n += 1;
-            Err(Failure::transient("connection refused"))
+            Err(Failure::transient(http(502)))
         });
         assert_eq!(n, 1);
-        assert!(r.unwrap_err().contains("the daemon is stopping"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("the daemon is stopping"));
     }
 
     #[test]

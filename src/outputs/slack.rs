@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 
+use super::error::{DeliveryError, SecretProblem};
 use super::http::{self, Post};
 use super::Ctx;
 use crate::job::Job;
@@ -35,7 +36,7 @@ pub fn deliver(
     job: &Job,
     run: &RunRecord,
     ctx: &Ctx,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let text = message(job, run);
     let mut body = json!({"text": text});
     if let Some(c) = channel {
@@ -55,14 +56,16 @@ pub fn deliver(
                 secrets: vec![token],
             };
             let reply = http::post(&post, ctx.retries, ctx.stop)?;
-            check_ok(&reply, channel).map_err(|e| http::redact(&e, &post.secrets))
+            check_ok(&reply, channel).map_err(|e| e.redact(&post.secrets))
         }
         Via::IncomingWebhook { url_env } => {
             let url = super::secret_env(url_env, "webhook_url_env")?;
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!(
-                    "environment variable {url_env} (named by webhook_url_env) does not hold an http:// or https:// URL; nothing was sent"
-                ));
+                return Err(DeliveryError::Secret {
+                    var: url_env.to_string(),
+                    field: "webhook_url_env",
+                    problem: SecretProblem::NotHttpUrl,
+                });
             }
             let post = Post {
                 url: &url,
@@ -76,31 +79,21 @@ pub fn deliver(
     }
 }
 
-/// Checks a `chat.postMessage` reply: `ok: true`, else Slack's error string with a hint.
-fn check_ok(body: &str, channel: Option<&str>) -> Result<(), String> {
-    let v: Value = serde_json::from_str(body).map_err(|_| {
-        format!(
-            "Slack chat.postMessage: the reply is not JSON: {}",
-            http::service_message(body).unwrap_or_default()
-        )
+/// Checks a `chat.postMessage` reply: `ok: true`, else Slack's error string (the error
+/// adds a hint for the common ones).
+fn check_ok(body: &str, channel: Option<&str>) -> Result<(), DeliveryError> {
+    let v: Value = serde_json::from_str(body).map_err(|_| DeliveryError::NotJson {
+        endpoint: "Slack chat.postMessage".into(),
+        excerpt: http::service_message(body).unwrap_or_default(),
     })?;
     if v.get("ok").and_then(Value::as_bool) == Some(true) {
         return Ok(());
     }
     let code = v.get("error").and_then(Value::as_str).unwrap_or("unknown");
-    let hint = match code {
-        "not_authed" | "invalid_auth" | "token_revoked" | "token_expired" | "account_inactive" => {
-            " (check the bot token in the variable named by token_env)"
-        }
-        "channel_not_found" => " (check the channel name or ID, and that the bot can see it)",
-        "not_in_channel" => " (invite the app to the channel first)",
-        "missing_scope" => " (the token needs the chat:write scope)",
-        _ => "",
-    };
-    Err(format!(
-        "Slack chat.postMessage to {}: ok=false, error \"{code}\"{hint}",
-        channel.unwrap_or("(no channel)")
-    ))
+    Err(DeliveryError::Slack {
+        channel: channel.map(str::to_string),
+        code: code.to_string(),
+    })
 }
 
 /// The message text (Slack mrkdwn): a summary line, the error if any, then the output in
@@ -176,11 +169,16 @@ mod tests {
     #[test]
     fn ok_false_is_an_error_with_slacks_string() {
         assert!(check_ok(r#"{"ok": true, "ts": "1"}"#, Some("#c")).is_ok());
-        let e = check_ok(r#"{"ok": false, "error": "not_in_channel"}"#, Some("#c")).unwrap_err();
+        let e = check_ok(r#"{"ok": false, "error": "not_in_channel"}"#, Some("#c"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("error \"not_in_channel\"") && e.contains("invite"),
             "{e}"
         );
-        assert!(check_ok("<html>", None).unwrap_err().contains("not JSON"));
+        assert!(check_ok("<html>", None)
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
     }
 }

@@ -2,13 +2,14 @@
 
 use std::io::Write;
 
+use super::error::DeliveryError;
 use crate::job::Job;
 use crate::run::RunRecord;
 
-pub fn deliver(job: &Job, run: &RunRecord) -> Result<(), String> {
+pub fn deliver(job: &Job, run: &RunRecord) -> Result<(), DeliveryError> {
     let text = format!("{}{}", super::header(job, run), super::body(run));
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write to the daemon's stdout: {e}"))
+        .map_err(DeliveryError::Stdout)
 }

@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use super::error::DeliveryError;
 use super::http::{self, Post};
 use super::Ctx;
 use crate::job::Job;
@@ -27,13 +28,15 @@ pub fn deliver(
     job: &Job,
     run: &RunRecord,
     ctx: &Ctx,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     let secret = match hmac_secret_env {
         Some(name) => Some(super::secret_env(name, "hmac_secret_env")?),
         None => None,
     };
-    let body = serde_json::to_vec(&document(job, run))
-        .map_err(|e| format!("cannot encode the webhook body: {e}"))?;
+    let body = serde_json::to_vec(&document(job, run)).map_err(|e| DeliveryError::Internal {
+        what: "encode the webhook body",
+        source: e.into(),
+    })?;
     let mut h: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -88,9 +91,12 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// A new delivery id: `dlv_` and 24 random hex digits.
-fn delivery_id() -> Result<String, String> {
+fn delivery_id() -> Result<String, DeliveryError> {
     let mut b = [0u8; 12];
-    crate::ids::random_bytes(&mut b).map_err(|e| format!("cannot make a delivery id: {e}"))?;
+    crate::ids::random_bytes(&mut b).map_err(|e| DeliveryError::Internal {
+        what: "make a delivery id",
+        source: e.into(),
+    })?;
     Ok(format!("dlv_{}", crate::ids::hex(&b)))
 }
 

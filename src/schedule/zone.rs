@@ -10,6 +10,22 @@ use chrono::{DateTime, Duration, FixedOffset, Local, NaiveDateTime, Offset, Time
 
 use super::tz::Tz;
 
+/// A time zone name that is neither empty (the local zone) nor a known IANA name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownZone(pub String);
+
+impl std::fmt::Display for UnknownZone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown time zone \"{}\": expected an IANA name such as Europe/Berlin",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownZone {}
+
 /// The zone a cron trigger is evaluated in.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Zone {
@@ -43,12 +59,12 @@ fn classify<T: TimeZone>(r: LocalResult<DateTime<T>>) -> WallTime {
 
 impl Zone {
     /// `None` or `""` is the local zone; anything else must be an IANA name.
-    pub fn parse(name: Option<&str>) -> Result<Zone, String> {
+    pub fn parse(name: Option<&str>) -> Result<Zone, UnknownZone> {
         match name.map(str::trim) {
             None | Some("") => Ok(Zone::Local),
-            Some(n) => Tz::named(n).map(Zone::Named).ok_or_else(|| {
-                format!("unknown time zone \"{n}\": expected an IANA name such as Europe/Berlin")
-            }),
+            Some(n) => Tz::named(n)
+                .map(Zone::Named)
+                .ok_or_else(|| UnknownZone(n.to_string())),
         }
     }
 
@@ -115,7 +131,7 @@ mod tests {
         assert_eq!(Zone::parse(Some("")).unwrap(), Zone::Local);
         assert_eq!(Zone::parse(Some("UTC")).unwrap().name(), "UTC");
         assert_eq!(
-            Zone::parse(Some("Mars/Base")).unwrap_err(),
+            Zone::parse(Some("Mars/Base")).unwrap_err().to_string(),
             "unknown time zone \"Mars/Base\": expected an IANA name such as Europe/Berlin"
         );
     }

@@ -81,7 +81,8 @@ pub fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
     )
 }
 
-/// Why a job file cannot be loaded.
+/// Why a job file cannot be loaded (a run record that cannot be read or parsed gets the
+/// first two).
 #[derive(Debug)]
 pub enum JobFileError {
     Read(io::Error),
@@ -471,9 +472,9 @@ impl Store {
                     }
                     continue;
                 }
-                let rec: Result<RunRecord, String> = fs::read(&p)
-                    .map_err(|e| e.to_string())
-                    .and_then(|d| serde_json::from_slice(&d).map_err(|e| e.to_string()));
+                let rec = fs::read(&p).map_err(JobFileError::Read).and_then(|d| {
+                    serde_json::from_slice::<RunRecord>(&d).map_err(JobFileError::Json)
+                });
                 match rec {
                     Ok(mut r) if !r.status.is_final() => {
                         let was = r.status;
