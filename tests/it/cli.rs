@@ -426,6 +426,22 @@ fn next_follows_real_time_through_dst_when_minute_or_hour_is_a_star() {
             "2026-11-01T02:00:00-05:00"
         ]
     );
+    // Fall-back with a step: `*/10` keeps firing every 10 minutes through the repeated hour.
+    assert_eq!(
+        ny(&[
+            "*/10 * * * *",
+            "--from",
+            "2026-11-01T05:35:00Z",
+            "--count",
+            "4"
+        ]),
+        [
+            "2026-11-01T01:40:00-04:00",
+            "2026-11-01T01:50:00-04:00",
+            "2026-11-01T01:00:00-05:00",
+            "2026-11-01T01:10:00-05:00"
+        ]
+    );
     // Spring-forward: 02:45 does not exist and is skipped.
     assert_eq!(
         ny(&[

@@ -715,3 +715,32 @@ fn a_prompt_too_big_for_argv_fails_clearly_and_prompt_file_hands_it_over() {
         "{path} was not removed after the run"
     );
 }
+
+/// A failure that has nothing to do with memory does not blame `memory_mb` (without node:
+/// a plain shell that exits 3 under the limit, in every containment mode).
+#[test]
+fn a_plain_exit_under_memory_mb_does_not_blame_the_limit() {
+    for mode in ["auto", "process_group"] {
+        let t = tempdir();
+        let data = t.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join("config.json"),
+            format!(r#"{{"containment": "{mode}"}}"#),
+        )
+        .unwrap();
+        let d = Daemon::start(t.path(), &[]);
+        let r = run_once(
+            &d,
+            &json!({
+                "name": "exit3", "prompt": "p",
+                "agent": {"command": ["sh", "-c", "echo before; exit 3"]},
+                "limits": {"memory_mb": 500}, "triggers": idle_trigger()
+            }),
+        );
+        assert_eq!(r["status"], "failed", "{mode}: {r}");
+        assert_eq!(r["exit_code"], 3, "{mode}: {r}");
+        assert!(error_of(&r).contains("exited with code 3"), "{mode}: {r}");
+        assert!(!error_of(&r).contains("memory_mb"), "{mode}: {r}");
+    }
+}
