@@ -108,6 +108,9 @@ pub fn run(opts: RunOptions) -> i32 {
         log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), killed_leftovers = killed;
             "run was left unfinished by a previous daemon; marked interrupted");
     }
+    // Their fresh checkouts (`checkout: true`) go too.
+    let ids: Vec<&str> = recovered.iter().map(|r| r.id.as_str()).collect();
+    crate::checkout::remove_leftovers(store.dir(), &ids);
     let (jobs, bad_jobs) = store.load_jobs();
     for q in bad_jobs.iter().chain(&bad_runs) {
         log::error!(event = "store.quarantined", path = q.path.display().to_string().as_str();

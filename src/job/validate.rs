@@ -246,7 +246,12 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                     max_age_seconds: uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?,
                 }
             }
-            TriggerIn::GitPush { repo, branch } => {
+            TriggerIn::GitPush {
+                repo,
+                branch,
+                checkout,
+                keep_checkout_on_failure,
+            } => {
                 let repo = abs_path(&required(repo, &f("repo"))?, &f("repo"))?;
                 let branch = branch.unwrap_or_else(|| "*".into());
                 if branch.is_empty() {
@@ -258,7 +263,20 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 if let Err(e) = crate::triggers::glob::validate(&branch) {
                     return err(&f("branch"), format!("invalid glob {branch:?}: {e}"));
                 }
-                Trigger::GitPush { repo, branch }
+                let checkout = checkout.unwrap_or(false);
+                let keep_checkout_on_failure = keep_checkout_on_failure.unwrap_or(false);
+                if keep_checkout_on_failure && !checkout {
+                    return err(
+                        &f("keep_checkout_on_failure"),
+                        "needs \"checkout\": true (there is no checkout to keep otherwise)",
+                    );
+                }
+                Trigger::GitPush {
+                    repo,
+                    branch,
+                    checkout,
+                    keep_checkout_on_failure,
+                }
             }
         },
     )

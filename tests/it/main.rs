@@ -14,6 +14,7 @@ mod containment;
 mod dashboard;
 mod durability;
 mod hostile;
+mod jobtest;
 mod load;
 mod manpage;
 mod outputs;
