@@ -76,10 +76,16 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         Some(Obj(l)) => limits(l)?,
         None => Limits::default(),
     };
-    if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() {
+    // A job whose every trigger runs it in a fresh checkout needs no working_dir: the
+    // checkout is where it may write.
+    let all_checkouts = !triggers.is_empty()
+        && triggers
+            .iter()
+            .all(|t| matches!(t, Trigger::GitPush { checkout: true, .. }));
+    if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() && !all_checkouts {
         return err(
             "limits.filesystem",
-            "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir",
+            "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir (or give every trigger a fresh checkout)",
         );
     }
     let max_retries = uint(j.max_retries, "max_retries", 0, 100)?.unwrap_or(0) as u32;

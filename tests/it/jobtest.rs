@@ -76,8 +76,8 @@ fn ran_markers(dir: &Path) -> usize {
         .count()
 }
 
-#[test]
-fn the_rendering_is_what_a_real_run_gets_and_nothing_runs() {
+/// A daemon with the secrets the jobs name, and a working dir for them.
+fn start() -> (tempfile::TempDir, std::path::PathBuf, Daemon) {
     let t = tempdir();
     let work = t.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -86,6 +86,12 @@ fn the_rendering_is_what_a_real_run_gets_and_nothing_runs() {
         &[],
         &[("HOOK_SECRET", SECRET), ("SLACK_TOKEN_X", SLACK)],
     );
+    (t, work, d)
+}
+
+#[test]
+fn the_rendering_is_what_a_real_run_gets_and_nothing_runs() {
+    let (t, work, d) = start();
     d.create(&hook_job("gh", &work, 100));
     let body = br#"{"pull_request": {"number": 42}, "note": "raw  spacing kept"}"#;
     let payload = t.path().join("payload.json");
@@ -258,14 +264,7 @@ fn the_rendering_is_what_a_real_run_gets_and_nothing_runs() {
 
 #[test]
 fn kept_bodies_are_pruned_with_their_records() {
-    let t = tempdir();
-    let work = t.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let d = Daemon::start_env(
-        t.path(),
-        &[],
-        &[("HOOK_SECRET", SECRET), ("SLACK_TOKEN_X", SLACK)],
-    );
+    let (_t, work, d) = start();
     let job = d.create(&hook_job("small", &work, 2));
     let mut ids = Vec::new();
     for i in 0..3 {

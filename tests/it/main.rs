@@ -9,6 +9,7 @@ mod support;
 
 mod api;
 mod cache;
+mod checkout;
 mod cli;
 mod containment;
 mod dashboard;
