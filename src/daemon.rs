@@ -238,6 +238,16 @@ pub fn run(opts: RunOptions) -> i32 {
         log::warn!(event = "daemon.kill", killed = n; "killing {n} running agent process groups");
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
     }
+    // A `job test --exec` agent is no worker's: it is stopped now, and waited for (it ends
+    // within the kill grace), so that nothing of it outlives the daemon.
+    if engine.running_count() > 0 {
+        let n = engine.kill_all_running();
+        log::warn!(event = "daemon.kill", killed = n; "stopping {n} job test agent(s)");
+        let until = Instant::now() + crate::agent::KILL_GRACE + Duration::from_secs(5);
+        while engine.running_count() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     drop(server);
     log::info!(event = "daemon.stopped"; "stopped");
     lock.clear();

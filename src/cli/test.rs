@@ -79,6 +79,7 @@ pub fn test(dir: &Path, a: &TestArgs) -> CmdResult {
     match report.get("exec") {
         Some(rec) if !rec.is_null() => {
             if !a.json {
+                println!("agent output:");
                 print!("{}", rec["output"].as_str().unwrap_or(""));
                 let tail = rec["stderr_tail"].as_str().unwrap_or("");
                 if !tail.is_empty() {

@@ -408,3 +408,39 @@ fn without_a_daemon_the_rendering_comes_from_the_data_dir() {
                 .is_none()
     );
 }
+
+#[test]
+fn a_daemon_that_stops_stops_a_test_agent_too() {
+    let t = tempdir();
+    let pidfile = t.path().join("agent.pid");
+    let mut d = Daemon::start(t.path(), &["--grace", "1"]);
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    d.create(&sh_job("sleeper", &script, idle_trigger()));
+    let (port, token) = (d.port, d.token.clone());
+    let client = std::thread::spawn(move || {
+        ureq::post(&format!("http://127.0.0.1:{port}/jobs/sleeper/test"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_string(r#"{"exec": true}"#)
+            .map(|r| r.into_string().unwrap_or_default())
+            .unwrap_or_else(|e| e.to_string())
+    });
+    let pid: i32 = wait_for(20, "the test agent to start", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    assert!(alive(pid));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(30).success());
+    wait_for(10, "the test agent to be gone", || {
+        (!alive(pid)).then_some(())
+    });
+    let answer = client.join().unwrap();
+    // The answer, when it still went out, says the agent was stopped.
+    if let Ok(v) = serde_json::from_str::<Value>(&answer) {
+        assert_eq!(v["exec"]["status"], "interrupted", "{v}");
+    }
+    assert!(
+        d.stderr().contains("stopping 1 job test agent(s)"),
+        "{}",
+        d.stderr()
+    );
+}
