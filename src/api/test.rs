@@ -2,6 +2,8 @@
 //! [`crate::jobtest`]; with `"exec": true` the agent runs once and the answer carries how it
 //! went (output bounded by the job's `max_output_kb`). Nothing is delivered or recorded.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{json, Value};
 
 use super::{Api, Req, Resp};
@@ -38,6 +40,18 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Resp {
         if api.engine.is_shutting_down() {
             return Resp::error(503, "the daemon is shutting down");
         }
+        // Test agents run beside the pool, not in it: at most as many at once as it has
+        // workers, so a client cannot start agents without bound.
+        let Some(_slot) = ExecSlot::take(api.engine.settings.workers) else {
+            return Resp::error(
+                429,
+                format!(
+                    "{} job test agents are running already (as many as the daemon has workers); retry when one has ended",
+                    api.engine.settings.workers
+                ),
+            )
+            .with("Retry-After", "5");
+        };
         let rec = jobtest::exec(
             &api.engine,
             &job,
@@ -47,4 +61,27 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Resp {
         report["exec"] = serde_json::to_value(rec).unwrap_or(Value::Null);
     }
     Resp::json(200, &report)
+}
+
+/// Test agents running now.
+static EXECS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the test agents allowed at once, given back when dropped.
+struct ExecSlot;
+
+impl ExecSlot {
+    fn take(max: usize) -> Option<ExecSlot> {
+        EXECS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ExecSlot)
+    }
+}
+
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        EXECS.fetch_sub(1, Ordering::AcqRel);
+    }
 }

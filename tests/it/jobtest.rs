@@ -410,10 +410,10 @@ fn without_a_daemon_the_rendering_comes_from_the_data_dir() {
 }
 
 #[test]
-fn a_daemon_that_stops_stops_a_test_agent_too() {
+fn test_agents_are_bounded_and_a_daemon_that_stops_stops_them() {
     let t = tempdir();
     let pidfile = t.path().join("agent.pid");
-    let mut d = Daemon::start(t.path(), &["--grace", "1"]);
+    let mut d = Daemon::start(t.path(), &["--grace", "1", "--workers", "1"]);
     let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
     d.create(&sh_job("sleeper", &script, idle_trigger()));
     let (port, token) = (d.port, d.token.clone());
@@ -428,6 +428,11 @@ fn a_daemon_that_stops_stops_a_test_agent_too() {
         std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
     });
     assert!(alive(pid));
+    // Test agents are bounded by the worker count: a second one now is refused.
+    let (st, v) = d.post("/jobs/sleeper/test", &json!({"exec": true}));
+    assert_eq!(st, 429, "{v}");
+    // A rendering alone is always answered.
+    assert_eq!(d.post("/jobs/sleeper/test", &json!({})).0, 200);
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(30).success());
     wait_for(10, "the test agent to be gone", || {
