@@ -108,6 +108,9 @@ pub fn run(opts: RunOptions) -> i32 {
         log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), killed_leftovers = killed;
             "run was left unfinished by a previous daemon; marked interrupted");
     }
+    // Their fresh checkouts (`checkout: true`) go too.
+    let ids: Vec<&str> = recovered.iter().map(|r| r.id.as_str()).collect();
+    crate::checkout::remove_leftovers(store.dir(), &ids);
     let (jobs, bad_jobs) = store.load_jobs();
     for q in bad_jobs.iter().chain(&bad_runs) {
         log::error!(event = "store.quarantined", path = q.path.display().to_string().as_str();
@@ -234,6 +237,16 @@ pub fn run(opts: RunOptions) -> i32 {
         let n = engine.kill_all_running();
         log::warn!(event = "daemon.kill", killed = n; "killing {n} running agent process groups");
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
+    }
+    // A `job test --exec` agent is no worker's: it is stopped now, and waited for (it ends
+    // within the kill grace), so that nothing of it outlives the daemon.
+    if engine.running_count() > 0 {
+        let n = engine.kill_all_running();
+        log::warn!(event = "daemon.kill", killed = n; "stopping {n} job test agent(s)");
+        let until = Instant::now() + crate::agent::KILL_GRACE + Duration::from_secs(5);
+        while engine.running_count() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     drop(server);
     log::info!(event = "daemon.stopped"; "stopped");

@@ -36,6 +36,12 @@ pub fn new_run_id() -> String {
     format!("run_{:012x}{:04x}{}", ms & 0xffff_ffff_ffff, seq, hex(&r))
 }
 
+/// Whether `s` has the shape of a run id (`run_` and hex digits): safe in a file name.
+pub fn is_run_id(s: &str) -> bool {
+    s.strip_prefix("run_")
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A new API token: 32 random bytes, URL-safe base64 without padding (43 characters).
 pub fn new_token() -> std::io::Result<String> {
     let mut b = [0u8; 32];

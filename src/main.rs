@@ -4,6 +4,7 @@
 mod agent;
 mod api;
 mod backoff;
+mod checkout;
 mod cli;
 mod config;
 mod contain;
@@ -12,6 +13,7 @@ mod engine;
 mod fsio;
 mod ids;
 mod job;
+mod jobtest;
 mod live;
 mod logging;
 mod metrics;

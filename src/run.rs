@@ -76,6 +76,10 @@ pub struct RunRecord {
     pub stderr_tail: String,
     pub error: Option<String>,
     pub dispatch_errors: Vec<DispatchError>,
+    /// The fresh checkout the agent ran in (`checkout: true`): repo, commit, path and
+    /// whether it was `kept` (a failed run with `keep_checkout_on_failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Value>,
 }
 
 impl RunRecord {
@@ -100,6 +104,7 @@ impl RunRecord {
             stderr_tail: String::new(),
             error: None,
             dispatch_errors: Vec::new(),
+            checkout: None,
         }
     }
 

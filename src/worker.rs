@@ -2,8 +2,9 @@
 //! runs: render the prompt, write the event file, run the agent (with retries), dispatch
 //! outputs, write the final record, apply retention.
 
+use std::ffi::OsString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -167,89 +168,25 @@ fn execute(engine: &Engine, w: Work) {
     let mut rec = w.run;
     // The body is parsed here, once per run, and dropped when the run has started.
     let extra = firing_vars(&w.extra);
+    if let Some(b) = &w.extra.body {
+        keep_payload(engine, &rec, b);
+    }
     drop(w.extra);
-    let extra_keys: Vec<String> = extra.keys().cloned().collect();
-    let vars = template_vars_from(&job, &rec.trigger, extra);
-    let (prompt, unknown) = crate::template::render(&job.prompt, &vars);
-    if !unknown.is_empty() {
-        log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", unknown.join(", "));
+    let setup = Setup::of(engine);
+    let mut run = prepare(&setup, &job, &rec.id, &rec.trigger, extra);
+    if !run.unknown.is_empty() {
+        log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", run.unknown.join(", "));
     }
-    let (argv_t, via) = agent_argv(&job, engine.settings.default_agent.as_deref());
-    let prompt_file = argv_t
-        .iter()
-        .any(|a| a.contains("{prompt_file}"))
-        .then(|| write_prompt_file(engine, &rec, &prompt));
-    let argv: Vec<String> = argv_t
-        .iter()
-        .map(|a| {
-            // {model} first: a prompt that happens to contain "{model}" stays as written.
-            let mut a = a.replace("{model}", &job.model);
-            if let Some(Ok(p)) = &prompt_file {
-                a = a.replace("{prompt_file}", &p.display().to_string());
-            }
-            if via == PromptVia::Arg {
-                a.replace("{prompt}", &prompt)
-            } else {
-                a
-            }
-        })
-        .collect();
-
-    let event_file = write_event_file(engine, &job, &rec, &vars, &extra_keys, &prompt);
-    let trigger_type = rec
-        .trigger
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let job_env: Vec<(String, String)> = job
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut env = job_env.clone();
-    env.extend([
-        ("BOG_JOB_ID".to_string(), job.id.clone()),
-        ("BOG_JOB_NAME".to_string(), job.name.clone()),
-        ("BOG_RUN_ID".to_string(), rec.id.clone()),
-        ("BOG_TRIGGER".to_string(), trigger_type),
-        ("BOG_MODEL".to_string(), job.model.clone()),
-    ]);
-    if let Some(p) = &event_file {
-        env.push(("BOG_EVENT_FILE".into(), p.display().to_string()));
-    }
-    let (env, redactor) = environment(engine, &job, &job_env, &env);
-    let cwd = job
-        .working_dir
-        .clone()
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let spec = Spec {
-        argv,
-        stdin: (via == PromptVia::Stdin).then(|| prompt.clone().into_bytes()),
-        env,
-        cwd,
-        timeout: job.limits.timeout_seconds.map(Duration::from_secs),
-        cpu_seconds: job.limits.cpu_seconds,
-        memory_mb: job.limits.memory_mb,
-        max_processes: job.limits.max_processes,
-        confine_writes: job.limits.filesystem == Filesystem::WorkingDir,
-        max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
-        name: rec.id.clone(),
-        marker: Some(format!("BOG_RUN_ID={}", rec.id)),
-        live: None,
-    };
+    let files = run.materialize();
+    let vars = std::mem::take(&mut run.vars);
+    let redactor = run.redactor.clone();
     // Followers of the output (`job logs -f`) read it redacted, line by line, while the
     // run lasts; the guard ends them when the run is over, however it ends.
     let live = LiveGuard::new(engine, &rec.id, &redactor);
-    let mut spec = spec;
+    let mut spec = run.spec(&job);
     spec.live = Some(live.0.clone());
     // Reasons the agent cannot be started at all, known before the first attempt.
-    let unstartable = match &prompt_file {
-        Some(Err(e)) => Some(e.clone()),
-        _ => argv_problem(&spec.argv, &spec.env),
-    };
+    let unstartable = files.err().or_else(|| run.problem.clone());
 
     let first_start = chrono::Utc::now();
     rec.started_at = Some(crate::time::rfc3339(first_start));
@@ -328,12 +265,8 @@ fn execute(engine: &Engine, w: Work) {
     let finished = chrono::Utc::now();
     rec.finished_at = Some(crate::time::rfc3339(finished));
     rec.duration_ms = Some((finished - first_start).num_milliseconds().max(0) as u64);
-    if let Some(p) = &event_file {
-        let _ = std::fs::remove_file(p);
-    }
-    if let Some(Ok(p)) = &prompt_file {
-        let _ = std::fs::remove_file(p);
-    }
+    let failed = !matches!(rec.status, RunStatus::Succeeded);
+    rec.checkout = run.cleanup(failed);
 
     match rec.status {
         RunStatus::Succeeded => Metrics::inc(&engine.metrics.runs_succeeded_total),
@@ -367,7 +300,7 @@ fn wait_or_shutdown(engine: &Engine, d: Duration) -> bool {
 
 /// Turns an agent outcome into the record's status, exit code, output and error.
 /// What the agent said passes through `redactor` before anything else sees it.
-fn apply_outcome(
+pub fn apply_outcome(
     job: &Job,
     rec: &mut RunRecord,
     result: Result<agent::Outcome, String>,
@@ -531,38 +464,6 @@ fn limit_hints(job: &Job, cgroup: bool, o: &agent::Outcome) -> String {
     }
 }
 
-/// The agent's environment and the redactor of what it says: the daemon's environment
-/// minus the variables any job names as secrets (or only the basics and `env_allow`), then
-/// `extra` (the job's `env` and `BOG_*`).
-fn environment(
-    engine: &Engine,
-    job: &Job,
-    job_env: &[(String, String)],
-    extra: &[(String, String)],
-) -> (Vec<(std::ffi::OsString, std::ffi::OsString)>, Redactor) {
-    let mut secrets = SecretNames::default();
-    let jobs = engine.jobs();
-    for j in jobs.iter().map(|j| &**j).chain(std::iter::once(job)) {
-        let (names, prefixes) = j.secret_env();
-        secrets.names.extend(names.into_iter().map(String::from));
-        secrets
-            .prefixes
-            .extend(prefixes.into_iter().map(String::from));
-    }
-    let daemon: Vec<_> = std::env::vars_os().collect();
-    let (inherit, allow) = match &job.agent {
-        Some(a) => (a.inherit_env, a.env_allow.as_slice()),
-        None => (true, &[][..]),
-    };
-    let policy = agent_env::EnvPolicy {
-        secrets: &secrets,
-        inherit,
-        allow,
-    };
-    let env = agent_env::agent_env(&daemon, &policy, extra);
-    (env, Redactor::new(&daemon, &secrets, job_env))
-}
-
 /// Linux's limit on one argument (`MAX_ARG_STRLEN`, 32 pages), terminating NUL included.
 const MAX_ARG_BYTES: usize = 32 * 4096;
 
@@ -602,18 +503,6 @@ fn argv_problem(
     None
 }
 
-/// Writes the rendered prompt to `<data dir>/events/<run-id>.prompt` for `{prompt_file}`;
-/// removed after the run.
-fn write_prompt_file(engine: &Engine, rec: &RunRecord, prompt: &str) -> Result<PathBuf, String> {
-    let dir = engine.store.dir().join("events");
-    crate::fsio::create_dir_all_mode(&dir, 0o700)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let p = dir.join(format!("{}.prompt", rec.id));
-    crate::fsio::write_volatile(&p, prompt.as_bytes(), 0o600)
-        .map_err(|e| format!("cannot write the prompt file {}: {e}", p.display()))?;
-    Ok(p)
-}
-
 /// A firing's extra variables with its webhook body (if any) read and parsed.
 pub fn firing_vars(extra: &Extra) -> Map<String, Value> {
     let mut m = extra.vars.clone();
@@ -623,17 +512,285 @@ pub fn firing_vars(extra: &Extra) -> Map<String, Value> {
     m
 }
 
-/// Writes the firing context to `<data dir>/events/<run-id>.json` for `BOG_EVENT_FILE`:
-/// the run's trigger object plus the firing's extra variables (`extra_keys`, taken from
-/// `vars`), serialized from borrowed data so a large webhook payload is not copied again.
-fn write_event_file(
-    engine: &Engine,
+// ---- what a run's agent is given: one rendering for the worker and `job test` ----
+
+/// What the rendering of a run needs from outside the job: where the data dir is, the
+/// daemon's default agent, the secret names of every job and the daemon's environment.
+pub struct Setup<'a> {
+    pub data_dir: &'a Path,
+    pub default_agent: Option<&'a [String]>,
+    /// Variables any job names in a `*_env` field (no agent sees them).
+    pub secrets: SecretNames,
+    /// The environment the agent's is built from (the daemon's own).
+    pub daemon_env: Vec<(OsString, OsString)>,
+}
+
+impl<'a> Setup<'a> {
+    /// The daemon's: its data dir, settings, jobs and environment.
+    pub fn of(engine: &'a Engine) -> Setup<'a> {
+        let jobs = engine.jobs();
+        Setup::new(
+            engine.store.dir(),
+            engine.settings.default_agent.as_deref(),
+            jobs.iter().map(|j| &**j),
+        )
+    }
+
+    /// From parts (the CLI's rendering without a daemon reads them from the data dir).
+    pub fn new<'j>(
+        data_dir: &'a Path,
+        default_agent: Option<&'a [String]>,
+        jobs: impl Iterator<Item = &'j Job>,
+    ) -> Setup<'a> {
+        let mut secrets = SecretNames::default();
+        for j in jobs {
+            add_secrets(&mut secrets, j);
+        }
+        Setup {
+            data_dir,
+            default_agent,
+            secrets,
+            daemon_env: std::env::vars_os().collect(),
+        }
+    }
+}
+
+fn add_secrets(secrets: &mut SecretNames, job: &Job) {
+    let (names, prefixes) = job.secret_env();
+    secrets.names.extend(names.into_iter().map(String::from));
+    secrets
+        .prefixes
+        .extend(prefixes.into_iter().map(String::from));
+}
+
+/// Everything a run's agent gets, rendered before anything of it happens: the worker
+/// executes it, `job test` shows it (and with `--exec` executes it the same way).
+pub struct Prepared {
+    pub run_id: String,
+    pub prompt: String,
+    /// Template variables the prompt names that the firing does not have.
+    pub unknown: Vec<String>,
+    /// The template variables (outputs render with them too).
+    pub vars: Value,
+    pub argv: Vec<String>,
+    pub via: PromptVia,
+    /// The agent's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// The secret names the environment was built with (for showing it).
+    pub secrets: SecretNames,
+    pub redactor: Redactor,
+    pub cwd: PathBuf,
+    /// The event file's content and where it goes (`BOG_EVENT_FILE`).
+    pub event: Vec<u8>,
+    pub event_path: PathBuf,
+    /// Where `{prompt_file}` points, when the argv uses it.
+    pub prompt_path: Option<PathBuf>,
+    /// A fresh checkout the agent runs in (`checkout: true` on a git_push trigger).
+    pub checkout: Option<crate::checkout::Plan>,
+    /// Why the agent cannot start, when that is known from the rendering alone.
+    pub problem: Option<String>,
+    /// Files made by [`Prepared::materialize`], removed by [`Prepared::cleanup`].
+    made: Vec<PathBuf>,
+    /// Whether [`Prepared::materialize`] made (or began to make) the checkout.
+    checkout_made: bool,
+}
+
+/// Renders a run of `job` with id `run_id`, fired with `trigger` (the run record's object)
+/// and the firing's extra variables (from [`firing_vars`]). Writes nothing.
+pub fn prepare(
+    setup: &Setup<'_>,
     job: &Job,
-    rec: &RunRecord,
+    run_id: &str,
+    trigger: &Value,
+    extra: Map<String, Value>,
+) -> Prepared {
+    let extra_keys: Vec<String> = extra.keys().cloned().collect();
+    let vars = template_vars_from(job, trigger, extra);
+    let (prompt, unknown) = crate::template::render(&job.prompt, &vars);
+    let events = setup.data_dir.join("events");
+    let (argv_t, via) = agent_argv(job, setup.default_agent);
+    let prompt_path = argv_t
+        .iter()
+        .any(|a| a.contains("{prompt_file}"))
+        .then(|| events.join(format!("{run_id}.prompt")));
+    let argv: Vec<String> = argv_t
+        .iter()
+        .map(|a| {
+            // {model} first: a prompt that happens to contain "{model}" stays as written.
+            let mut a = a.replace("{model}", &job.model);
+            if let Some(p) = &prompt_path {
+                a = a.replace("{prompt_file}", &p.display().to_string());
+            }
+            if via == PromptVia::Arg {
+                a.replace("{prompt}", &prompt)
+            } else {
+                a
+            }
+        })
+        .collect();
+    let event_path = events.join(format!("{run_id}.json"));
+    let event = event_json(job, run_id, trigger, &vars, &extra_keys, &prompt);
+    let checkout = crate::checkout::plan(job, trigger, setup.data_dir, run_id);
+    let trigger_type = trigger
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let job_env: Vec<(String, String)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut env = job_env.clone();
+    env.extend([
+        ("BOG_JOB_ID".to_string(), job.id.clone()),
+        ("BOG_JOB_NAME".to_string(), job.name.clone()),
+        ("BOG_RUN_ID".to_string(), run_id.to_string()),
+        ("BOG_TRIGGER".to_string(), trigger_type),
+        ("BOG_MODEL".to_string(), job.model.clone()),
+        (
+            "BOG_EVENT_FILE".to_string(),
+            event_path.display().to_string(),
+        ),
+    ]);
+    let cwd = match &checkout {
+        Some(Ok(c)) => {
+            env.push(("BOG_CHECKOUT".into(), c.path.display().to_string()));
+            env.push(("BOG_COMMIT".into(), c.commit.clone()));
+            c.path.clone()
+        }
+        _ => job
+            .working_dir
+            .clone()
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/")),
+    };
+    // The job's own secret names count even before it is in the table (a job being tested).
+    let mut secrets = setup.secrets.clone();
+    add_secrets(&mut secrets, job);
+    let (inherit, allow) = match &job.agent {
+        Some(a) => (a.inherit_env, a.env_allow.as_slice()),
+        None => (true, &[][..]),
+    };
+    let policy = agent_env::EnvPolicy {
+        secrets: &secrets,
+        inherit,
+        allow,
+    };
+    let env = agent_env::agent_env(&setup.daemon_env, &policy, &env);
+    let redactor = Redactor::new(&setup.daemon_env, &secrets, &job_env);
+    let (checkout, checkout_problem) = match checkout {
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    let problem = checkout_problem.or_else(|| argv_problem(&argv, &env));
+    Prepared {
+        run_id: run_id.to_string(),
+        prompt,
+        unknown,
+        vars,
+        argv,
+        via,
+        env,
+        secrets,
+        redactor,
+        cwd,
+        event,
+        event_path,
+        prompt_path,
+        checkout,
+        problem,
+        made: Vec::new(),
+        checkout_made: false,
+    }
+}
+
+impl Prepared {
+    /// Writes the event file and the prompt file (not fsynced: they do not outlive the
+    /// run) and makes the checkout. An event file that cannot be written is logged and
+    /// left out of the environment; a prompt file or checkout that cannot be made is the
+    /// error (the agent cannot start).
+    pub fn materialize(&mut self) -> Result<(), String> {
+        let dir = self.event_path.parent().map(Path::to_path_buf);
+        let dir_ok = match &dir {
+            Some(d) => crate::fsio::create_dir_all_mode(d, 0o700)
+                .map_err(|e| format!("cannot create {}: {e}", d.display())),
+            None => Ok(()),
+        };
+        match dir_ok.and_then(|()| {
+            crate::fsio::write_volatile(&self.event_path, &self.event, 0o600)
+                .map_err(|e| format!("cannot write event file {}: {e}", self.event_path.display()))
+        }) {
+            Ok(()) => self.made.push(self.event_path.clone()),
+            Err(e) => {
+                log::error!(event = "store.error", run = self.run_id.as_str(); "{e}");
+                self.env.retain(|(k, _)| k != "BOG_EVENT_FILE");
+            }
+        }
+        if let Some(p) = &self.prompt_path {
+            crate::fsio::write_volatile(p, self.prompt.as_bytes(), 0o600)
+                .map_err(|e| format!("cannot write the prompt file {}: {e}", p.display()))?;
+            self.made.push(p.clone());
+        }
+        if let Some(c) = &self.checkout {
+            // Marked first: a failed `worktree add` may leave a half-made one behind.
+            self.checkout_made = true;
+            c.create().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The process to start, under the job's limits.
+    pub fn spec(&self, job: &Job) -> Spec {
+        Spec {
+            argv: self.argv.clone(),
+            stdin: (self.via == PromptVia::Stdin).then(|| self.prompt.clone().into_bytes()),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            timeout: job.limits.timeout_seconds.map(Duration::from_secs),
+            cpu_seconds: job.limits.cpu_seconds,
+            memory_mb: job.limits.memory_mb,
+            max_processes: job.limits.max_processes,
+            confine_writes: job.limits.filesystem == Filesystem::WorkingDir,
+            max_output_bytes: (job.limits.max_output_kb as usize).saturating_mul(1024),
+            name: self.run_id.clone(),
+            marker: Some(format!("BOG_RUN_ID={}", self.run_id)),
+            live: None,
+        }
+    }
+
+    /// Removes the files [`Prepared::materialize`] wrote, and the checkout unless the run
+    /// `failed` and its trigger keeps it then. Returns what the run record says of the
+    /// checkout.
+    pub fn cleanup(&mut self, failed: bool) -> Option<Value> {
+        for p in self.made.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+        let c = self.checkout.as_ref().filter(|_| self.checkout_made)?;
+        self.checkout_made = false;
+        let keep = failed && c.keep_on_failure;
+        if keep {
+            log::info!(event = "checkout.kept", run = self.run_id.as_str(); "the run failed: its checkout is kept at {} (keep_checkout_on_failure)", c.path.display());
+        } else if let Err(e) = c.remove() {
+            log::warn!(event = "checkout.error", run = self.run_id.as_str(); "{e}");
+        }
+        Some(c.record(keep))
+    }
+}
+
+/// The event file (`BOG_EVENT_FILE`): the job, the run, the trigger object with the
+/// firing's extra variables (`extra_keys`, taken from `vars`) merged in, and the prompt;
+/// serialized from borrowed data so a large webhook payload is not copied again.
+fn event_json(
+    job: &Job,
+    run_id: &str,
+    trigger: &Value,
     vars: &Value,
     extra_keys: &[String],
     prompt: &str,
-) -> Option<PathBuf> {
+) -> Vec<u8> {
     /// The trigger object with the extra variables merged in (they win on equal keys).
     struct TriggerView<'a> {
         trigger: &'a Value,
@@ -655,12 +812,6 @@ fn write_event_file(
             s.collect_map(own.chain(extra))
         }
     }
-    let dir = engine.store.dir().join("events");
-    if let Err(e) = crate::fsio::create_dir_all_mode(&dir, 0o700) {
-        log::error!(event = "store.error", run = rec.id.as_str(); "cannot create {}: {e}", dir.display());
-        return None;
-    }
-    let p = dir.join(format!("{}.json", rec.id));
     #[derive(serde::Serialize)]
     struct Event<'a> {
         job: Named<'a>,
@@ -678,28 +829,32 @@ fn write_event_file(
         id: &'a str,
         attempt: u32,
     }
-    let data = serde_json::to_vec_pretty(&Event {
+    serde_json::to_vec_pretty(&Event {
         job: Named {
             id: &job.id,
             name: &job.name,
         },
         run: Attempt {
-            id: &rec.id,
-            attempt: rec.attempts + 1,
+            id: run_id,
+            attempt: 1,
         },
         trigger: TriggerView {
-            trigger: &rec.trigger,
+            trigger,
             vars,
             extra_keys,
         },
         prompt,
     })
-    .unwrap_or_default();
-    match crate::fsio::write_volatile(&p, &data, 0o600) {
-        Ok(()) => Some(p),
+    .unwrap_or_default()
+}
+
+/// Keeps a webhook run's body beside its record (`job test --from-run` replays it), pruned
+/// with the record. Only what the sender sent: no header is in it.
+fn keep_payload(engine: &Engine, rec: &RunRecord, body: &crate::payload::Body) {
+    match body.bytes() {
+        Ok(b) => engine.save_payload(rec, &b),
         Err(e) => {
-            log::error!(event = "store.error", run = rec.id.as_str(); "cannot write event file {}: {e}", p.display());
-            None
+            log::warn!(event = "store.error", run = rec.id.as_str(); "cannot read the webhook body back to keep it: {e}")
         }
     }
 }

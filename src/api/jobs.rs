@@ -194,8 +194,7 @@ pub fn run(api: &Api, id: &str, run_id: &str) -> Resp {
     let Some(job) = api.engine.job(id) else {
         return not_found(id);
     };
-    let valid = run_id.starts_with("run_") && run_id[4..].bytes().all(|b| b.is_ascii_hexdigit());
-    match valid
+    match crate::ids::is_run_id(run_id)
         .then(|| api.engine.store.load_run(&job.id, run_id))
         .flatten()
     {

@@ -10,6 +10,7 @@ mod output;
 pub mod router;
 mod schedule;
 mod system;
+mod test;
 pub mod web;
 
 use std::io::Read;

@@ -58,6 +58,7 @@ pub fn handle(api: &Api, req: &Req) -> Resp {
             only(m, &["GET"], || super::output::snapshot(api, id, run_id))
         }
         ["jobs", id, "run"] => only(m, &["POST"], || jobs::trigger(api, id, req)),
+        ["jobs", id, "test"] => only(m, &["POST"], || super::test::test(api, id, req)),
         ["schedule"] => only(m, &["GET"], || schedule::upcoming(api, req)),
         ["schedule", "preview"] => only(m, &["GET"], || schedule::preview(req)),
         ["git", "notify"] => only(m, &["POST"], || {

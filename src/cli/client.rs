@@ -143,6 +143,17 @@ impl Client {
         })
     }
 
+    /// The same client with another overall timeout per request (None: none, for an
+    /// answer that comes when an agent has run, bounded by the job's own timeout).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Client {
+        let mut b = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5));
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        self.agent = b.build();
+        self
+    }
+
     /// A GET whose body is read as it arrives, for as long as the daemon streams it (no
     /// overall timeout): the output of a running run.
     pub fn stream(&self, path: &str) -> Result<impl std::io::Read, ClientError> {

@@ -148,6 +148,7 @@ pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
         JobCmd::Edit { id } => super::change::edit(&dir, &id),
         JobCmd::Logs(a) => super::logs::logs(&dir, &a),
         JobCmd::Runs { id, limit, json } => runs(&dir, &id, limit, json),
+        JobCmd::Test(a) => super::test::test(&dir, &a),
         JobCmd::Enable { id } => set_enabled(&dir, &id, true),
         JobCmd::Disable { id } => set_enabled(&dir, &id, false),
     };

@@ -11,6 +11,7 @@ mod logs;
 mod next;
 mod service;
 pub mod shellwords;
+mod test;
 
 use std::path::PathBuf;
 
@@ -134,6 +135,9 @@ pub enum JobCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a run would get (prompt, argv, environment, event file, outputs) without
+    /// running it; --exec runs the agent once, delivering and recording nothing
+    Test(Box<test::TestArgs>),
     /// Enable a job
     Enable { id: String },
     /// Disable a job (its triggers stop firing)

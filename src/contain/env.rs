@@ -81,6 +81,24 @@ pub fn agent_env(
     out
 }
 
+/// An environment as it may be shown (`job test`): every name, with its value hidden
+/// (`None`) for a variable a job names as a secret or one named like a credential, and every
+/// other value passed through `redactor`.
+pub fn shown(
+    env: &[(OsString, OsString)],
+    secrets: &SecretNames,
+    redactor: &Redactor,
+) -> Vec<(String, Option<String>)> {
+    env.iter()
+        .map(|(k, v)| {
+            let name = k.to_string_lossy().into_owned();
+            let hidden = secrets.contains(&name) || looks_secret(&name);
+            let value = (!hidden).then(|| redactor.redact(&v.to_string_lossy(), false, false));
+            (name, value)
+        })
+        .collect()
+}
+
 /// Replaces secret values with `[redacted]`.
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {

@@ -153,6 +153,19 @@ impl Engine {
         }
     }
 
+    /// Keeps a webhook run's body beside its record (`Store::save_payload`), under the same
+    /// guard as the record: nothing is written for a deleted job.
+    pub fn save_payload(&self, rec: &RunRecord, data: &[u8]) {
+        let slot = self.job_slot(&rec.job_id);
+        let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
+        if *deleted {
+            return;
+        }
+        if let Err(e) = self.store.save_payload(&rec.job_id, &rec.id, data) {
+            log::warn!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
+        }
+    }
+
     /// Deletes a job's oldest final records beyond `keep` (never a queued or running one).
     pub fn prune_runs(&self, job_id: &str, keep: usize) {
         let active = self.active_runs(job_id);

@@ -134,6 +134,8 @@ pub enum TriggerIn {
     GitPush {
         repo: Option<String>,
         branch: Option<String>,
+        checkout: Option<bool>,
+        keep_checkout_on_failure: Option<bool>,
     },
 }
 

@@ -152,6 +152,12 @@ pub enum Trigger {
     GitPush {
         repo: String,
         branch: String,
+        /// Run the agent in a fresh `git worktree` at the pushed commit (`crate::checkout`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        checkout: bool,
+        /// Keep that worktree when the run fails.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        keep_checkout_on_failure: bool,
     },
 }
 

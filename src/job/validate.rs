@@ -76,10 +76,16 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         Some(Obj(l)) => limits(l)?,
         None => Limits::default(),
     };
-    if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() {
+    // A job whose every trigger runs it in a fresh checkout needs no working_dir: the
+    // checkout is where it may write.
+    let all_checkouts = !triggers.is_empty()
+        && triggers
+            .iter()
+            .all(|t| matches!(t, Trigger::GitPush { checkout: true, .. }));
+    if limits.filesystem == Filesystem::WorkingDir && working_dir.is_none() && !all_checkouts {
         return err(
             "limits.filesystem",
-            "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir",
+            "\"working_dir\" confines the agent's writes to the job's working_dir: set working_dir (or give every trigger a fresh checkout)",
         );
     }
     let max_retries = uint(j.max_retries, "max_retries", 0, 100)?.unwrap_or(0) as u32;
@@ -250,7 +256,12 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                     max_age_seconds: uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?,
                 }
             }
-            TriggerIn::GitPush { repo, branch } => {
+            TriggerIn::GitPush {
+                repo,
+                branch,
+                checkout,
+                keep_checkout_on_failure,
+            } => {
                 let repo = abs_path(&required(repo, &f("repo"))?, &f("repo"))?;
                 let branch = branch.unwrap_or_else(|| "*".into());
                 if branch.is_empty() {
@@ -262,7 +273,20 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 if let Err(e) = crate::triggers::glob::validate(&branch) {
                     return err(&f("branch"), format!("invalid glob {branch:?}: {e}"));
                 }
-                Trigger::GitPush { repo, branch }
+                let checkout = checkout.unwrap_or(false);
+                let keep_checkout_on_failure = keep_checkout_on_failure.unwrap_or(false);
+                if keep_checkout_on_failure && !checkout {
+                    return err(
+                        &f("keep_checkout_on_failure"),
+                        "needs \"checkout\": true (there is no checkout to keep otherwise)",
+                    );
+                }
+                Trigger::GitPush {
+                    repo,
+                    branch,
+                    checkout,
+                    keep_checkout_on_failure,
+                }
             }
         },
     )

@@ -363,6 +363,26 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps a webhook run's body as `runs/<job-id>/<run-id>.payload` (for `job test
+    /// --from-run`); it goes with the record (retention, job removal). Atomic, not fsynced:
+    /// it is a replay aid, and no fsync stands between a run and its agent.
+    pub fn save_payload(&self, job_id: &str, run_id: &str, data: &[u8]) -> io::Result<()> {
+        let d = self.runs_dir(job_id);
+        if !d.is_dir() {
+            fsio::create_dir_all_mode(&d, 0o700).map_err(|e| ctx(e, "cannot create", &d))?;
+        }
+        let p = d.join(format!("{run_id}.payload"));
+        fsio::write_volatile(&p, data, 0o600).map_err(|e| ctx(e, "cannot write payload", &p))
+    }
+
+    /// The webhook body kept for a run, if any (see [`Store::save_payload`]).
+    pub fn load_payload(&self, job_id: &str, run_id: &str) -> Option<Vec<u8>> {
+        if !crate::ids::is_run_id(run_id) {
+            return None;
+        }
+        fs::read(self.runs_dir(job_id).join(format!("{run_id}.payload"))).ok()
+    }
+
     /// Run ids of a job, newest first, from the index (loaded from the directory once).
     pub fn run_ids(&self, job_id: &str) -> Vec<String> {
         self.with_run_ids(job_id, |ids| {
@@ -436,6 +456,7 @@ impl Store {
             if active.contains(id) {
                 continue;
             }
+            let _ = fs::remove_file(d.join(format!("{id}.payload")));
             if fs::remove_file(d.join(format!("{id}.json"))).is_ok() {
                 removed += 1;
                 if let Some(ids) = self.run_index().get_mut(job_id) {

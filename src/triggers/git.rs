@@ -18,7 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::glob::GlobSet;
 use crate::engine::Engine;
@@ -99,7 +99,7 @@ impl Poller {
         self.watches.retain(|k, _| k.0 != job_id);
         if let Some(job) = self.engine.job(job_id).filter(|j| j.enabled) {
             for (i, t) in job.triggers.iter().enumerate() {
-                let Trigger::GitPush { repo, branch } = t else {
+                let Trigger::GitPush { repo, branch, .. } = t else {
                     continue;
                 };
                 let Ok(g) = GlobSet::new(&[branch], false) else {
@@ -180,19 +180,46 @@ impl Poller {
             }
         }
         for (job_id, refs) in by_job {
-            let Some(first) = refs.first().cloned() else {
+            let Some(ctx) = push_context(repo, refs) else {
                 continue;
             };
-            let mut ctx = super::context("git_push");
-            ctx.insert("repo".into(), repo.display().to_string().into());
-            for k in ["ref", "branch", "before", "after"] {
-                ctx.insert(k.into(), first[k].clone());
-            }
-            ctx.insert("refs".into(), Value::Array(refs));
             Metrics::inc(&self.engine.metrics.git_push_firings_total);
             self.engine.fire_from_trigger(job_id, ctx);
         }
     }
+}
+
+/// The run record's `trigger` object of a push: the repository, the first moved ref's
+/// `ref`, `branch`, `before` and `after`, and every moved ref in `refs`. None without refs.
+pub fn push_context(repo: &Path, refs: Vec<Value>) -> Option<Map<String, Value>> {
+    let first = refs.first()?.clone();
+    let mut ctx = super::context("git_push");
+    ctx.insert("repo".into(), repo.display().to_string().into());
+    for k in ["ref", "branch", "before", "after"] {
+        ctx.insert(k.into(), first[k].clone());
+    }
+    ctx.insert("refs".into(), Value::Array(refs));
+    Some(ctx)
+}
+
+/// The branch a manual run (or `job test`) of a git_push trigger with branch glob `glob`
+/// means: the one the repository's `HEAD` names when the glob matches it, else the first
+/// matching branch by name; with its current commit. None when no branch matches.
+pub fn current_branch(repo: &Path, glob: &str) -> Option<(String, String)> {
+    let refs = read_refs(repo)?;
+    let g = GlobSet::new(&[glob], false).ok()?;
+    let head = git_dir(repo)
+        .and_then(|gd| fs::read_to_string(gd.join("HEAD")).ok())
+        .unwrap_or_default();
+    let head_branch = head
+        .trim()
+        .strip_prefix("ref: refs/heads/")
+        .map(str::to_string);
+    let pick = head_branch
+        .filter(|b| g.is_match(b) && refs.contains_key(b))
+        .or_else(|| refs.keys().find(|b| g.is_match(b)).cloned())?;
+    let id = refs.get(&pick)?.clone();
+    Some((pick, id))
 }
 
 /// The git directory of `repo`: `repo/.git` (a directory, or a `gitdir:` file), or `repo`

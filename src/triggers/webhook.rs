@@ -163,6 +163,28 @@ pub fn verify(
     }
 }
 
+/// The run record's `trigger` object for a delivery: its path, event, delivery id, the
+/// headers in [`CONTEXT_HEADERS`] (never one that authenticates) and the body's size.
+pub fn trigger_context(req: &Delivery<'_>) -> Map<String, Value> {
+    let mut trigger = super::context("webhook");
+    trigger.insert("path".into(), req.path.into());
+    let mut headers = Map::new();
+    for h in CONTEXT_HEADERS {
+        if let Some(v) = req.header(h) {
+            headers.insert((*h).into(), v.into());
+        }
+    }
+    if let Some(e) = req.header("x-github-event") {
+        trigger.insert("event".into(), e.into());
+    }
+    if let Some(d) = req.header("x-github-delivery") {
+        trigger.insert("delivery".into(), d.into());
+    }
+    trigger.insert("headers".into(), Value::Object(headers));
+    trigger.insert("body_bytes".into(), req.body.len().into());
+    trigger
+}
+
 /// Webhook intake state shared by the HTTP threads.
 #[derive(Default)]
 pub struct Intake {
@@ -261,22 +283,7 @@ impl Intake {
             }
         }
 
-        let mut trigger = super::context("webhook");
-        trigger.insert("path".into(), req.path.into());
-        let mut headers = Map::new();
-        for h in CONTEXT_HEADERS {
-            if let Some(v) = req.header(h) {
-                headers.insert((*h).into(), v.into());
-            }
-        }
-        if let Some(e) = req.header("x-github-event") {
-            trigger.insert("event".into(), e.into());
-        }
-        if let Some(d) = req.header("x-github-delivery") {
-            trigger.insert("delivery".into(), d.into());
-        }
-        trigger.insert("headers".into(), Value::Object(headers));
-        trigger.insert("body_bytes".into(), req.body.len().into());
+        let trigger = trigger_context(&req);
         // One copy of the body for every run of this delivery; parsed when a run starts.
         let body = Arc::new(crate::payload::Body::new(
             std::mem::take(&mut req.body),

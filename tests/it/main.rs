@@ -9,11 +9,13 @@ mod support;
 
 mod api;
 mod cache;
+mod checkout;
 mod cli;
 mod containment;
 mod dashboard;
 mod durability;
 mod hostile;
+mod jobtest;
 mod load;
 mod manpage;
 mod outputs;

@@ -558,7 +558,7 @@ fn git_push_on_a_linked_worktree_fires() {
     assert!(work.join(".git/hooks/post-receive").is_file(), "{out}");
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args([
             "-c",
@@ -585,7 +585,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare repo and a clone of it with one commit on main pushed.
-fn repos(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn repos(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let bare = t.join("origin.git");
     let work = t.join("work");
     std::fs::create_dir_all(&bare).unwrap();
@@ -604,7 +604,7 @@ fn repos(t: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (bare, work)
 }
 
-fn commit(work: &Path, msg: &str) -> String {
+pub(crate) fn commit(work: &Path, msg: &str) -> String {
     std::fs::write(work.join("f.txt"), msg).unwrap();
     git(work, &["add", "f.txt"]);
     git(work, &["commit", "-q", "-m", msg]);
@@ -612,7 +612,7 @@ fn commit(work: &Path, msg: &str) -> String {
 }
 
 /// Waits until the poller has read the repository once (pushes after that fire).
-fn wait_baseline(d: &Daemon, repo: &Path) {
+pub(crate) fn wait_baseline(d: &Daemon, repo: &Path) {
     let want = format!("watching {}:", repo.display());
     wait_for(10, "the repository's baseline", || {
         d.stderr().contains(&want).then_some(())
