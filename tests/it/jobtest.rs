@@ -274,16 +274,17 @@ fn kept_bodies_are_pruned_with_their_records() {
         ids.push(id);
     }
     let runs = d.dir.join("runs").join(job["id"].as_str().unwrap());
-    let mut kept: Vec<String> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".payload"))
-        .collect();
-    kept.sort();
-    assert_eq!(
-        kept,
-        vec![format!("{}.payload", ids[1]), format!("{}.payload", ids[2])]
-    );
+    // Retention runs after the final record is saved: wait for it to have pruned.
+    let want = vec![format!("{}.payload", ids[1]), format!("{}.payload", ids[2])];
+    wait_for(20, "the oldest kept body pruned with its record", || {
+        let mut kept: Vec<String> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".payload"))
+            .collect();
+        kept.sort();
+        (kept == want).then_some(())
+    });
     let (code, _, err) = cli(&d.dir, &["job", "test", "small", "--from-run", &ids[0]]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("has no run"), "{err}");

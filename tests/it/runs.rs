@@ -615,8 +615,12 @@ fn a_running_runs_output_streams_line_by_line_and_ends_with_the_run() {
     assert_eq!(lines.next().unwrap().unwrap(), "first line");
     // The agent is still running: it waits for the flag that only this test makes.
     assert_eq!(lines.next().unwrap().unwrap(), "key [redacted]");
-    let (_, rec) = d.get(&format!("/jobs/talker/runs/{run}"));
-    assert_eq!(rec["status"], "running", "{rec}");
+    // The `running` record is written beside the starting agent (fire first, write after),
+    // so it may trail the first lines by a moment.
+    wait_for(20, "the record says running", || {
+        let (_, rec) = d.get(&format!("/jobs/talker/runs/{run}"));
+        (rec["status"] == "running").then_some(())
+    });
     std::fs::write(&flag, "").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "last line");
     assert!(lines.next().is_none(), "the stream ends with the run");
