@@ -148,6 +148,9 @@ pub enum Trigger {
         secret_env: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         max_age_seconds: Option<u64>,
+        /// `events` and `match` (README "Webhook filters"); empty: every delivery runs.
+        #[serde(flatten)]
+        filter: crate::triggers::filter::Filter,
     },
     GitPush {
         repo: String,

@@ -234,9 +234,13 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 path,
                 secret_env,
                 max_age_seconds,
+                events,
+                rule,
             } => {
                 let path = required(path, &f("path"))?;
                 validate_hook_path(&path).or_else(|e| err(&f("path"), e))?;
+                let filter = crate::triggers::filter::Filter::parse(events, rule.as_ref())
+                    .or_else(|e| err(&f(&e.field), e.error))?;
                 Trigger::Webhook {
                     path,
                     secret_env: required(
@@ -244,6 +248,7 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                         &f("secret_env"),
                     )?,
                     max_age_seconds: uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?,
+                    filter,
                 }
             }
             TriggerIn::GitPush { repo, branch } => {

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod files;
+pub mod filter;
 pub mod git;
 pub mod glob;
 pub mod jobs_dir;

@@ -26,6 +26,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use super::filter::Filtered;
 use crate::engine::{lock, Engine, Extra, FireError};
 use crate::ids::constant_time_eq;
 use crate::job::{Job, Trigger};
@@ -113,6 +114,9 @@ pub enum Outcome {
     Duplicate(String),
     /// The runs it fired (202).
     Accepted(Vec<String>),
+    /// Authenticated, but no job's filter let it through (202, nothing fired): which rule did
+    /// not match.
+    Filtered(String),
     /// The daemon is stopping (503).
     ShuttingDown,
     /// A run record could not be written (500).
@@ -203,12 +207,20 @@ impl Intake {
         let now = chrono::Utc::now().timestamp();
         let mut accepted = Vec::new();
         let mut reject = None;
+        // Jobs authenticated but filtered out, with the rule that did not match.
+        let mut filtered: Vec<(&str, Filtered)> = Vec::new();
+        // The body as JSON, parsed once and only when an authenticated trigger has a filter
+        // (`None` inside: not JSON). Dropped after intake: a run parses it again when it
+        // starts, so queued runs never hold it (`payload.rs`).
+        let mut payload: Option<Option<Value>> = None;
         for job in &jobs {
+            let mut job_filtered = None;
             for t in &job.triggers {
                 let Trigger::Webhook {
                     path,
                     secret_env,
                     max_age_seconds,
+                    filter,
                 } = t
                 else {
                     continue;
@@ -227,13 +239,45 @@ impl Intake {
                     verify(secret.as_bytes(), &req, *max_age_seconds, now)
                 };
                 match r {
+                    // The signature is always checked first: a filter never sees an
+                    // unauthenticated body.
                     Ok(()) => {
+                        if !filter.is_empty() {
+                            let p = payload
+                                .get_or_insert_with(|| serde_json::from_slice(&req.body).ok());
+                            if let Err(why) = super::filter::check(filter, req.headers, p.as_ref())
+                            {
+                                job_filtered = Some(why);
+                                continue;
+                            }
+                        }
+                        job_filtered = None;
                         accepted.push(job.clone());
                         break;
                     }
                     Err(e) => reject = Some(e),
                 }
             }
+            if let Some(why) = job_filtered {
+                filtered.push((job.name.as_str(), why));
+            }
+        }
+        drop(payload);
+        for (name, why) in &filtered {
+            engine.metrics.webhooks_filtered_by_job.inc(name);
+            log::debug!(event = "webhook.filtered", job = *name, path = req.path; "delivery filtered out: {why}");
+        }
+        if accepted.is_empty() && !filtered.is_empty() {
+            Metrics::inc(&engine.metrics.webhooks_filtered_total);
+            let reason = match &filtered[..] {
+                [(_, why)] => why.to_string(),
+                many => many
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            return Outcome::Filtered(reason);
         }
         if accepted.is_empty() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);

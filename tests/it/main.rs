@@ -13,6 +13,7 @@ mod cli;
 mod containment;
 mod dashboard;
 mod durability;
+mod filters;
 mod hostile;
 mod load;
 mod manpage;
