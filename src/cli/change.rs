@@ -323,6 +323,9 @@ fn set_triggers(
     if let Some(x) = f.max_age {
         hook.push(("max_age_seconds", json!(x), "--max-age"));
     }
+    if let Some(x) = &f.scheme {
+        hook.push(("scheme", json!(x), "--scheme"));
+    }
     hook.extend(webhook_filter_flags(f)?);
     groups.push(("webhook", "--webhook", hook));
     let mut git: Fields = Vec::new();

@@ -51,6 +51,10 @@ pub struct AddArgs {
     /// Webhook requests must carry an X-Bog-Timestamp at most this old (replay window)
     #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub max_age: Option<u64>,
+    /// How the webhook sender signs: github, gitlab, standard, slack or stripe (default:
+    /// GitHub's signature or GitLab's token)
+    #[arg(long, value_name = "SCHEME")]
+    pub scheme: Option<String>,
     /// Webhook filter: run only for this event, EVENT or EVENT.ACTION (repeatable; e.g.
     /// pull_request.opened)
     #[arg(long = "event", value_name = "EVENT")]
@@ -577,6 +581,10 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
             t["max_age_seconds"] = json!(x);
             f.push(("max_age_seconds", "--max-age"));
         }
+        if let Some(x) = &a.scheme {
+            t["scheme"] = json!(x);
+            f.push(("scheme", "--scheme"));
+        }
         for (key, v, flag) in webhook_filter_flags(a)? {
             t[key] = v;
             f.push((key, flag));
@@ -584,11 +592,12 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
         triggers.push((t, f));
     } else if a.secret_env.is_some()
         || a.max_age.is_some()
+        || a.scheme.is_some()
         || !a.events.is_empty()
         || !a.matches.is_empty()
     {
         return Err(e2(
-            "--secret-env, --max-age, --event and --match go with --webhook",
+            "--secret-env, --max-age, --scheme, --event and --match go with --webhook",
         ));
     }
     if let Some(r) = &a.git_repo {

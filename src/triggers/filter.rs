@@ -24,6 +24,8 @@ use regex::{Regex, RegexBuilder};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::scheme::Scheme;
+
 /// Deepest nesting of `all`/`any`/`not` (a leaf at depth 8 is fine, at 9 refused).
 pub const MAX_DEPTH: usize = 8;
 /// Most rules (nodes) in one `match` tree.
@@ -374,42 +376,66 @@ pub fn gitlab_event(header: &str) -> String {
     }
 }
 
-/// The event and action of a delivery: GitHub's `X-GitHub-Event` with the payload's
-/// `action`, or GitLab's `X-Gitlab-Event` (normalised) with `object_attributes.action`
-/// (or a top-level `action`).
-pub fn event_of(headers: &[(String, String)], payload: Option<&Value>) -> Event {
+/// The event and action of a delivery, as its sender names them: GitHub's `X-GitHub-Event`
+/// with the payload's `action`; GitLab's `X-Gitlab-Event` (normalised, [`gitlab_event`]) with
+/// `object_attributes.action` (or a top-level `action`); the payload's `type` for Standard
+/// Webhooks and Stripe; Slack's `event.type` (Events API), else its `type`. Without a
+/// scheme, GitHub's header, else GitLab's.
+pub fn event_of(
+    scheme: Option<Scheme>,
+    headers: &[(String, String)],
+    payload: Option<&Value>,
+) -> Event {
     let str_at = |p: &str| {
         payload
             .and_then(|v| crate::template::lookup(v, p))
             .and_then(Value::as_str)
             .map(str::to_string)
     };
-    if let Some(e) = header(headers, "x-github-event") {
-        return Event {
+    let github = || {
+        header(headers, "x-github-event").map(|e| Event {
             name: Some(e.trim().to_string()),
             action: str_at("action"),
-        };
-    }
-    if let Some(e) = header(headers, "x-gitlab-event") {
-        return Event {
+        })
+    };
+    let gitlab = || {
+        header(headers, "x-gitlab-event").map(|e| Event {
             name: Some(gitlab_event(e)),
             action: str_at("object_attributes.action").or_else(|| str_at("action")),
-        };
+        })
+    };
+    let typed = |path: &str| Event {
+        name: str_at(path),
+        action: None,
+    };
+    match scheme {
+        None => github().or_else(gitlab).unwrap_or_default(),
+        Some(Scheme::Github) => github().unwrap_or_default(),
+        Some(Scheme::Gitlab) => gitlab().unwrap_or_default(),
+        Some(Scheme::Standard | Scheme::Stripe) => typed("type"),
+        Some(Scheme::Slack) => match str_at("event.type") {
+            Some(name) => Event {
+                name: Some(name),
+                action: None,
+            },
+            None => typed("type"),
+        },
     }
-    Event::default()
 }
 
 /// Decides whether a delivery passes `filter`: its `events` first, then its `match` tree.
+/// `scheme` is the trigger's: it says where the event's name is ([`event_of`]).
 /// `headers` are the request's (any case); `payload` the parsed body, `None` when it is not
 /// JSON (then every payload rule fails, and so does an `EVENT.ACTION` entry). Returns which
 /// rule did not match.
 pub fn check(
     filter: &Filter,
+    scheme: Option<Scheme>,
     headers: &[(String, String)],
     payload: Option<&Value>,
 ) -> Result<(), Filtered> {
     if !filter.events.is_empty() {
-        let ev = event_of(headers, payload);
+        let ev = event_of(scheme, headers, payload);
         check_events(&filter.events, &ev)?;
     }
     if let Some(rule) = &filter.rule {
@@ -426,7 +452,7 @@ pub fn check(
 fn check_events(events: &[String], ev: &Event) -> Result<(), Filtered> {
     let Some(name) = &ev.name else {
         return Err(Filtered(
-            "events: the delivery names no event (no X-GitHub-Event or X-Gitlab-Event header)"
+            "events: the delivery names no event (no event header, or no event type in the payload)"
                 .into(),
         ));
     };
@@ -600,22 +626,22 @@ mod tests {
     fn events_match_the_event_or_event_dot_action() {
         let f = filter(&["pull_request.opened", "push"], Value::Null);
         let pr = json!({"action": "opened"});
-        assert_eq!(check(&f, &gh("pull_request"), Some(&pr)), Ok(()));
-        assert_eq!(check(&f, &gh("push"), Some(&json!({}))), Ok(()));
+        assert_eq!(check(&f, None, &gh("pull_request"), Some(&pr)), Ok(()));
+        assert_eq!(check(&f, None, &gh("push"), Some(&json!({}))), Ok(()));
         let closed = json!({"action": "closed"});
         assert_eq!(
-            check(&f, &gh("pull_request"), Some(&closed)),
+            check(&f, None, &gh("pull_request"), Some(&closed)),
             Err(Filtered(
                 "events: \"pull_request.closed\" is not one of pull_request.opened, push".into()
             ))
         );
-        assert!(check(&f, &[], Some(&pr))
+        assert!(check(&f, None, &[], Some(&pr))
             .unwrap_err()
             .0
             .contains("names no event"));
         // A body that is not JSON has no action.
-        assert!(check(&f, &gh("pull_request"), None).is_err());
-        assert_eq!(check(&f, &gh("push"), None), Ok(()));
+        assert!(check(&f, None, &gh("pull_request"), None).is_err());
+        assert_eq!(check(&f, None, &gh("push"), None), Ok(()));
     }
 
     #[test]
@@ -642,10 +668,13 @@ mod tests {
             "Merge Request Hook".to_string(),
         )];
         let mr = json!({"object_kind": "merge_request", "object_attributes": {"action": "open"}});
-        assert_eq!(check(&f, &h, Some(&mr)), Ok(()));
+        assert_eq!(check(&f, None, &h, Some(&mr)), Ok(()));
         let rel = vec![("x-gitlab-event".to_string(), "Release Hook".to_string())];
-        assert_eq!(check(&f, &rel, Some(&json!({"action": "create"}))), Ok(()));
-        assert!(check(&f, &rel, Some(&json!({"action": "delete"}))).is_err());
+        assert_eq!(
+            check(&f, None, &rel, Some(&json!({"action": "create"}))),
+            Ok(())
+        );
+        assert!(check(&f, None, &rel, Some(&json!({"action": "delete"}))).is_err());
     }
 
     #[test]
@@ -666,43 +695,47 @@ mod tests {
         let mut h = gh("pull_request");
         let p = json!({"number": 42, "label": {"name": "bot"},
             "pull_request": {"base": {"ref": "main"}, "head": {"ref": "x"}, "draft": false}});
-        assert_eq!(check(&f, &h, Some(&p)), Ok(()));
+        assert_eq!(check(&f, None, &h, Some(&p)), Ok(()));
         let mut q = p.clone();
         q["pull_request"]["base"]["ref"] = json!("dev");
         assert_eq!(
-            check(&f, &h, Some(&q)).unwrap_err().0,
+            check(&f, None, &h, Some(&q)).unwrap_err().0,
             "match.all[0]: pull_request.base.ref is \"dev\", not \"main\""
         );
         let mut q = p.clone();
         q["label"]["name"] = json!("docs");
         assert_eq!(
-            check(&f, &h, Some(&q)).unwrap_err().0,
+            check(&f, None, &h, Some(&q)).unwrap_err().0,
             "match.all[1].any: none of its 2 rules matched"
         );
         q["pull_request"]["head"]["ref"] = json!("release/1.2");
-        assert_eq!(check(&f, &h, Some(&q)), Ok(()));
+        assert_eq!(check(&f, None, &h, Some(&q)), Ok(()));
         let mut q = p.clone();
         q["pull_request"]["draft"] = json!(true);
         assert_eq!(
-            check(&f, &h, Some(&q)).unwrap_err().0,
+            check(&f, None, &h, Some(&q)).unwrap_err().0,
             "match.all[2].not: its rule matched"
         );
         h[0].1 = "push".into();
         assert_eq!(
-            check(&f, &h, Some(&p)).unwrap_err().0,
+            check(&f, None, &h, Some(&p)).unwrap_err().0,
             "match.all[3]: header X-GitHub-Event is not \"pull_request\""
         );
         let f = filter(&[], json!({"path": "x", "exists": true}));
         assert_eq!(
-            check(&f, &[], Some(&json!({}))).unwrap_err().0,
+            check(&f, None, &[], Some(&json!({}))).unwrap_err().0,
             "match: x is missing"
         );
         assert_eq!(
-            check(&f, &[], None).unwrap_err().0,
+            check(&f, None, &[], None).unwrap_err().0,
             "match: the body is not JSON, so its payload rules cannot match"
         );
         let f = filter(&[], json!({"path": "header.X-Token", "exists": false}));
-        assert_eq!(check(&f, &[], None), Ok(()), "header rules need no JSON");
+        assert_eq!(
+            check(&f, None, &[], None),
+            Ok(()),
+            "header rules need no JSON"
+        );
     }
 
     #[test]
@@ -712,11 +745,13 @@ mod tests {
             json!({"path": "header.X-Gitlab-Token", "regex": "^abc$"}),
         );
         let h = vec![("x-gitlab-token".to_string(), "s3cret".to_string())];
-        let why = check(&f, &h, None).unwrap_err().0;
+        let why = check(&f, None, &h, None).unwrap_err().0;
         assert!(!why.contains("s3cret"), "{why}");
         let f = filter(&[], json!({"path": "t", "equals": "x"}));
         let long = "y".repeat(500);
-        let why = check(&f, &[], Some(&json!({ "t": long }))).unwrap_err().0;
+        let why = check(&f, None, &[], Some(&json!({ "t": long })))
+            .unwrap_err()
+            .0;
         assert!(why.len() < 200, "{why}");
     }
 

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod git;
 pub mod glob;
 pub mod jobs_dir;
+pub mod scheme;
 pub mod webhook;
 
 use serde_json::{Map, Value};

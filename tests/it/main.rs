@@ -21,6 +21,7 @@ mod outputs;
 mod readme;
 mod runs;
 mod schedule;
+mod schemes;
 mod service;
 mod smoke;
 mod torture;
