@@ -38,6 +38,9 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// Most entries in `events`, and in one `in` list.
 pub const MAX_EVENTS: usize = 64;
 pub const MAX_IN: usize = 256;
+/// Longest value a `regex` leaf reads (bytes); a longer one fails the leaf, so one
+/// delivery's matching stays bounded.
+pub const MAX_REGEX_INPUT: usize = 64 * 1024;
 /// Longest path or event name.
 pub const MAX_NAME: usize = 256;
 /// Payload values quoted in a reason are cut to this many characters.
@@ -566,6 +569,10 @@ fn leaf(
                 _ => None,
             };
             match text {
+                Some(t) if t.len() > MAX_REGEX_INPUT => fail(format!(
+                    " is {} bytes long; regex rules read at most {MAX_REGEX_INPUT}",
+                    t.len()
+                )),
                 Some(t) if re.is_match(&t) => Ok(()),
                 Some(_) => fail(format!("{} does not match /{}/", shown(v), re.as_str())),
                 None => fail(format!(" is {}, not a string a regex can match", quote(v))),
@@ -753,6 +760,12 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(why.len() < 200, "{why}");
+        let f = filter(&[], json!({"path": "t", "regex": "y"}));
+        let huge = "y".repeat(MAX_REGEX_INPUT + 1);
+        let why = check(&f, None, &[], Some(&json!({ "t": huge })))
+            .unwrap_err()
+            .0;
+        assert!(why.contains("regex rules read at most"), "{why}");
     }
 
     #[test]
