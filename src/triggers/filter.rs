@@ -426,6 +426,25 @@ pub fn event_of(
     }
 }
 
+/// The headers a sender of `scheme` sends to name `event` (for checking a filter against a
+/// payload from a file, `job test --event NAME`): `X-GitHub-Event`, or `X-Gitlab-Event` for
+/// `gitlab`. Standard Webhooks, Slack and Stripe name the event in the payload: none.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "for `job test --event` (issue 16 item 1): remove this once it is wired in"
+    )
+)]
+pub fn event_headers(scheme: Option<Scheme>, event: &str) -> Vec<(String, String)> {
+    let name = match scheme {
+        None | Some(Scheme::Github) => "x-github-event",
+        Some(Scheme::Gitlab) => "x-gitlab-event",
+        Some(Scheme::Standard | Scheme::Slack | Scheme::Stripe) => return Vec::new(),
+    };
+    vec![(name.to_string(), event.to_string())]
+}
+
 /// Decides whether a delivery passes `filter`: its `events` first, then its `match` tree.
 /// `scheme` is the trigger's: it says where the event's name is ([`event_of`]).
 /// `headers` are the request's (any case); `payload` the parsed body, `None` when it is not
@@ -682,6 +701,18 @@ mod tests {
             Ok(())
         );
         assert!(check(&f, None, &rel, Some(&json!({"action": "delete"}))).is_err());
+        // `job test --event NAME` builds the header from a name, in either spelling.
+        for name in ["merge_request", "Merge Request Hook"] {
+            let h = event_headers(Some(Scheme::Gitlab), name);
+            assert_eq!(
+                check(&f, Some(Scheme::Gitlab), &h, Some(&mr)),
+                Ok(()),
+                "{name}"
+            );
+        }
+        let gh = event_headers(None, "push");
+        assert_eq!(event_of(None, &gh, None).name.as_deref(), Some("push"));
+        assert!(event_headers(Some(Scheme::Stripe), "x").is_empty());
     }
 
     #[test]
