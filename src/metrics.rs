@@ -75,7 +75,7 @@ metrics! {
     webhooks_received_total: "counter",
     /// Webhook requests refused (unknown path, bad signature, unset secret, full queue).
     webhooks_rejected_total: "counter",
-    /// Webhook requests with an already seen X-GitHub-Delivery (not fired again).
+    /// Webhook requests with an already seen delivery id (X-GitHub-Delivery, or the scheme's; not fired again).
     webhooks_duplicate_total: "counter",
     /// Signed webhook deliveries that no job's filter (events, match) let through.
     webhooks_filtered_total: "counter",
