@@ -108,8 +108,12 @@ pub fn firing(job: &Job, req: &Request, store: &Store) -> Result<Firing, Error> 
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
     if let Some(e) = &req.event {
-        headers.retain(|(k, _)| k != "x-github-event");
-        headers.push(("x-github-event".into(), e.clone()));
+        // The header the job's sender names events with (none for senders that name them
+        // in the payload).
+        for (name, value) in crate::triggers::filter::event_headers(hook_scheme(job), e) {
+            headers.retain(|(k, _)| *k != name);
+            headers.push((name, value));
+        }
     }
     if let Some(run_id) = &req.from_run {
         if req.trigger.is_some() || body.is_some() || !headers.is_empty() {
@@ -204,7 +208,10 @@ pub fn firing(job: &Job, req: &Request, store: &Store) -> Result<Firing, Error> 
                 headers: &headers,
                 body: body.clone().unwrap_or_default(),
             };
-            crate::triggers::webhook::trigger_context(&delivery)
+            let scheme = hook_scheme(job);
+            let payload = body.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+            let id = crate::triggers::scheme::delivery_id(scheme, &headers, payload.as_ref());
+            crate::triggers::webhook::trigger_context(&delivery, id.as_deref(), scheme)
         }
         _ => {
             let (repo, branch) = job
@@ -279,10 +286,34 @@ fn replay(job: &Job, run_id: &str, store: &Store) -> Result<Firing, Error> {
     })
 }
 
-/// Whether the job's trigger filter lets this firing through: `no filter` until webhook
-/// filters exist (the one place their verdict goes in the report).
-pub fn filter_verdict(_job: &Job, _firing: &Firing) -> String {
-    "no filter".to_string()
+/// The sender scheme of the job's (first) webhook trigger.
+fn hook_scheme(job: &Job) -> Option<crate::triggers::scheme::Scheme> {
+    job.triggers.iter().find_map(|t| match t {
+        Trigger::Webhook { scheme, .. } => *scheme,
+        _ => None,
+    })
+}
+
+/// Whether the job's webhook filter lets this firing through, and if not, which rule did
+/// not match: `no filter`, `matches`, or `does not match: <rule>` (the words intake logs).
+pub fn filter_verdict(job: &Job, firing: &Firing) -> String {
+    let Some((filter, scheme)) = job.triggers.iter().find_map(|t| match t {
+        Trigger::Webhook { filter, scheme, .. } if !filter.is_empty() => Some((filter, *scheme)),
+        _ => None,
+    }) else {
+        return "no filter".to_string();
+    };
+    if firing.trigger.get("type").and_then(Value::as_str) != Some("webhook") {
+        return "not checked: the filter applies to webhook deliveries".to_string();
+    }
+    let payload: Option<Value> = firing
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok());
+    match crate::triggers::filter::check(filter, scheme, &firing.headers, payload.as_ref()) {
+        Ok(()) => "matches".to_string(),
+        Err(why) => format!("does not match: {why}"),
+    }
 }
 
 /// The run `firing` would start, rendered by the worker's own code, and the report of it.

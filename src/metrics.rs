@@ -1,13 +1,42 @@
 //! Counters and gauges served by `GET /metrics`, as JSON or Prometheus text.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Most job names [`PerJob`] keeps; deliveries for further names count in the totals only.
+const PER_JOB_MAX: usize = 10_000;
+
+/// A counter per job name (a leaf lock, held for one map operation).
+#[derive(Default, Debug)]
+pub struct PerJob(Mutex<BTreeMap<String, u64>>);
+
+impl PerJob {
+    /// Adds one to `job`'s count.
+    pub fn inc(&self, job: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(job) {
+            *n += 1;
+        } else if m.len() < PER_JOB_MAX {
+            m.insert(job.to_string(), 1);
+        }
+    }
+
+    /// The counts, by job name.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 macro_rules! metrics {
     ($($(#[doc = $doc:literal])* $name:ident: $kind:literal),* $(,)?) => {
-        /// Daemon-wide counters (monotonic) and gauges; all lock-free.
+        /// Daemon-wide counters (monotonic) and gauges, all lock-free; and the per-job
+        /// counts of filtered webhook deliveries.
         #[derive(Default, Debug)]
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            /// Webhook deliveries filtered out, by job name (since the daemon started).
+            pub webhooks_filtered_by_job: PerJob,
         }
 
         impl Metrics {
@@ -46,8 +75,10 @@ metrics! {
     webhooks_received_total: "counter",
     /// Webhook requests refused (unknown path, bad signature, unset secret, full queue).
     webhooks_rejected_total: "counter",
-    /// Webhook requests with an already seen X-GitHub-Delivery (not fired again).
+    /// Webhook requests with an already seen delivery id (X-GitHub-Delivery, or the scheme's; not fired again).
     webhooks_duplicate_total: "counter",
+    /// Signed webhook deliveries that no job's filter (events, match) let through.
+    webhooks_filtered_total: "counter",
     /// File-change firings.
     file_change_firings_total: "counter",
     /// Git-push firings.
@@ -86,6 +117,16 @@ impl Metrics {
         for (k, v) in extra {
             m.insert((*k).into(), (*v).into());
         }
+        let by_job: serde_json::Map<String, serde_json::Value> = self
+            .webhooks_filtered_by_job
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        m.insert(
+            "webhooks_filtered_by_job".into(),
+            serde_json::Value::Object(by_job),
+        );
         serde_json::Value::Object(m)
     }
 
@@ -105,6 +146,13 @@ impl Metrics {
                 "gauge"
             };
             s.push_str(&format!("# TYPE bog_{k} {kind}\nbog_{k} {v}\n"));
+        }
+        s.push_str("# HELP bog_webhooks_filtered_by_job_total Signed webhook deliveries a job's filter let not through, by job name.\n# TYPE bog_webhooks_filtered_by_job_total counter\n");
+        for (job, v) in self.webhooks_filtered_by_job.snapshot() {
+            // Job names are [A-Za-z0-9._-]: nothing to escape in a label value.
+            s.push_str(&format!(
+                "bog_webhooks_filtered_by_job_total{{job=\"{job}\"}} {v}\n"
+            ));
         }
         s
     }

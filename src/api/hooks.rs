@@ -48,6 +48,9 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
             Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}))
         }
         Outcome::Accepted(run_ids) => Resp::json(202, &json!({ "run_ids": run_ids })),
+        // A 2xx, so the sender does not retry a delivery that will never match.
+        Outcome::Challenge(c) => Resp::json(200, &json!({ "challenge": c })),
+        Outcome::Filtered(why) => Resp::json(202, &json!({"run_ids": [], "filtered": why})),
         Outcome::ShuttingDown => {
             Resp::error(503, "the daemon is shutting down").with("Retry-After", "10")
         }

@@ -12,7 +12,7 @@ use super::client::Client;
 use super::job::{
     absolute, api_error, client_if_running, e1, e2, enc, field_message, find_on_disk, offline_view,
     output_options_need_outputs, outputs_from_flags, record_trigger, report_saved, save_error,
-    unique_name, AddArgs, CmdResult, Origins,
+    unique_name, webhook_filter_flags, AddArgs, CmdResult, Origins,
 };
 use crate::job::validate_job;
 use crate::store::Store;
@@ -323,6 +323,10 @@ fn set_triggers(
     if let Some(x) = f.max_age {
         hook.push(("max_age_seconds", json!(x), "--max-age"));
     }
+    if let Some(x) = &f.scheme {
+        hook.push(("scheme", json!(x), "--scheme"));
+    }
+    hook.extend(webhook_filter_flags(f)?);
     groups.push(("webhook", "--webhook", hook));
     let mut git: Fields = Vec::new();
     if let Some(r) = &f.git_repo {

@@ -51,6 +51,18 @@ pub struct AddArgs {
     /// Webhook requests must carry an X-Bog-Timestamp at most this old (replay window)
     #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub max_age: Option<u64>,
+    /// How the webhook sender signs: github, gitlab, standard, slack or stripe (default:
+    /// GitHub's signature or GitLab's token)
+    #[arg(long, value_name = "SCHEME")]
+    pub scheme: Option<String>,
+    /// Webhook filter: run only for this event, EVENT or EVENT.ACTION (repeatable; e.g.
+    /// pull_request.opened)
+    #[arg(long = "event", value_name = "EVENT")]
+    pub events: Vec<String>,
+    /// Webhook filter: PATH=VALUE, or PATH~=REGEX, on the payload (header.X-Name for a
+    /// header); repeatable, all must hold
+    #[arg(long = "match", value_name = "RULE")]
+    pub matches: Vec<String>,
     /// git_push trigger: path of the repository
     #[arg(long, value_name = "R")]
     pub git_repo: Option<PathBuf>,
@@ -565,9 +577,24 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
             t["max_age_seconds"] = json!(x);
             f.push(("max_age_seconds", "--max-age"));
         }
+        if let Some(x) = &a.scheme {
+            t["scheme"] = json!(x);
+            f.push(("scheme", "--scheme"));
+        }
+        for (key, v, flag) in webhook_filter_flags(a)? {
+            t[key] = v;
+            f.push((key, flag));
+        }
         triggers.push((t, f));
-    } else if a.secret_env.is_some() || a.max_age.is_some() {
-        return Err(e2("--secret-env and --max-age go with --webhook"));
+    } else if a.secret_env.is_some()
+        || a.max_age.is_some()
+        || a.scheme.is_some()
+        || !a.events.is_empty()
+        || !a.matches.is_empty()
+    {
+        return Err(e2(
+            "--secret-env, --max-age, --scheme, --event and --match go with --webhook",
+        ));
     }
     if let Some(r) = &a.git_repo {
         triggers.push((
@@ -579,6 +606,45 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
         return Err(e2("--branch goes with --git-repo"));
     }
     Ok(triggers)
+}
+
+/// Trigger fields set by flags: (JSON key, value, flag).
+pub(super) type FlagFields = Vec<(&'static str, Value, &'static str)>;
+
+/// The webhook filter fields that `--event` and `--match` give: (JSON key, value, flag).
+/// Several `--match` rules must all hold.
+pub(super) fn webhook_filter_flags(a: &AddArgs) -> Result<FlagFields, (i32, String)> {
+    let mut out = Vec::new();
+    if !a.events.is_empty() {
+        out.push(("events", json!(a.events), "--event"));
+    }
+    let rules = a
+        .matches
+        .iter()
+        .map(|m| match_rule(m).map_err(|e| e2(format!("--match {m:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    match rules.len() {
+        0 => {}
+        1 => out.push(("match", rules[0].clone(), "--match")),
+        _ => out.push(("match", json!({ "all": rules }), "--match")),
+    }
+    Ok(out)
+}
+
+/// `PATH=VALUE` (equals; the value is a string, which also matches a number or boolean
+/// written the same way) or `PATH~=REGEX` as a `match` rule.
+fn match_rule(s: &str) -> Result<Value, String> {
+    let (lhs, value) = s
+        .split_once('=')
+        .ok_or("expected PATH=VALUE or PATH~=REGEX, e.g. pull_request.base.ref=main")?;
+    let (path, test) = match lhs.strip_suffix('~') {
+        Some(p) => (p, "regex"),
+        None => (lhs, "equals"),
+    };
+    if path.is_empty() {
+        return Err("the path before = is empty".into());
+    }
+    Ok(json!({"path": path, test: value}))
 }
 
 /// Refuses output options (--on, --header, ...) when no output flag is there to take them.

@@ -130,6 +130,11 @@ pub enum TriggerIn {
         path: Option<String>,
         secret_env: Option<String>,
         max_age_seconds: Option<Number>,
+        scheme: Option<crate::triggers::scheme::Scheme>,
+        /// Webhook filters: checked by `triggers::filter`.
+        events: Option<Vec<String>>,
+        #[serde(rename = "match")]
+        rule: Option<Value>,
     },
     GitPush {
         repo: Option<String>,

@@ -148,6 +148,13 @@ pub enum Trigger {
         secret_env: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         max_age_seconds: Option<u64>,
+        /// How the sender signs (README "Webhook senders"); absent: GitHub's signature or
+        /// GitLab's token.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scheme: Option<crate::triggers::scheme::Scheme>,
+        /// `events` and `match` (README "Webhook filters"); empty: every delivery runs.
+        #[serde(flatten)]
+        filter: crate::triggers::filter::Filter,
     },
     GitPush {
         repo: String,

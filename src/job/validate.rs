@@ -244,16 +244,32 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 path,
                 secret_env,
                 max_age_seconds,
+                scheme,
+                events,
+                rule,
             } => {
                 let path = required(path, &f("path"))?;
                 validate_hook_path(&path, &f("path"))?;
+                let filter = crate::triggers::filter::Filter::parse(events, rule.as_ref())
+                    .or_else(|e| err(&f(&e.field), e.error))?;
                 Trigger::Webhook {
                     path,
                     secret_env: required(
                         env_name(secret_env, &f("secret_env"))?,
                         &f("secret_env"),
                     )?,
-                    max_age_seconds: uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?,
+                    max_age_seconds: {
+                        let m = uint(max_age_seconds, &f("max_age_seconds"), 1, 7 * 86400)?;
+                        if m.is_some() && scheme == Some(crate::triggers::scheme::Scheme::Gitlab) {
+                            return err(
+                                &f("max_age_seconds"),
+                                "GitLab sends no timestamp to check: remove max_age_seconds, or sign with scheme \"github\"",
+                            );
+                        }
+                        m
+                    },
+                    scheme,
+                    filter,
                 }
             }
             TriggerIn::GitPush {

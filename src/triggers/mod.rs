@@ -4,9 +4,11 @@
 
 pub mod clock;
 pub mod files;
+pub mod filter;
 pub mod git;
 pub mod glob;
 pub mod jobs_dir;
+pub mod scheme;
 pub mod webhook;
 
 use serde_json::{Map, Value};

@@ -1,12 +1,10 @@
 //! Inbound webhooks: `POST /hooks/...` fires every enabled job whose webhook trigger
 //! declares that exact path and whose secret authenticates the request.
 //!
-//! Authentication, checked on the HTTP thread before anything is queued:
-//! - `X-Hub-Signature-256: sha256=<hex>` (GitHub): HMAC-SHA256 of the raw body with the
-//!   secret, compared on the decoded bytes in constant time (hex case does not matter);
-//! - `X-Gitlab-Token: <secret>` (GitLab), compared in constant time;
-//! - with `max_age_seconds`, `X-Bog-Timestamp: <unix seconds>` must be within the window
-//!   and the HMAC covers `"<timestamp>.<body>"` (GitLab tokens are not accepted then).
+//! Authentication, checked on the HTTP thread before anything is queued, is the trigger's
+//! `scheme` ([`super::scheme::verify`]: GitHub's signature or GitLab's token by default;
+//! Standard Webhooks, Slack, Stripe). Only then its filter ([`super::filter::check`]) may
+//! read the body; a Slack `url_verification` is answered once its signature checks.
 //!
 //! The secret is read from the environment variable named by `secret_env` at request time;
 //! unset or empty refuses every request (fail closed) and is logged once per job; the 401
@@ -15,19 +13,21 @@
 //! The hook's jobs are found from the request head alone ([`Intake::jobs_for`]): a path no
 //! job listens on is answered 404 before a byte of its body is read. The body is kept once
 //! for all the runs a delivery fires ([`crate::payload::Body`]), and parsed when each starts.
-//! A repeated `X-GitHub-Delivery` within 24 hours is answered without firing again (kept in
-//! memory: a restart forgets). A full work queue answers 429 with `Retry-After`.
+//! A delivery id seen within 24 hours (the scheme's: `X-GitHub-Delivery`, GitLab's
+//! `Idempotency-Key`, `webhook-id`, Slack's `event_id`, Stripe's event `id`;
+//! [`super::scheme::delivery_id`]) is answered without firing again (kept in memory: a
+//! restart forgets). A full work queue answers 429 with `Retry-After`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
+use super::filter::Filtered;
+pub use super::scheme::Reject;
+use super::scheme::{self, Scheme};
 use crate::engine::{lock, Engine, Extra, FireError};
-use crate::ids::constant_time_eq;
 use crate::job::{Job, Trigger};
 use crate::logging::{held_back, Throttle};
 use crate::metrics::Metrics;
@@ -42,43 +42,11 @@ const CONTEXT_HEADERS: &[&str] = &[
     "x-github-delivery",
     "x-gitlab-event",
     "x-gitlab-event-uuid",
+    "idempotency-key",
+    "webhook-id",
     "content-type",
     "user-agent",
 ];
-
-/// Why a request was refused (all answered 401).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reject {
-    NoSecret(String),
-    Missing,
-    Malformed,
-    BadSignature,
-    BadTimestamp,
-}
-
-impl Reject {
-    /// What the sender is told (never the name of a missing secret variable).
-    pub fn text(&self) -> String {
-        match self {
-            Reject::NoSecret(_) => "this hook cannot authenticate requests yet (its secret is not configured; see the daemon's log)".into(),
-            Reject::Missing => "missing signature: send X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body> or X-Gitlab-Token".into(),
-            Reject::Malformed => "malformed X-Hub-Signature-256: expected sha256=<64 hex digits>".into(),
-            Reject::BadSignature => "signature does not match".into(),
-            Reject::BadTimestamp => "X-Bog-Timestamp is missing, not Unix seconds, or outside the allowed window".into(),
-        }
-    }
-}
-
-/// Decodes hex (either case) into bytes.
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
 
 /// What intake looks at in a webhook request: its path, headers (lower-case names) and body.
 /// The HTTP side (`api/hooks.rs`) builds it; nothing here knows HTTP types.
@@ -113,59 +81,24 @@ pub enum Outcome {
     Duplicate(String),
     /// The runs it fired (202).
     Accepted(Vec<String>),
+    /// Slack's `url_verification` handshake, authenticated: the challenge to echo (200).
+    Challenge(String),
+    /// Authenticated, but no job's filter let it through (202, nothing fired): which rule did
+    /// not match.
+    Filtered(String),
     /// The daemon is stopping (503).
     ShuttingDown,
     /// A run record could not be written (500).
     StoreFailed(std::io::Error),
 }
 
-/// Checks one request against one secret. `now` is Unix seconds.
-pub fn verify(
-    secret: &[u8],
+/// The run record's `trigger` object for a delivery: its path, event, delivery id (as the
+/// scheme reads it, [`scheme::delivery_id`]), the scheme that verified it, the headers in [`CONTEXT_HEADERS`] (never one that authenticates) and the body's size.
+pub fn trigger_context(
     req: &Delivery<'_>,
-    max_age_seconds: Option<u64>,
-    now: i64,
-) -> Result<(), Reject> {
-    let sig = req.header("x-hub-signature-256");
-    let gitlab = req.header("x-gitlab-token");
-    // What precedes the body in the signed string (nothing, or "<timestamp>."); the body
-    // itself is fed to the MAC in place, never copied.
-    let prefix: String = match max_age_seconds {
-        None => String::new(),
-        Some(max) => {
-            let ts = req
-                .header("x-bog-timestamp")
-                .and_then(|t| t.trim().parse::<i64>().ok())
-                .ok_or(Reject::BadTimestamp)?;
-            if (now - ts).unsigned_abs() > max {
-                return Err(Reject::BadTimestamp);
-            }
-            format!("{ts}.")
-        }
-    };
-    if let Some(sig) = sig {
-        let hex = sig
-            .trim()
-            .strip_prefix("sha256=")
-            .ok_or(Reject::Malformed)?;
-        let want = unhex(hex)
-            .filter(|b| b.len() == 32)
-            .ok_or(Reject::Malformed)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Reject::BadSignature)?;
-        mac.update(prefix.as_bytes());
-        mac.update(&req.body);
-        return mac.verify_slice(&want).map_err(|_| Reject::BadSignature);
-    }
-    match (gitlab, max_age_seconds) {
-        (Some(tok), None) if constant_time_eq(tok.as_bytes(), secret) => Ok(()),
-        (Some(_), None) => Err(Reject::BadSignature),
-        _ => Err(Reject::Missing),
-    }
-}
-
-/// The run record's `trigger` object for a delivery: its path, event, delivery id, the
-/// headers in [`CONTEXT_HEADERS`] (never one that authenticates) and the body's size.
-pub fn trigger_context(req: &Delivery<'_>) -> Map<String, Value> {
+    delivery_id: Option<&str>,
+    scheme: Option<Scheme>,
+) -> Map<String, Value> {
     let mut trigger = super::context("webhook");
     trigger.insert("path".into(), req.path.into());
     let mut headers = Map::new();
@@ -177,8 +110,11 @@ pub fn trigger_context(req: &Delivery<'_>) -> Map<String, Value> {
     if let Some(e) = req.header("x-github-event") {
         trigger.insert("event".into(), e.into());
     }
-    if let Some(d) = req.header("x-github-delivery") {
+    if let Some(d) = delivery_id {
         trigger.insert("delivery".into(), d.into());
+    }
+    if let Some(sc) = scheme {
+        trigger.insert("scheme".into(), sc.name().into());
     }
     trigger.insert("headers".into(), Value::Object(headers));
     trigger.insert("body_bytes".into(), req.body.len().into());
@@ -225,12 +161,24 @@ impl Intake {
         let now = chrono::Utc::now().timestamp();
         let mut accepted = Vec::new();
         let mut reject = None;
+        // Jobs authenticated but filtered out, with the rule that did not match.
+        let mut filtered: Vec<(&str, Filtered)> = Vec::new();
+        // The body as JSON, parsed once, after a signature checked out, and only when a
+        // filter, a Slack handshake or a delivery id needs it (`None` inside: not JSON).
+        // Dropped after intake: a run parses it again when it starts, so queued runs never
+        // hold it (`payload.rs`).
+        let mut payload: Option<Option<Value>> = None;
+        // The scheme of the first trigger that let the delivery through: it names the id.
+        let mut used: Option<Option<Scheme>> = None;
         for job in &jobs {
+            let mut job_filtered = None;
             for t in &job.triggers {
                 let Trigger::Webhook {
                     path,
                     secret_env,
                     max_age_seconds,
+                    scheme,
+                    filter,
                 } = t
                 else {
                     continue;
@@ -246,20 +194,75 @@ impl Intake {
                     }
                     Err(Reject::NoSecret(secret_env.clone()))
                 } else {
-                    verify(secret.as_bytes(), &req, *max_age_seconds, now)
+                    scheme::verify(
+                        *scheme,
+                        secret.as_bytes(),
+                        req.headers,
+                        &req.body,
+                        *max_age_seconds,
+                        now,
+                    )
+                };
+                let r = match r {
+                    Err(Reject::BadSecret(_)) => {
+                        if lock(&self.warned_unset).insert(format!("{}:{secret_env}:bad", job.id)) {
+                            log::error!(event = "webhook.bad_secret", job = job.name.as_str(), var = secret_env.as_str();
+                                "webhook secret variable {secret_env} does not hold a Standard Webhooks secret (whsec_ and base64); requests to {path} are refused");
+                        }
+                        Err(Reject::BadSecret(secret_env.clone()))
+                    }
+                    r => r,
                 };
                 match r {
+                    // The signature is always checked first: a filter never sees an
+                    // unauthenticated body.
                     Ok(()) => {
+                        let slack = *scheme == Some(Scheme::Slack);
+                        if slack || !filter.is_empty() || scheme::id_in_payload(*scheme) {
+                            payload.get_or_insert_with(|| serde_json::from_slice(&req.body).ok());
+                        }
+                        let p = payload.as_ref().and_then(Option::as_ref);
+                        if slack {
+                            if let Some(c) = scheme::slack_challenge(p) {
+                                log::info!(event = "webhook.slack_challenge", job = job.name.as_str(), path = req.path; "answered Slack's url_verification");
+                                return Outcome::Challenge(c);
+                            }
+                        }
+                        if let Err(why) = super::filter::check(filter, *scheme, req.headers, p) {
+                            job_filtered = Some(why);
+                            continue;
+                        }
+                        job_filtered = None;
+                        used.get_or_insert(*scheme);
                         accepted.push(job.clone());
                         break;
                     }
                     Err(e) => reject = Some(e),
                 }
             }
+            if let Some(why) = job_filtered {
+                filtered.push((job.name.as_str(), why));
+            }
+        }
+        for (name, why) in &filtered {
+            engine.metrics.webhooks_filtered_by_job.inc(name);
+            log::debug!(event = "webhook.filtered", job = *name, path = req.path; "delivery filtered out: {why}");
+        }
+        if accepted.is_empty() && !filtered.is_empty() {
+            Metrics::inc(&engine.metrics.webhooks_filtered_total);
+            let reason = match &filtered[..] {
+                [(_, why)] => why.to_string(),
+                many => many
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            return Outcome::Filtered(reason);
         }
         if accepted.is_empty() {
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
-            let e = reject.unwrap_or(Reject::Missing);
+            let e = reject.unwrap_or(Reject::Missing("a signature"));
             if let Some(n) = self.refused_log.allow() {
                 log::warn!(event = "webhook.rejected", path = req.path; "{}{}", e.text(), held_back(n));
             }
@@ -270,20 +273,27 @@ impl Intake {
             return Outcome::QueueFull;
         }
         // Remembered only once it is sure to be queued: a delivery refused with 429 or 5xx
-        // must fire when the sender retries it.
-        let delivery = req
-            .header("x-github-delivery")
-            .filter(|d| !d.is_empty())
-            .map(str::to_string);
-        let delivery = delivery.as_deref();
-        if let Some(id) = delivery {
-            if !self.first_delivery(id) {
+        // must fire when the sender retries it. Ids are kept per scheme.
+        let scheme_used = used.flatten();
+        let delivery_id = scheme::delivery_id(
+            scheme_used,
+            req.headers,
+            payload.as_ref().and_then(Option::as_ref),
+        );
+        drop(payload);
+        let key = delivery_id.as_ref().map(|id| {
+            let kind = scheme_used.map_or("github", Scheme::name);
+            format!("{kind}:{id}")
+        });
+        let delivery = key.as_deref();
+        if let (Some(k), Some(id)) = (delivery, &delivery_id) {
+            if !self.first_delivery(k) {
                 Metrics::inc(&engine.metrics.webhooks_duplicate_total);
-                return Outcome::Duplicate(id.to_string());
+                return Outcome::Duplicate(id.clone());
             }
         }
 
-        let trigger = trigger_context(&req);
+        let trigger = trigger_context(&req, delivery_id.as_deref(), scheme_used);
         // One copy of the body for every run of this delivery; parsed when a run starts.
         let body = Arc::new(crate::payload::Body::new(
             std::mem::take(&mut req.body),
@@ -346,148 +356,11 @@ impl Intake {
 mod tests {
     use super::*;
 
-    fn req(body: &[u8], headers: &[(&str, &str)]) -> Delivery<'static> {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-            .collect();
-        Delivery {
-            path: "/hooks/x",
-            headers: Box::leak(headers.into_boxed_slice()),
-            body: body.to_vec(),
-        }
-    }
-
-    fn sign(secret: &[u8], data: &[u8]) -> String {
-        let mut m = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-        m.update(data);
-        crate::ids::hex(&m.finalize().into_bytes())
-    }
-
-    #[test]
-    fn github_signatures() {
-        let s = b"It's a Secret to Everybody";
-        let body = b"Hello, World!";
-        // GitHub's documented example.
-        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert_eq!(format!("sha256={}", sign(s, body)), good);
-        assert_eq!(
-            verify(s, &req(body, &[("X-Hub-Signature-256", good)]), None, 0),
-            Ok(())
-        );
-        let upper = format!("sha256={}", &good[7..].to_ascii_uppercase());
-        assert_eq!(
-            verify(s, &req(body, &[("X-Hub-Signature-256", &upper)]), None, 0),
-            Ok(())
-        );
-        let mut bad = good.to_string();
-        bad.replace_range(70.., "8");
-        assert_eq!(
-            verify(s, &req(body, &[("X-Hub-Signature-256", &bad)]), None, 0),
-            Err(Reject::BadSignature)
-        );
-        assert_eq!(
-            verify(
-                s,
-                &req(body, &[("X-Hub-Signature-256", &good[..40])]),
-                None,
-                0
-            ),
-            Err(Reject::Malformed)
-        );
-        assert_eq!(
-            verify(
-                s,
-                &req(body, &[("X-Hub-Signature-256", "sha1=abc")]),
-                None,
-                0
-            ),
-            Err(Reject::Malformed)
-        );
-        assert_eq!(
-            verify(
-                s,
-                &req(b"Hello, World?", &[("X-Hub-Signature-256", good)]),
-                None,
-                0
-            ),
-            Err(Reject::BadSignature)
-        );
-        assert_eq!(
-            verify(
-                b"other",
-                &req(body, &[("X-Hub-Signature-256", good)]),
-                None,
-                0
-            ),
-            Err(Reject::BadSignature)
-        );
-        assert_eq!(verify(s, &req(body, &[]), None, 0), Err(Reject::Missing));
-    }
-
-    #[test]
-    fn gitlab_tokens_and_timestamps() {
-        assert_eq!(
-            verify(b"tok", &req(b"{}", &[("X-Gitlab-Token", "tok")]), None, 0),
-            Ok(())
-        );
-        assert_eq!(
-            verify(b"tok", &req(b"{}", &[("X-Gitlab-Token", "toK")]), None, 0),
-            Err(Reject::BadSignature)
-        );
-        let sig = format!("sha256={}", sign(b"k", b"1000.{}"));
-        let h = [
-            ("X-Hub-Signature-256", sig.as_str()),
-            ("X-Bog-Timestamp", "1000"),
-        ];
-        assert_eq!(verify(b"k", &req(b"{}", &h), Some(60), 1030), Ok(()));
-        assert_eq!(
-            verify(b"k", &req(b"{}", &h), Some(60), 1061),
-            Err(Reject::BadTimestamp)
-        );
-        assert_eq!(
-            verify(b"k", &req(b"{}", &h[..1]), Some(60), 1000),
-            Err(Reject::BadTimestamp)
-        );
-        assert_eq!(
-            verify(
-                b"tok",
-                &req(
-                    b"{}",
-                    &[("X-Gitlab-Token", "tok"), ("X-Bog-Timestamp", "5")]
-                ),
-                Some(60),
-                5
-            ),
-            Err(Reject::Missing)
-        );
-    }
-
     #[test]
     fn deliveries_are_deduplicated() {
         let i = Intake::default();
         assert!(i.first_delivery("a"));
         assert!(!i.first_delivery("a"));
         assert!(i.first_delivery("b"));
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for h in [
-            "sha256=",
-            "sha256=zz",
-            "sha256=é",
-            "sha256=0",
-            "",
-            "sha256=💥💥",
-        ] {
-            let _ = verify(b"k", &req(b"x", &[("X-Hub-Signature-256", h)]), None, 0);
-            let _ = verify(
-                b"k",
-                &req(b"x", &[("X-Hub-Signature-256", h), ("X-Bog-Timestamp", h)]),
-                Some(1),
-                0,
-            );
-        }
     }
 }

@@ -450,3 +450,68 @@ fn test_agents_are_bounded_and_a_daemon_that_stops_stops_them() {
         d.stderr()
     );
 }
+
+/// `job test` tries a webhook trigger's filter on a payload from a file: the same verdict,
+/// in the same words, as intake gives a real delivery; the event header is the sender's.
+#[test]
+fn job_test_says_whether_the_filter_matches_and_why() {
+    let (t, work, d) = start();
+    let mut job = hook_job("pr-main", &work, 5);
+    job["triggers"][0]["events"] = json!(["pull_request.opened"]);
+    job["triggers"][0]["match"] = json!({"path": "pull_request.base.ref", "equals": "main"});
+    d.create(&job);
+    let file = |name: &str, v: Value| {
+        let p = t.path().join(name);
+        std::fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    let to_main = file(
+        "main.json",
+        json!({"action": "opened", "pull_request": {"number": 7, "base": {"ref": "main"}}}),
+    );
+    let to_dev = file(
+        "dev.json",
+        json!({"action": "opened", "pull_request": {"number": 8, "base": {"ref": "dev"}}}),
+    );
+    let verdict = |p: &Path, event: &str| {
+        test_json(
+            &d,
+            &[
+                "pr-main",
+                "--payload",
+                p.to_str().unwrap(),
+                "--event",
+                event,
+            ],
+        )["filter"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(verdict(&to_main, "pull_request"), "matches");
+    let dev = verdict(&to_dev, "pull_request");
+    assert!(dev.starts_with("does not match: match"), "{dev}");
+    assert!(dev.contains("\"dev\""), "{dev}");
+    let push = verdict(&to_main, "push");
+    assert!(push.starts_with("does not match: events"), "{push}");
+    // The same verdict as a real, signed delivery of the dev payload: filtered, no run.
+    let body = std::fs::read(&to_dev).unwrap();
+    let s = github_signature(SECRET, &body);
+    let (st, _, text) = d.raw(
+        "POST",
+        "/hooks/pr-main",
+        Some(&body),
+        &[
+            ("X-Hub-Signature-256", &s),
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "d-dev"),
+        ],
+    );
+    assert_eq!(st, 202, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["run_ids"], json!([]), "{v}");
+    assert_eq!(
+        format!("does not match: {}", v["filtered"].as_str().unwrap()),
+        dev
+    );
+}
