@@ -5,13 +5,13 @@
 use chrono::{DateTime, Utc};
 
 use crate::job::{Job, Trigger};
-use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
+use crate::schedule::Schedule;
 
 /// How one clock trigger is scheduled.
 pub enum Plan {
     Cron {
-        sched: CronSchedule,
+        sched: Schedule,
         zone: Zone,
         expr: String,
     },
@@ -24,8 +24,12 @@ pub enum Plan {
 /// The plan of trigger `t` of `job` (None for triggers that are not clock triggers).
 pub fn make_plan(job: &Job, t: &Trigger, daemon_start: DateTime<Utc>) -> Option<Plan> {
     match t {
-        Trigger::Cron { cron, timezone } => {
-            let sched = CronSchedule::parse(cron).ok()?;
+        Trigger::Cron {
+            cron,
+            timezone,
+            dialect,
+        } => {
+            let sched = Schedule::parse(cron, *dialect).ok()?;
             let zone = Zone::parse(timezone.as_deref()).ok()?;
             Some(Plan::Cron {
                 sched,

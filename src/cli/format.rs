@@ -60,10 +60,16 @@ pub fn next_text(job: &Value, online: bool) -> String {
 pub fn trigger(t: &Value) -> String {
     let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
     match t["type"].as_str().unwrap_or("") {
-        "cron" => match t["timezone"].as_str() {
-            Some(tz) => format!("cron {} {tz}", s("cron")),
-            None => format!("cron {}", s("cron")),
-        },
+        "cron" => {
+            let name = match t["dialect"].as_str() {
+                Some("quartz") => "quartz",
+                _ => "cron",
+            };
+            match t["timezone"].as_str() {
+                Some(tz) => format!("{name} {} {tz}", s("cron")),
+                None => format!("{name} {}", s("cron")),
+            }
+        }
         "interval" => format!(
             "every {}",
             duration::compact(t["seconds"].as_u64().unwrap_or(0))

@@ -117,6 +117,7 @@ pub enum TriggerIn {
     Cron {
         cron: Option<String>,
         timezone: Option<String>,
+        dialect: Option<crate::schedule::Dialect>,
     },
     Interval {
         seconds: Option<Number>,

@@ -133,6 +133,9 @@ pub enum Trigger {
         cron: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
+        /// `vixie` (crontab, the default, not written) or `quartz`.
+        #[serde(skip_serializing_if = "crate::schedule::Dialect::is_vixie")]
+        dialect: crate::schedule::Dialect,
     },
     Interval {
         seconds: u64,

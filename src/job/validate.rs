@@ -15,8 +15,8 @@ use super::input::{
     err, expected, from_value, tagged, AgentIn, JobIn, LimitsIn, Obj, TargetIn, TriggerIn, R,
 };
 use super::model::*;
-use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
+use crate::schedule::Schedule;
 
 /// Largest accepted `max_output_kb` (64 MiB): captured output is held in memory.
 pub const MAX_OUTPUT_KB_LIMIT: u64 = 65536;
@@ -190,16 +190,25 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
     let f = |k: &str| format!("{p}.{k}");
     Ok(
         match tagged::<TriggerIn>(object(v, p)?, p, "trigger", &["type"])? {
-            TriggerIn::Cron { cron, timezone } => {
+            TriggerIn::Cron {
+                cron,
+                timezone,
+                dialect,
+            } => {
                 let cron = required(cron, &f("cron"))?;
-                if let Err(e) = CronSchedule::parse(&cron) {
+                let dialect = dialect.unwrap_or_default();
+                if let Err(e) = Schedule::parse(&cron, dialect) {
                     return err(&f("cron"), format!("invalid cron expression {cron:?}: {e}"));
                 }
                 let timezone = timezone.filter(|s| !s.is_empty());
                 if let Err(e) = Zone::parse(timezone.as_deref()) {
                     return err(&f("timezone"), e);
                 }
-                Trigger::Cron { cron, timezone }
+                Trigger::Cron {
+                    cron,
+                    timezone,
+                    dialect,
+                }
             }
             TriggerIn::Interval { seconds } => Trigger::Interval {
                 seconds: required(

@@ -17,6 +17,7 @@ mod hostile;
 mod load;
 mod manpage;
 mod outputs;
+mod quartz;
 mod readme;
 mod runs;
 mod schedule;
