@@ -73,6 +73,7 @@ fn test_api() -> (Api, tempfile::TempDir) {
     let settings = Settings {
         default_agent: None,
         workers: 1,
+        max_concurrent_runs: 1,
         grace_seconds: 1,
         max_body_bytes: 1 << 20,
         queue_capacity: 16,

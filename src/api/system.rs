@@ -15,6 +15,7 @@ pub fn health(api: &Api) -> Resp {
             "jobs": e.job_count(),
             "running": e.running_count(),
             "workers": e.settings.workers,
+            "max_concurrent_runs": e.settings.max_concurrent_runs,
             "pid": std::process::id(),
             "containment": crate::contain::current().health(),
         }),
@@ -27,6 +28,8 @@ pub fn metrics(api: &Api, req: &Req) -> Resp {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let extra = [
         ("uptime_seconds", e.started.elapsed().as_secs()),
+        ("max_concurrent_runs", e.settings.max_concurrent_runs as u64),
+        ("jobs_over_budget", e.jobs_over_budget()),
         (
             "http_connections_open",
             h.connections_open

@@ -126,3 +126,29 @@ pub fn table(rows: &[Vec<String>]) {
     }
     print!("{out}");
 }
+
+/// A job's run budget use as `job list` shows it: `3/10 per hour, 12/50 per day`, or `-`.
+pub fn budget_use(b: &Value) -> String {
+    let part = |k: &str, per: &str| {
+        let w = &b[k];
+        w.is_object().then(|| {
+            format!(
+                "{}/{} per {per}",
+                w["used"].as_u64().unwrap_or(0),
+                w["max"].as_u64().unwrap_or(0)
+            )
+        })
+    };
+    let parts: Vec<String> = [
+        part("max_runs_per_hour", "hour"),
+        part("max_runs_per_day", "day"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}

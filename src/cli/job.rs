@@ -754,6 +754,11 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
     let mut rows = vec![["NAME", "ID", "ENABLED", "NEXT", "TRIGGERS"]
         .map(String::from)
         .to_vec()];
+    // Run budgets' use (from a running daemon), as a last column only when a job has one.
+    let budgets = jobs.iter().any(|j| j.get("budget_use").is_some());
+    if budgets {
+        rows[0].push("BUDGET".into());
+    }
     for j in &jobs {
         let triggers: Vec<String> = j["triggers"]
             .as_array()
@@ -779,6 +784,10 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
             next,
             triggers.join(", "),
         ]);
+        if budgets {
+            let last = rows.len() - 1;
+            rows[last].push(super::format::budget_use(&j["budget_use"]));
+        }
     }
     super::format::table(&rows);
     Ok(0)

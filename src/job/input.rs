@@ -50,7 +50,7 @@ pub fn err<T>(field: &str, error: impl Into<String>) -> R<T> {
 
 /// Fields the daemon computes; accepted on input (so a fetched job can be sent back) and
 /// ignored.
-pub const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings"];
+pub const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings", "budget_use"];
 
 // ---- the shape, derived ----
 //
@@ -86,6 +86,8 @@ pub struct JobIn {
     _next_fire_at: Option<IgnoredAny>,
     #[serde(rename = "warnings")]
     _warnings: Option<IgnoredAny>,
+    #[serde(rename = "budget_use")]
+    _budget_use: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +110,8 @@ pub struct LimitsIn {
     pub max_processes: Option<Number>,
     pub max_output_kb: Option<Number>,
     pub filesystem: Option<Filesystem>,
+    pub max_runs_per_hour: Option<Number>,
+    pub max_runs_per_day: Option<Number>,
 }
 
 /// A trigger without its `type`, which names the variant (see [`tagged`]).

@@ -81,6 +81,13 @@ pub struct Limits {
     /// Where the agent may write.
     #[serde(skip_serializing_if = "Filesystem::is_full")]
     pub filesystem: Filesystem,
+    /// Run budget: at most this many runs start in any rolling hour; firings past it are
+    /// recorded as `skipped` (engine/runs.rs `Budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs_per_hour: Option<u64>,
+    /// Run budget: at most this many runs start in any rolling 24 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs_per_day: Option<u64>,
 }
 
 /// `limits.filesystem`: where the agent may write.
@@ -109,6 +116,8 @@ impl Default for Limits {
             max_processes: None,
             max_output_kb: 1024,
             filesystem: Filesystem::Full,
+            max_runs_per_hour: None,
+            max_runs_per_day: None,
         }
     }
 }

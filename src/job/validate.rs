@@ -183,6 +183,10 @@ fn limits(l: LimitsIn) -> R<Limits> {
         )?
         .unwrap_or(d.max_output_kb),
         filesystem: l.filesystem.unwrap_or_default(),
+        // Run budgets; the engine keeps one start time per counted run, so these bound its
+        // memory too.
+        max_runs_per_hour: uint(l.max_runs_per_hour, "limits.max_runs_per_hour", 1, 10_000)?,
+        max_runs_per_day: uint(l.max_runs_per_day, "limits.max_runs_per_day", 1, 100_000)?,
     })
 }
 
@@ -697,6 +701,16 @@ pub fn save_warnings(job: &Job) -> Vec<String> {
             ),
             _ => {}
         }
+    }
+    if let Some(day) = job
+        .limits
+        .max_runs_per_day
+        .filter(|d| *d > u64::from(job.history))
+    {
+        w.push(format!(
+            "limits.max_runs_per_day: {day} is above history ({}): after a restart only the {} newest run records count against the budget; raise history to at least {day}",
+            job.history, job.history
+        ));
     }
     for name in single_brace_names(&job.prompt) {
         w.push(format!(

@@ -8,6 +8,7 @@ mod common;
 mod support;
 
 mod api;
+mod budgets;
 mod cache;
 mod cli;
 mod containment;
