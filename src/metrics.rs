@@ -43,6 +43,8 @@ metrics! {
     runs_over_budget_total: "counter",
     /// Firings merged into an already pending run (overlap queue).
     runs_coalesced_total: "counter",
+    /// Dead-man's switch notices: a job with `expect` had no successful run in time.
+    missed_total: "counter",
     /// Output deliveries that failed.
     dispatch_errors_total: "counter",
     /// Webhook requests received on /hooks/ paths.

@@ -15,7 +15,6 @@ pub fn health(api: &Api) -> Resp {
             "jobs": e.job_count(),
             "running": e.running_count(),
             "workers": e.settings.workers,
-            "max_concurrent_runs": e.settings.max_concurrent_runs,
             "pid": std::process::id(),
             "containment": crate::contain::current().health(),
         }),

@@ -77,6 +77,7 @@ pub struct JobIn {
     pub catch_up: Option<bool>,
     pub history: Option<Number>,
     pub enabled: Option<bool>,
+    pub expect: Option<Obj<ExpectIn>>,
     // READ_ONLY: accepted and ignored.
     #[serde(rename = "id")]
     _id: Option<IgnoredAny>,
@@ -97,6 +98,14 @@ pub struct AgentIn {
     pub prompt_via: Option<PromptVia>,
     pub inherit_env: Option<bool>,
     pub env_allow: Option<Vec<String>>,
+}
+
+/// `expect`: exactly one of its fields (checked by `validate`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectIn {
+    pub within_seconds: Option<Number>,
+    pub after_slot: Option<Number>,
 }
 
 #[derive(Deserialize)]

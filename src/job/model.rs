@@ -30,6 +30,20 @@ pub struct Job {
     pub history: u32,
     pub enabled: bool,
     pub created_at: String,
+    /// The dead-man's switch: when no run has succeeded in time, outputs with `on:
+    /// ["missed"]` are told (triggers/clock.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// `expect`: how often a job must succeed (README "Dead-man's switch").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// `{"within_seconds": N}`: a successful run at least every N seconds.
+    WithinSeconds(u64),
+    /// `{"after_slot": S}`: a successful run within S seconds after each cron slot.
+    AfterSlot(u64),
 }
 
 /// The agent command line.
@@ -181,6 +195,8 @@ pub struct Output {
 pub enum OnStatus {
     Succeeded,
     Failed,
+    /// The dead-man's switch went off (`expect`): no successful run in time.
+    Missed,
 }
 
 /// An output target and its settings.

@@ -12,7 +12,8 @@ use serde_json::{Map, Number, Value};
 
 pub use super::input::FieldError;
 use super::input::{
-    err, expected, from_value, tagged, AgentIn, JobIn, LimitsIn, Obj, TargetIn, TriggerIn, R,
+    err, expected, from_value, tagged, AgentIn, ExpectIn, JobIn, LimitsIn, Obj, TargetIn,
+    TriggerIn, R,
 };
 use super::model::*;
 use crate::schedule::zone::Zone;
@@ -91,6 +92,18 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
     )?
     .unwrap_or(2.0);
     let history = uint(j.history, "history", 1, 100_000)?.unwrap_or(100) as u32;
+    let expect = j.expect.map(|Obj(e)| expect(e, &triggers)).transpose()?;
+    if expect.is_none() {
+        if let Some(i) = outputs
+            .iter()
+            .position(|o| o.on.contains(&OnStatus::Missed))
+        {
+            return err(
+                &format!("outputs[{i}].on"),
+                "\"missed\" is told when the job's dead-man's switch goes off: set expect (e.g. {\"within_seconds\": 86400})",
+            );
+        }
+    }
 
     Ok(Job {
         id: id.to_string(),
@@ -110,7 +123,32 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         history,
         enabled: j.enabled.unwrap_or(true),
         created_at: created_at.to_string(),
+        expect,
     })
+}
+
+/// `expect`: `{"within_seconds": N}` or, for a job with a cron trigger, `{"after_slot": S}`.
+fn expect(e: ExpectIn, triggers: &[Trigger]) -> R<Expect> {
+    const YEAR: u64 = 366 * 86400;
+    match (e.within_seconds, e.after_slot) {
+        (Some(n), None) => Ok(Expect::WithinSeconds(
+            uint(Some(n), "expect.within_seconds", 1, YEAR)?.unwrap_or(1),
+        )),
+        (None, Some(s)) => {
+            let s = uint(Some(s), "expect.after_slot", 0, YEAR)?.unwrap_or(0);
+            if !triggers.iter().any(|t| matches!(t, Trigger::Cron { .. })) {
+                return err(
+                    "expect.after_slot",
+                    "counts from each cron slot, and this job has no cron trigger: use within_seconds",
+                );
+            }
+            Ok(Expect::AfterSlot(s))
+        }
+        _ => err(
+            "expect",
+            "give exactly one of within_seconds (a successful run at least every N seconds) or after_slot (within S seconds after each cron slot)",
+        ),
+    }
 }
 
 /// Checks a job name: `[A-Za-z0-9._-]{1,64}`.
@@ -1285,7 +1323,7 @@ mod tests {
             (
                 out(json!({"type": "log", "on": ["maybe"]})),
                 "outputs[0].on[0]",
-                "unknown value \"maybe\": expected succeeded or failed",
+                "unknown value \"maybe\": expected succeeded, failed or missed",
             ),
             (
                 with(base(), "triggers", json!([{"type": "sundial"}])),

@@ -9,14 +9,6 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "budget-hook-secret";
 
-fn runs(d: &Daemon, job: &str) -> Vec<Value> {
-    d.get(&format!("/jobs/{job}/runs?limit=1000"))
-        .1
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn manual_runs_past_the_hourly_budget_are_skipped_even_after_a_restart() {
     let t = tempdir();
@@ -61,7 +53,10 @@ fn manual_runs_past_the_hourly_budget_are_skipped_even_after_a_restart() {
     let d = Daemon::start(t.path(), &[]);
     let (st, v) = d.post("/jobs/spend/run", &json!({}));
     assert_eq!((st, v["status"].as_str()), (202, Some("skipped")), "{v}");
-    let n = runs(&d, "spend")
+    let (_, runs) = d.get("/jobs/spend/runs?limit=1000");
+    let n = runs
+        .as_array()
+        .unwrap()
         .iter()
         .filter(|r| r["status"] == "succeeded")
         .count();
@@ -138,8 +133,8 @@ fn max_concurrent_runs_holds_runs_queued_instead_of_side_by_side() {
     )
     .unwrap();
     let d = Daemon::start(t.path(), &[]);
-    let (_, h) = d.get("/health");
-    assert_eq!(h["max_concurrent_runs"], 1, "{h}");
+    let (_, m) = d.get("/metrics");
+    assert_eq!(m["max_concurrent_runs"], 1, "{m}");
     let marks = t.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
     // Each run marks itself running, waits up to 2 s for another run to be marked too,

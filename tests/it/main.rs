@@ -13,6 +13,7 @@ mod cache;
 mod cli;
 mod containment;
 mod dashboard;
+mod deadman;
 mod durability;
 mod hostile;
 mod load;

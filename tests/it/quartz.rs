@@ -6,24 +6,32 @@
 use crate::common::*;
 use serde_json::json;
 
+/// `next` in Europe/Berlin from `from`: (exit code, stdout, stderr).
+fn next_berlin(dialect: &str, from: &str, count: &str, expr: &str) -> (i32, String, String) {
+    let t = tempdir();
+    let args = [
+        "next",
+        "--dialect",
+        dialect,
+        "--timezone",
+        "Europe/Berlin",
+        "--from",
+        from,
+        "--count",
+        count,
+        expr,
+    ];
+    cli(t.path(), &args)
+}
+
 #[test]
 fn next_evaluates_quartz_in_the_zone_with_the_vixie_output() {
-    let t = tempdir();
-    // 2026-12-04 is a Friday; MON-FRI at 09:00 Berlin time, only in 2026.
-    let (code, out, err) = cli(
-        t.path(),
-        &[
-            "next",
-            "--dialect",
-            "quartz",
-            "--timezone",
-            "Europe/Berlin",
-            "--from",
-            "2026-12-29T12:00:00+01:00",
-            "--count",
-            "5",
-            "0 0 9 ? * 2-6 2026",
-        ],
+    // MON-FRI (2-6, Sunday is 1) at 09:00 Berlin time, only in 2026.
+    let (code, out, err) = next_berlin(
+        "quartz",
+        "2026-12-29T12:00:00+01:00",
+        "5",
+        "0 0 9 ? * 2-6 2026",
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -31,40 +39,14 @@ fn next_evaluates_quartz_in_the_zone_with_the_vixie_output() {
         "weekdays 2-6 are MON-FRI and the year ends the schedule"
     );
     // A fixed time in the spring-forward gap fires once, right after it, as Vixie does.
-    let (code, out, _) = cli(
-        t.path(),
-        &[
-            "next",
-            "--dialect",
-            "quartz",
-            "--timezone",
-            "Europe/Berlin",
-            "--from",
-            "2026-03-28T12:00:00Z",
-            "--count",
-            "2",
-            "0 30 2 * * ?",
-        ],
-    );
+    let (code, out, _) = next_berlin("quartz", "2026-03-28T12:00:00Z", "2", "0 30 2 * * ?");
     assert_eq!(code, 0);
     assert_eq!(
         out,
         "2026-03-29T03:00:00+02:00\n2026-03-30T02:30:00+02:00\n"
     );
     // The same instants as the equivalent Vixie expression.
-    let vixie = cli(
-        t.path(),
-        &[
-            "next",
-            "--timezone",
-            "Europe/Berlin",
-            "--from",
-            "2026-03-28T12:00:00Z",
-            "--count",
-            "2",
-            "30 2 * * *",
-        ],
-    );
+    let vixie = next_berlin("vixie", "2026-03-28T12:00:00Z", "2", "30 2 * * *");
     assert_eq!(vixie.1, out);
 }
 
@@ -80,47 +62,30 @@ fn a_vixie_expression_that_looks_like_quartz_suggests_the_dialect() {
     assert!(err.contains("L, W and # are not supported"), "{err}");
 
     let d = Daemon::start(t.path(), &[]);
-    let (st, v) = d.post(
-        "/jobs",
-        &sh_job(
-            "q",
-            "true",
-            json!([{"type": "cron", "cron": "0 0 9 ? * MON-FRI"}]),
+    let cases = [
+        (
+            json!({"cron": "0 0 9 ? * MON-FRI"}),
+            "triggers[0].cron",
+            "\"dialect\": \"quartz\"",
         ),
-    );
-    assert_eq!(st, 400, "{v}");
-    assert_eq!(v["field"], "triggers[0].cron");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("\"dialect\": \"quartz\""),
-        "{v}"
-    );
-    let (st, v) = d.post(
-        "/jobs",
-        &sh_job(
-            "q",
-            "true",
-            json!([{"type": "cron", "cron": "0 0 9 ? * 9", "dialect": "quartz"}]),
+        (
+            json!({"cron": "0 0 9 ? * 9", "dialect": "quartz"}),
+            "triggers[0].cron",
+            "day-of-week \"9\"",
         ),
-    );
-    assert_eq!(st, 400, "{v}");
-    assert_eq!(v["field"], "triggers[0].cron");
-    assert!(
-        v["error"].as_str().unwrap().contains("day-of-week \"9\""),
-        "{v}"
-    );
-    let (st, v) = d.post(
-        "/jobs",
-        &sh_job(
-            "q",
-            "true",
-            json!([{"type": "cron", "cron": "0 0 9 * * ?", "dialect": "cron"}]),
+        (
+            json!({"cron": "0 0 9 * * ?", "dialect": "cron"}),
+            "triggers[0].dialect",
+            "expected vixie or quartz",
         ),
-    );
-    assert_eq!(st, 400, "{v}");
-    assert_eq!(v["field"], "triggers[0].dialect");
+    ];
+    for (mut trigger, field, says) in cases {
+        trigger["type"] = json!("cron");
+        let (st, v) = d.post("/jobs", &sh_job("q", "true", json!([trigger])));
+        assert_eq!(st, 400, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
 }
 
 #[test]
