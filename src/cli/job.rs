@@ -30,6 +30,9 @@ pub struct AddArgs {
     /// IANA time zone of --cron (default local)
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
+    /// Dialect of --cron: vixie (crontab, default) or quartz (seconds first, optional year)
+    #[arg(long, value_name = "DIALECT", value_parser = ["vixie", "quartz"])]
+    pub dialect: Option<String>,
     /// Interval trigger: every DURATION (90, 5m, 1h30m; a plain number is seconds)
     #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub interval: Option<u64>,
@@ -536,9 +539,15 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
             t["timezone"] = json!(tz);
             f.push(("timezone", "--timezone"));
         }
+        if let Some(d) = &a.dialect {
+            t["dialect"] = json!(d);
+            f.push(("dialect", "--dialect"));
+        }
         triggers.push((t, f));
     } else if a.timezone.is_some() {
         return Err(e2("--timezone needs --cron"));
+    } else if a.dialect.is_some() {
+        return Err(e2("--dialect needs --cron"));
     }
     if let Some(s) = a.interval {
         triggers.push((

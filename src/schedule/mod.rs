@@ -54,7 +54,7 @@ impl Schedule {
                         cron::CronError(format!(
                             "{e}; this looks like a Quartz expression (seconds first, \"?\", a year): \
                              use the quartz dialect (\"dialect\": \"quartz\" on the trigger, \
-                             --dialect quartz for next), e.g. \"0 0 9 ? * MON-FRI 2026\""
+                             --dialect quartz on the command line), e.g. \"0 0 9 ? * MON-FRI 2026\""
                         ))
                     } else {
                         e

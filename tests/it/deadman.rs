@@ -124,6 +124,24 @@ fn a_period_that_passed_while_the_daemon_was_down_is_reported_at_start() {
     assert_eq!(m["missed_total"], 1, "{m}");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert!(v["expect"][&id]["reported"].is_string(), "{v}");
+
+    // Restarted again at once, the daemon does not report that period a second time: the
+    // next notice is a whole period (4 s) after the first.
+    let mut d = d;
+    d.kill9();
+    let _d = Daemon::start(t.path(), &[]);
+    let two = wait_for(20, "the next period's notice", || {
+        let n = notices(&file);
+        (n.len() >= 2).then_some(n)
+    });
+    let at = |n: &str| {
+        let t = n.split_whitespace().nth(4).unwrap();
+        chrono::DateTime::parse_from_rfc3339(t).unwrap()
+    };
+    assert!(
+        at(&two[1]) - at(&two[0]) >= chrono::Duration::milliseconds(3900),
+        "{two:?}"
+    );
 }
 
 #[test]

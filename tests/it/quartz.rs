@@ -106,6 +106,27 @@ fn a_quartz_job_fires_and_keeps_its_dialect() {
     let (code, out, err) = cli(&d.dir, &["job", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("quartz * * * ? * * UTC"), "{out}");
+    // `job add --dialect quartz` (through the running daemon's API).
+    let (code, _, err) = cli(
+        &d.dir,
+        &[
+            "job",
+            "add",
+            "--name",
+            "qa",
+            "--prompt",
+            "p",
+            "--agent",
+            "echo {prompt}",
+            "--cron",
+            "0 0 9 ? * MON-FRI",
+            "--dialect",
+            "quartz",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, qa) = d.get("/jobs/qa");
+    assert_eq!(qa["triggers"][0]["dialect"], "quartz", "{qa}");
     // A Vixie job's stored JSON does not grow a dialect field.
     let v = d.create(&sh_job("vx", "true", idle_trigger()));
     assert!(v["triggers"][0].get("dialect").is_none(), "{v}");
