@@ -44,9 +44,7 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
         Outcome::QueueFull => {
             Resp::error(429, "the work queue is full; retry later").with("Retry-After", "5")
         }
-        Outcome::OverBudget { wait, run_ids } => {
-            // Whole seconds, rounded up, so a sender that waits exactly this long fits.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Outcome::OverBudget { secs, run_ids } => {
             Resp::json(
                 429,
                 &json!({
@@ -54,7 +52,7 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
                     "run_ids": run_ids,
                 }),
             )
-            .with("Retry-After", secs.max(1).to_string())
+            .with("Retry-After", secs.to_string())
         }
         Outcome::Duplicate(id) => {
             Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}))

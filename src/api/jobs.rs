@@ -239,7 +239,11 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
                 Fired::Coalesced(_) => "coalesced",
                 Fired::Skipped(_) | Fired::OverBudget(..) => "skipped",
             };
-            Resp::json(202, &json!({"run_id": f.run_id(), "status": status}))
+            let mut body = json!({"run_id": f.run_id(), "status": status});
+            if let Fired::OverBudget(_, secs) = &f {
+                body["over_budget"] = json!({"retry_after_seconds": secs});
+            }
+            Resp::json(202, &body)
         }
         Err(FireError::NoSuchJob) => not_found(id),
         Err(FireError::Disabled) => Resp::error(409, "the job is disabled"),

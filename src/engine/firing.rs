@@ -56,9 +56,10 @@ impl Engine {
         if matches!(decision, Decision::Park | Decision::Send) {
             if let Err(over) = self.spend_budget(&mut runs, &job) {
                 drop(runs);
-                let retry_after = (over.frees_at - chrono::Utc::now())
+                let wait = (over.frees_at - chrono::Utc::now())
                     .to_std()
                     .unwrap_or_default();
+                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 rec.skip(over.to_string());
                 Metrics::inc(&self.metrics.runs_over_budget_total);
                 let id = self.record_skip(&slot, rec)?.run_id().to_string();

@@ -59,9 +59,9 @@ pub enum Fired {
     Coalesced(String),
     /// Recorded as a skipped run.
     Skipped(String),
-    /// Recorded as a skipped run because a run budget is used up; it frees after the
-    /// duration (webhooks answer 429 with `Retry-After`).
-    OverBudget(String, std::time::Duration),
+    /// Recorded as a skipped run because a run budget is used up; it frees after this many
+    /// seconds (rounded up, at least 1; webhooks answer 429 with it as `Retry-After`).
+    OverBudget(String, u64),
 }
 
 impl Fired {

@@ -109,12 +109,9 @@ pub enum Outcome {
     Refused(Reject),
     /// The work queue is full (429).
     QueueFull,
-    /// Every job it fired is over its run budget (429, `Retry-After`: when the soonest
-    /// frees); the skipped records' ids.
-    OverBudget {
-        wait: std::time::Duration,
-        run_ids: Vec<String>,
-    },
+    /// Every job it fired is over its run budget (429, `Retry-After`: the seconds until the
+    /// soonest frees); the skipped records' ids.
+    OverBudget { secs: u64, run_ids: Vec<String> },
     /// This delivery id fired already within the dedupe window (200, nothing fired).
     Duplicate(String),
     /// The runs it fired (202).
@@ -291,7 +288,7 @@ impl Intake {
 
         let mut run_ids = Vec::new();
         // When every run it fired was refused by a run budget: the soonest one frees.
-        let mut over_budget: Option<std::time::Duration> = None;
+        let mut over_budget: Option<u64> = None;
         let mut admitted = false;
         for job in accepted {
             let extra = Extra {
@@ -322,7 +319,10 @@ impl Intake {
             // The sender may retry once the budget frees: that delivery must fire then.
             self.forget_delivery(delivery);
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
-            return Outcome::OverBudget { wait, run_ids };
+            return Outcome::OverBudget {
+                secs: wait,
+                run_ids,
+            };
         }
         log::info!(event = "webhook.accepted", path = req.path, runs = run_ids.len(); "webhook accepted");
         Outcome::Accepted(run_ids)

@@ -23,6 +23,8 @@ fn manual_runs_past_the_hourly_budget_are_skipped_even_after_a_restart() {
     }
     let (st, v) = d.post("/jobs/spend/run", &json!({}));
     assert_eq!((st, v["status"].as_str()), (202, Some("skipped")), "{v}");
+    let wait = v["over_budget"]["retry_after_seconds"].as_u64().unwrap();
+    assert!(wait > 3000 && wait <= 3600, "{v}");
     let r = d.wait_final("spend", v["run_id"].as_str().unwrap(), 5);
     assert_eq!(r["status"], "skipped");
     let why = r["error"].as_str().unwrap();
