@@ -127,6 +127,17 @@ fn a_quartz_job_fires_and_keeps_its_dialect() {
     assert_eq!(code, 0, "{err}");
     let (_, qa) = d.get("/jobs/qa");
     assert_eq!(qa["triggers"][0]["dialect"], "quartz", "{qa}");
+    // The API's preview takes the dialect too.
+    let (st, p) = d.get(
+        "/schedule/preview?cron=0+0+9+%3F+*+MON-FRI&dialect=quartz&timezone=UTC&count=2&from=2026-12-04T10:00:00Z",
+    );
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(
+        p["fires"],
+        json!(["2026-12-07T09:00:00+00:00", "2026-12-08T09:00:00+00:00"])
+    );
+    let (st, p) = d.get("/schedule/preview?cron=0+0+9+%3F+*+MON-FRI&dialect=spring");
+    assert_eq!((st, p["field"].as_str()), (400, Some("dialect")), "{p}");
     // A Vixie job's stored JSON does not grow a dialect field.
     let v = d.create(&sh_job("vx", "true", idle_trigger()));
     assert!(v["triggers"][0].get("dialect").is_none(), "{v}");
