@@ -121,6 +121,25 @@ proptest! {
     }
 
     #[test]
+    fn quartz_parse_never_panics_and_next_is_later(
+        junk in "[0-9*/,?#LW\\- a-zA-Z@]{0,36}",
+        fields in prop::collection::vec("[0-9]{1,4}(-[0-9]{1,4})?(/[0-9]{1,2})?|\\*(/[0-9])?|\\?|MON-FRI|JAN", 6..=7),
+        pick in any::<bool>(),
+        secs in 0i64..4_000_000_000,
+    ) {
+        use crate::schedule::{Dialect, Schedule};
+        // Mostly well-formed field lists (most of them parse), or anything at all.
+        let s = if pick { fields.join(" ") } else { junk };
+        if let Ok(q) = Schedule::parse(&s, Dialect::Quartz) {
+            let after = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
+            let zone = Zone::parse(Some("Europe/Berlin")).expect("zone");
+            if let Some(n) = q.next_after(after, &zone) {
+                prop_assert!(n > after);
+            }
+        }
+    }
+
+    #[test]
     fn signatures_verify_only_when_right(
         secret in prop::collection::vec(any::<u8>(), 1..40),
         body in prop::collection::vec(any::<u8>(), 0..200),

@@ -56,7 +56,15 @@ impl QuartzSchedule {
                 )));
             }
         }
-        let sched = cron::Schedule::from_str(expr).map_err(|e| crate_error(expr, &e))?;
+        let sched = cron::Schedule::from_str(expr).map_err(|e| {
+            if macro_ {
+                CronError(format!(
+                    "unknown macro \"{expr}\": expected @yearly, @monthly, @weekly, @daily or @hourly"
+                ))
+            } else {
+                crate_error(expr, &e)
+            }
+        })?;
         let real_time = !macro_ && (fields[1].starts_with('*') || fields[2].starts_with('*'));
         let real_time = real_time || expr.eq_ignore_ascii_case("@hourly");
         let s = QuartzSchedule { sched, real_time };
@@ -76,7 +84,11 @@ impl QuartzSchedule {
 fn crate_error(expr: &str, e: &cron::error::Error) -> CronError {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let reason = lines.last().map_or("", |l| l.trim());
+    // The reason line, when the crate gives one after its caret line.
+    let reason = lines
+        .last()
+        .map(|l| l.trim())
+        .filter(|l| lines.len() > 2 && !l.chars().all(|c| c == '^'));
     let field = lines
         .iter()
         .find_map(|l| l.trim_start().starts_with('^').then(|| l.find('^')))
@@ -95,11 +107,32 @@ fn crate_error(expr: &str, e: &cron::error::Error) -> CronError {
                 .get(i)
                 .map(|n| (*n, expr.split_whitespace().nth(i)))
         });
-    match field {
-        Some((name, Some(value))) => CronError(format!("{name} \"{value}\": {reason}")),
-        _ => CronError(format!("not a valid Quartz expression: {reason}")),
+    match (field, reason) {
+        (Some((name, Some(value))), Some(r)) => CronError(format!("{name} \"{value}\": {r}")),
+        (Some((name, Some(value))), None) => {
+            let i = FIELD_NAMES.iter().position(|n| *n == name).unwrap_or(0);
+            CronError(format!(
+                "{name} \"{value}\": not a valid value; expected {}",
+                FIELD_VALUES[i]
+            ))
+        }
+        (_, r) => CronError(format!(
+            "not a valid Quartz expression{}",
+            r.map(|r| format!(": {r}")).unwrap_or_default()
+        )),
     }
 }
+
+/// What each field takes, for an error the crate gives no reason for.
+const FIELD_VALUES: &[&str] = &[
+    "0-59, lists, ranges and steps",
+    "0-59, lists, ranges and steps",
+    "0-23, lists, ranges and steps",
+    "1-31 or ?, lists, ranges and steps",
+    "1-12 or JAN-DEC, lists, ranges and steps",
+    "1-7 (SUN=1) or SUN-SAT or ?, lists, ranges and steps",
+    "1970-2099, lists, ranges and steps",
+];
 
 const FIELD_NAMES: &[&str] = &[
     "second",
@@ -231,6 +264,12 @@ mod tests {
             e("0 0 0 30 2 ?"),
             "never fires: no date matches every field"
         );
+        assert_eq!(
+            e("0 0 0 1 1 ? 1969"),
+            "year \"1969\": not a valid value; expected 1970-2099, lists, ranges and steps"
+        );
+        assert!(e("99999999999 * * * * ?").starts_with("second \"99999999999\": not a valid value"));
+        assert!(e("@reboot").starts_with("unknown macro \"@reboot\""));
         assert!(QuartzSchedule::parse("0 0 9 ? * MON-FRI 2020").is_ok());
         assert!(QuartzSchedule::parse("@daily").is_ok());
         assert!(QuartzSchedule::parse("0 0 12 ? * WED").is_ok());
