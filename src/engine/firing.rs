@@ -184,6 +184,25 @@ impl Engine {
         )
     }
 
+    /// When the job's newest successful run ended: from memory once known, else from its
+    /// records (newest first until a success; retention bounds the walk).
+    pub fn last_success(&self, job_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
+        *runs.last_success.get_or_insert_with(|| {
+            self.store
+                .run_ids(job_id)
+                .iter()
+                .filter_map(|id| self.store.load_run(job_id, id))
+                .find(|r| r.status == RunStatus::Succeeded)
+                .and_then(|r| {
+                    r.finished_at
+                        .as_deref()
+                        .and_then(crate::time::parse_rfc3339)
+                })
+        })
+    }
+
     /// How many jobs would refuse a firing now because a run budget is used up.
     pub fn jobs_over_budget(&self) -> u64 {
         self.jobs()
@@ -247,7 +266,20 @@ impl Engine {
             return false;
         }
         match self.store.save_run(rec) {
-            Ok(()) => true,
+            Ok(()) => {
+                drop(deleted);
+                if rec.status == RunStatus::Succeeded {
+                    let ended = rec
+                        .finished_at
+                        .as_deref()
+                        .and_then(crate::time::parse_rfc3339);
+                    let mut runs = lock(&slot.runs);
+                    if let Some(known) = runs.last_success.as_mut() {
+                        *known = (*known).max(ended);
+                    }
+                }
+                true
+            }
             Err(e) => {
                 log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
                 false

@@ -58,6 +58,9 @@ pub struct JobRuns {
     /// (then seeded from its run records, so a restart does not reset it), and again when
     /// the job has no budget.
     pub budget: Option<Budget>,
+    /// When its newest successful run ended (the dead-man's switch asks); `None` until first
+    /// asked (then read from its records), kept by the record writes from then on.
+    pub last_success: Option<Option<DateTime<Utc>>>,
 }
 
 /// The rolling windows of a job's run budget (README "Run budgets"): `limits.

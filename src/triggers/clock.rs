@@ -9,8 +9,8 @@
 //!
 //! The same set holds each job's dead-man's switch (`expect`): one deadline per job, when
 //! it goes off unless a run succeeds first ([`crate::plan::expect_deadline`]). Successes do
-//! not wake the clock: at the deadline it reads the job's last success from its run records
-//! and moves the deadline on if there was one; otherwise it tells the outputs with `on:
+//! not wake the clock: at the deadline it asks the engine for the job's last success (kept
+//! in memory, read from the run records once) and moves the deadline on if there was one; otherwise it tells the outputs with `on:
 //! ["missed"]` (on a short-lived `missed-notice` thread, so a slow output never delays a
 //! firing) and watches the next period. `state.json` keeps since when each switch watches
 //! and where its last notice left off, so a daemon that was down for a period reports it
@@ -334,7 +334,7 @@ impl Clock {
         let st = self.state.expect.get(&job.id)?;
         let since = crate::time::parse_rfc3339(&st.since)?;
         let reported = st.reported.as_deref().and_then(crate::time::parse_rfc3339);
-        let last_ok = last_success(&self.engine, job);
+        let last_ok = self.engine.last_success(&job.id);
         let anchor = [Some(since), reported, last_ok]
             .into_iter()
             .flatten()
@@ -408,23 +408,6 @@ impl Clock {
             self.expects.insert(job.id.clone(), d);
         }
     }
-}
-
-/// When `job` last succeeded: the newest `succeeded` record's end (ids are in time order;
-/// retention bounds the walk).
-fn last_success(engine: &Engine, job: &Job) -> Option<DateTime<Utc>> {
-    engine
-        .store
-        .run_ids(&job.id)
-        .iter()
-        .filter_map(|id| engine.store.load_run(&job.id, id))
-        .find(|r| r.status == RunStatus::Succeeded)
-        .and_then(|r| {
-            r.finished_at
-                .as_deref()
-                .or(r.started_at.as_deref())
-                .and_then(crate::time::parse_rfc3339)
-        })
 }
 
 /// Delivers a dead-man's switch notice to the job's outputs with `on: ["missed"]`, through
