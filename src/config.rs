@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Capacity of the work queue between triggers and workers (default 1024).
     pub queue_capacity: Option<usize>,
+    /// Agents running at once, daemon-wide (default and most: `workers`); further runs wait
+    /// queued, they are not skipped (README "Run budgets").
+    pub max_concurrent_runs: Option<usize>,
     /// Milliseconds between reads of watched git repositories (default 1000).
     pub git_poll_ms: Option<u64>,
     /// How runs are contained: `auto` (default: a cgroup per run where possible) or
@@ -89,6 +92,12 @@ pub fn load(dir: &Path) -> Result<FileConfig, String> {
                         p.display()
                     ));
                 }
+            }
+            if c.max_concurrent_runs == Some(0) {
+                return Err(format!(
+                    "{}: max_concurrent_runs must be at least 1 (leave it out for no cap beyond workers)",
+                    p.display()
+                ));
             }
             if let Some(m) = &c.containment {
                 if m != "auto" && m != "process_group" {

@@ -89,9 +89,14 @@ pub fn run(opts: RunOptions) -> i32 {
         Err(e) => return fail(&format!("cannot read or create the API token: {e}")),
     };
 
+    let workers = opts.workers.or(cfg.workers).unwrap_or(4).clamp(1, 256);
+    if cfg.max_concurrent_runs.is_some_and(|m| m > workers) {
+        log::warn!(event = "config.warning"; "max_concurrent_runs ({}) is above workers ({workers}): at most {workers} runs execute at once", cfg.max_concurrent_runs.unwrap_or(0));
+    }
     let settings = Settings {
         default_agent: cfg.default_agent.clone(),
-        workers: opts.workers.or(cfg.workers).unwrap_or(4).clamp(1, 256),
+        workers,
+        max_concurrent_runs: cfg.max_concurrent_runs.unwrap_or(workers).clamp(1, workers),
         grace_seconds: opts.grace.or(cfg.grace_seconds).unwrap_or(30),
         max_body_bytes: cfg.max_body_bytes.unwrap_or(1 << 20),
         queue_capacity: cfg.queue_capacity.unwrap_or(1024).max(1),
@@ -152,7 +157,9 @@ pub fn run(opts: RunOptions) -> i32 {
     }
 
     let (work_tx, work_rx) = bounded(settings.queue_capacity);
-    let workers = settings.workers;
+    // The cap on concurrent runs is the number of workers that take runs: the rest wait in
+    // the queue (README "Run budgets").
+    let workers = settings.max_concurrent_runs;
     let grace = Duration::from_secs(settings.grace_seconds);
     let engine = Arc::new(Engine::new(store, settings, jobs, work_tx));
 

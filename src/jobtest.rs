@@ -150,7 +150,7 @@ pub fn firing(job: &Job, req: &Request, store: &Store) -> Result<Firing, Error> 
                 .triggers
                 .iter()
                 .find_map(|t| match t {
-                    Trigger::Cron { cron, timezone } => Some((cron, timezone)),
+                    Trigger::Cron { cron, timezone, .. } => Some((cron, timezone)),
                     _ => None,
                 })
                 .ok_or_else(|| missing("cron"))?;
@@ -345,7 +345,12 @@ pub fn render(
         })
         .collect();
     let mut outputs = Map::new();
-    for st in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::TimedOut] {
+    // `missed` is a dead-man's switch notice, not a run's result: listed only with `expect`.
+    let missed = job.expect.as_ref().map(|_| RunStatus::Missed);
+    for st in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::TimedOut]
+        .into_iter()
+        .chain(missed)
+    {
         let fire: Vec<Value> = job
             .outputs
             .iter()

@@ -67,8 +67,13 @@ metrics! {
     runs_skipped_total: "counter",
     /// Runs marked interrupted (shutdown or crash recovery).
     runs_interrupted_total: "counter",
+    /// Firings recorded as skipped because a run budget (limits.max_runs_per_hour or
+    /// max_runs_per_day) was used up (also counted in runs_skipped_total).
+    runs_over_budget_total: "counter",
     /// Firings merged into an already pending run (overlap queue).
     runs_coalesced_total: "counter",
+    /// Dead-man's switch notices: a job with `expect` had no successful run in time.
+    missed_total: "counter",
     /// Output deliveries that failed.
     dispatch_errors_total: "counter",
     /// Webhook requests received on /hooks/ paths.

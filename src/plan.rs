@@ -1,17 +1,18 @@
 //! Where a job's clock triggers (`cron`, `interval`) fire next: the one computation that the
 //! scheduler clock plans with and that the API shows as `next_fire_at` for a job the clock has
-//! not planned yet. A leaf: it knows jobs and schedules, nothing of threads or the engine.
+//! not planned yet; and when a job's dead-man's switch (`expect`) is next due. A leaf: it
+//! knows jobs and schedules, nothing of threads or the engine.
 
 use chrono::{DateTime, Utc};
 
-use crate::job::{Job, Trigger};
-use crate::schedule::cron::CronSchedule;
+use crate::job::{Expect, Job, Trigger};
 use crate::schedule::zone::Zone;
+use crate::schedule::Schedule;
 
 /// How one clock trigger is scheduled.
 pub enum Plan {
     Cron {
-        sched: CronSchedule,
+        sched: Schedule,
         zone: Zone,
         expr: String,
     },
@@ -24,8 +25,12 @@ pub enum Plan {
 /// The plan of trigger `t` of `job` (None for triggers that are not clock triggers).
 pub fn make_plan(job: &Job, t: &Trigger, daemon_start: DateTime<Utc>) -> Option<Plan> {
     match t {
-        Trigger::Cron { cron, timezone } => {
-            let sched = CronSchedule::parse(cron).ok()?;
+        Trigger::Cron {
+            cron,
+            timezone,
+            dialect,
+        } => {
+            let sched = Schedule::parse(cron, *dialect).ok()?;
             let zone = Zone::parse(timezone.as_deref()).ok()?;
             Some(Plan::Cron {
                 sched,
@@ -61,6 +66,38 @@ pub fn job_next_fire(
         .min()
 }
 
+/// When `job`'s dead-man's switch goes off if no run succeeds after `anchor` (the latest of
+/// its last success, the start of its watch and its last notice): `within_seconds` after
+/// the anchor, or `after_slot` seconds after the first cron slot past it. None without
+/// `expect`, or when no cron slot comes.
+pub fn expect_deadline(
+    job: &Job,
+    anchor: DateTime<Utc>,
+    daemon_start: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match job.expect? {
+        Expect::WithinSeconds(n) => Some(anchor + chrono::Duration::seconds(n as i64)),
+        Expect::AfterSlot(s) => job
+            .triggers
+            .iter()
+            .filter(|t| matches!(t, Trigger::Cron { .. }))
+            .filter_map(|t| make_plan(job, t, daemon_start))
+            .filter_map(|p| next_after(&p, anchor))
+            .min()
+            .map(|slot| slot + chrono::Duration::seconds(s as i64)),
+    }
+}
+
+/// Where the period after a notice at `now` starts: `now` for `within_seconds`; for
+/// `after_slot`, `now - after_slot`, so the next slot watched is the first whose grace ends
+/// after `now` (slots missed while the daemon was down make one notice, not one each).
+pub fn expect_reported_anchor(expect: Expect, now: DateTime<Utc>) -> DateTime<Utc> {
+    match expect {
+        Expect::WithinSeconds(_) => now,
+        Expect::AfterSlot(s) => now - chrono::Duration::seconds(s as i64),
+    }
+}
+
 /// The first fire instant of `plan` strictly after `after`.
 pub fn next_after(plan: &Plan, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match plan {
@@ -84,6 +121,53 @@ pub fn interval_next(anchor: DateTime<Utc>, every_ms: i64, after: DateTime<Utc>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(expect: serde_json::Value) -> Job {
+        crate::job::validate_job(
+            &serde_json::json!({
+                "name": "j", "prompt": "p",
+                "triggers": [{"type": "cron", "cron": "0 3 * * *", "timezone": "UTC"}],
+                "expect": expect,
+            }),
+            "job_1",
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dead_mans_switch_deadlines() {
+        let t = |s: &str| crate::time::parse_rfc3339(s).unwrap();
+        let start = t("2026-01-01T00:00:00Z");
+        let within = job(serde_json::json!({"within_seconds": 3600}));
+        assert_eq!(
+            expect_deadline(&within, t("2026-01-02T10:00:00Z"), start),
+            Some(t("2026-01-02T11:00:00Z"))
+        );
+        // after_slot: the first slot after the anchor, plus the grace.
+        let slot = job(serde_json::json!({"after_slot": 600}));
+        assert_eq!(
+            expect_deadline(&slot, t("2026-01-02T03:00:05Z"), start),
+            Some(t("2026-01-03T03:10:00Z"))
+        );
+        assert_eq!(
+            expect_deadline(&slot, t("2026-01-02T02:00:00Z"), start),
+            Some(t("2026-01-02T03:10:00Z"))
+        );
+        // After a notice at 03:10:00 the next slot watched is tomorrow's; one that was
+        // down for days makes one notice, then watches the next slot to come.
+        let now = t("2026-01-05T12:00:00Z");
+        let anchor = expect_reported_anchor(Expect::AfterSlot(600), now);
+        assert_eq!(
+            expect_deadline(&slot, anchor, start),
+            Some(t("2026-01-06T03:10:00Z"))
+        );
+        assert_eq!(expect_reported_anchor(Expect::WithinSeconds(60), now), now);
+        assert_eq!(
+            expect_deadline(&job(serde_json::Value::Null), now, start),
+            None
+        );
+    }
 
     #[test]
     fn interval_has_no_drift() {

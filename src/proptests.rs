@@ -73,6 +73,7 @@ fn test_api() -> (Api, tempfile::TempDir) {
     let settings = Settings {
         default_agent: None,
         workers: 1,
+        max_concurrent_runs: 1,
         grace_seconds: 1,
         max_body_bytes: 1 << 20,
         queue_capacity: 16,
@@ -114,6 +115,25 @@ proptest! {
             let after = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
             let zone = Zone::parse(Some("Europe/Berlin")).expect("zone");
             if let Some(n) = c.next_after(after, &zone) {
+                prop_assert!(n > after);
+            }
+        }
+    }
+
+    #[test]
+    fn quartz_parse_never_panics_and_next_is_later(
+        junk in "[0-9*/,?#LW\\- a-zA-Z@]{0,36}",
+        fields in prop::collection::vec("[0-9]{1,4}(-[0-9]{1,4})?(/[0-9]{1,2})?|\\*(/[0-9])?|\\?|MON-FRI|JAN", 6..=7),
+        pick in any::<bool>(),
+        secs in 0i64..4_000_000_000,
+    ) {
+        use crate::schedule::{Dialect, Schedule};
+        // Mostly well-formed field lists (most of them parse), or anything at all.
+        let s = if pick { fields.join(" ") } else { junk };
+        if let Ok(q) = Schedule::parse(&s, Dialect::Quartz) {
+            let after = chrono::DateTime::from_timestamp(secs, 0).expect("in range");
+            let zone = Zone::parse(Some("Europe/Berlin")).expect("zone");
+            if let Some(n) = q.next_after(after, &zone) {
                 prop_assert!(n > after);
             }
         }

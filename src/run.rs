@@ -16,6 +16,9 @@ pub enum RunStatus {
     TimedOut,
     Skipped,
     Interrupted,
+    /// Not a run: the status of a dead-man's switch notice (`expect`) as outputs with `on:
+    /// ["missed"]` get it. Never stored.
+    Missed,
 }
 
 impl RunStatus {
@@ -34,6 +37,7 @@ impl RunStatus {
             RunStatus::TimedOut => "timed_out",
             RunStatus::Skipped => "skipped",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Missed => "missed",
         }
     }
 }

@@ -44,6 +44,16 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
         Outcome::QueueFull => {
             Resp::error(429, "the work queue is full; retry later").with("Retry-After", "5")
         }
+        Outcome::OverBudget { secs, run_ids } => {
+            Resp::json(
+                429,
+                &json!({
+                    "error": format!("over the run budget (limits.max_runs_per_hour/max_runs_per_day); retry after {secs} s"),
+                    "run_ids": run_ids,
+                }),
+            )
+            .with("Retry-After", secs.to_string())
+        }
         Outcome::Duplicate(id) => {
             Resp::json(200, &json!({"run_ids": [], "duplicate_delivery": id}))
         }

@@ -6,15 +6,27 @@ use super::{Api, Req, Resp};
 use crate::engine::{Engine, FireError, Fired, JobError};
 use crate::job::{validate_job, FieldError, Job};
 
-/// A job as the API shows it: the stored fields plus `next_fire_at` and `warnings`.
+/// A job as the API shows it: the stored fields plus `next_fire_at`, `warnings` and, for a
+/// job with a run budget, `budget_use`.
 pub fn view(engine: &Engine, job: &Job) -> Value {
-    view_at(job, engine.next_fire(job))
+    view_at(engine, job, engine.next_fire(job))
 }
 
 /// [`view`] with the next fire time given.
-fn view_at(job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Value {
+fn view_at(engine: &Engine, job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        let (budget, _) = engine.budget_use(job);
+        if !budget.is_empty() {
+            let windows: serde_json::Map<String, Value> = budget
+                .iter()
+                .map(|(field, used, max)| {
+                    let name = field.trim_start_matches("limits.");
+                    (name.to_string(), json!({"used": used, "max": max}))
+                })
+                .collect();
+            m.insert("budget_use".into(), Value::Object(windows));
+        }
         m.insert(
             "next_fire_at".into(),
             next_fire
@@ -72,13 +84,14 @@ fn not_found(id: &str) -> Resp {
 }
 
 /// Renders a job for the engine's view cache (`engine/views.rs`).
-fn render(job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Vec<u8> {
-    serde_json::to_vec(&view_at(job, next_fire)).unwrap_or_default()
+fn render(engine: &Engine, job: &Job, next_fire: Option<chrono::DateTime<chrono::Utc>>) -> Vec<u8> {
+    serde_json::to_vec(&view_at(engine, job, next_fire)).unwrap_or_default()
 }
 
 /// `GET /jobs`: kept serialised in memory by the engine, re-rendered only on change.
 pub fn list(api: &Api) -> Resp {
-    Resp::json_bytes(200, api.engine.jobs_json(&render).to_vec())
+    let r = |j: &Job, n| render(&api.engine, j, n);
+    Resp::json_bytes(200, api.engine.jobs_json(&r).to_vec())
 }
 
 pub fn create(api: &Api, req: &Req) -> Resp {
@@ -104,7 +117,10 @@ pub fn create(api: &Api, req: &Req) -> Resp {
 
 pub fn get(api: &Api, id: &str) -> Resp {
     match api.engine.job(id) {
-        Some(j) => Resp::json_bytes(200, api.engine.job_json(&j, &render).to_vec()),
+        Some(j) => {
+            let r = |j: &Job, n| render(&api.engine, j, n);
+            Resp::json_bytes(200, api.engine.job_json(&j, &r).to_vec())
+        }
         None => not_found(id),
     }
 }
@@ -220,9 +236,13 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
             let status = match &f {
                 Fired::Queued(_) => "queued",
                 Fired::Coalesced(_) => "coalesced",
-                Fired::Skipped(_) => "skipped",
+                Fired::Skipped(_) | Fired::OverBudget(..) => "skipped",
             };
-            Resp::json(202, &json!({"run_id": f.run_id(), "status": status}))
+            let mut body = json!({"run_id": f.run_id(), "status": status});
+            if let Fired::OverBudget(_, secs) = &f {
+                body["over_budget"] = json!({"retry_after_seconds": secs});
+            }
+            Resp::json(202, &body)
         }
         Err(FireError::NoSuchJob) => not_found(id),
         Err(FireError::Disabled) => Resp::error(409, "the job is disabled"),

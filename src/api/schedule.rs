@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::jobs::query_param;
 use super::{Api, Req, Resp};
 use crate::job::Trigger;
-use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
+use crate::schedule::{Dialect, Schedule};
 
 /// Most firings listed per trigger by `/schedule` (an `interval` of one second fires 86 400
 /// times a day); a trigger cut there is marked `"truncated": true`.
@@ -99,7 +99,7 @@ pub fn upcoming(api: &Api, req: &Req) -> Resp {
     )
 }
 
-/// `GET /schedule/preview?cron=…&timezone=…&count=…&from=…`: the next `count` (1 to 100,
+/// `GET /schedule/preview?cron=…&timezone=…&dialect=…&count=…&from=…`: the next `count` (1 to 100,
 /// default 5) fire instants of a cron expression after `from` (RFC 3339, default now), as
 /// RFC 3339 with the zone's offset: the `next` command's answer, as JSON.
 pub fn preview(req: &Req) -> Resp {
@@ -109,7 +109,12 @@ pub fn preview(req: &Req) -> Resp {
             "cron is required: a cron expression such as \"0 9 * * 1-5\"".into(),
         );
     };
-    let sched = match CronSchedule::parse(&expr) {
+    let dialect = match query_param(&req.query, "dialect").as_deref() {
+        None | Some("") | Some("vixie") => Dialect::Vixie,
+        Some("quartz") => Dialect::Quartz,
+        Some(d) => return bad("dialect", format!("\"{d}\": expected vixie or quartz")),
+    };
+    let sched = match Schedule::parse(&expr, dialect) {
         Ok(s) => s,
         Err(e) => return bad("cron", format!("invalid cron expression {expr:?}: {e}")),
     };

@@ -27,6 +27,8 @@ pub fn metrics(api: &Api, req: &Req) -> Resp {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let extra = [
         ("uptime_seconds", e.started.elapsed().as_secs()),
+        ("max_concurrent_runs", e.settings.max_concurrent_runs as u64),
+        ("jobs_over_budget", e.jobs_over_budget()),
         (
             "http_connections_open",
             h.connections_open

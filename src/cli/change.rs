@@ -296,6 +296,9 @@ fn set_triggers(
         };
         cron.push(("timezone", v, "--timezone"));
     }
+    if let Some(d) = &f.dialect {
+        cron.push(("dialect", json!(d), "--dialect"));
+    }
     groups.push(("cron", "--cron", cron));
     let mut interval: Fields = Vec::new();
     if let Some(s) = f.interval {

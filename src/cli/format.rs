@@ -60,10 +60,16 @@ pub fn next_text(job: &Value, online: bool) -> String {
 pub fn trigger(t: &Value) -> String {
     let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
     match t["type"].as_str().unwrap_or("") {
-        "cron" => match t["timezone"].as_str() {
-            Some(tz) => format!("cron {} {tz}", s("cron")),
-            None => format!("cron {}", s("cron")),
-        },
+        "cron" => {
+            let name = match t["dialect"].as_str() {
+                Some("quartz") => "quartz",
+                _ => "cron",
+            };
+            match t["timezone"].as_str() {
+                Some(tz) => format!("{name} {} {tz}", s("cron")),
+                None => format!("{name} {}", s("cron")),
+            }
+        }
         "interval" => format!(
             "every {}",
             duration::compact(t["seconds"].as_u64().unwrap_or(0))
@@ -119,4 +125,30 @@ pub fn table(rows: &[Vec<String>]) {
         out.push('\n');
     }
     print!("{out}");
+}
+
+/// A job's run budget use as `job list` shows it: `3/10 per hour, 12/50 per day`, or `-`.
+pub fn budget_use(b: &Value) -> String {
+    let part = |k: &str, per: &str| {
+        let w = &b[k];
+        w.is_object().then(|| {
+            format!(
+                "{}/{} per {per}",
+                w["used"].as_u64().unwrap_or(0),
+                w["max"].as_u64().unwrap_or(0)
+            )
+        })
+    };
+    let parts: Vec<String> = [
+        part("max_runs_per_hour", "hour"),
+        part("max_runs_per_day", "day"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }

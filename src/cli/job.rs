@@ -30,6 +30,9 @@ pub struct AddArgs {
     /// IANA time zone of --cron (default local)
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
+    /// Dialect of --cron: vixie (crontab, default) or quartz (seconds first, optional year)
+    #[arg(long, value_name = "DIALECT", value_parser = ["vixie", "quartz"])]
+    pub dialect: Option<String>,
     /// Interval trigger: every DURATION (90, 5m, 1h30m; a plain number is seconds)
     #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
     pub interval: Option<u64>,
@@ -544,9 +547,15 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
             t["timezone"] = json!(tz);
             f.push(("timezone", "--timezone"));
         }
+        if let Some(d) = &a.dialect {
+            t["dialect"] = json!(d);
+            f.push(("dialect", "--dialect"));
+        }
         triggers.push((t, f));
     } else if a.timezone.is_some() {
         return Err(e2("--timezone needs --cron"));
+    } else if a.dialect.is_some() {
+        return Err(e2("--dialect needs --cron"));
     }
     if let Some(s) = a.interval {
         triggers.push((
@@ -816,6 +825,11 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
     let mut rows = vec![["NAME", "ID", "ENABLED", "NEXT", "TRIGGERS"]
         .map(String::from)
         .to_vec()];
+    // Run budgets' use (from a running daemon), as a last column only when a job has one.
+    let budgets = jobs.iter().any(|j| j.get("budget_use").is_some());
+    if budgets {
+        rows[0].push("BUDGET".into());
+    }
     for j in &jobs {
         let triggers: Vec<String> = j["triggers"]
             .as_array()
@@ -841,6 +855,10 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
             next,
             triggers.join(", "),
         ]);
+        if budgets {
+            let last = rows.len() - 1;
+            rows[last].push(super::format::budget_use(&j["budget_use"]));
+        }
     }
     super::format::table(&rows);
     Ok(0)

@@ -147,7 +147,7 @@ pub enum JobCmd {
 /// Flags of `next`.
 #[derive(Args, Debug)]
 pub struct NextArgs {
-    /// Cron expression (5 fields, or 6 with leading seconds, or @daily etc.)
+    /// Cron expression (5 fields, or 6 with leading seconds, or @daily etc.; Quartz: 6 or 7)
     pub expr: String,
     /// How many fire times to print
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
@@ -158,6 +158,9 @@ pub struct NextArgs {
     /// IANA time zone (default local)
     #[arg(long, value_name = "TZ")]
     pub timezone: Option<String>,
+    /// Cron dialect: vixie (crontab, default) or quartz (seconds first, optional year, SUN=1)
+    #[arg(long, value_name = "DIALECT", default_value = "vixie", value_parser = ["vixie", "quartz"])]
+    pub dialect: String,
 }
 
 /// Parses the command line and runs it; returns the exit code.

@@ -3,11 +3,15 @@
 use chrono::{SecondsFormat, Utc};
 
 use super::NextArgs;
-use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
+use crate::schedule::{Dialect, Schedule};
 
 pub fn run(a: &NextArgs) -> i32 {
-    let sched = match CronSchedule::parse(&a.expr) {
+    let dialect = match a.dialect.as_str() {
+        "quartz" => Dialect::Quartz,
+        _ => Dialect::Vixie,
+    };
+    let sched = match Schedule::parse(&a.expr, dialect) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: invalid cron expression {:?}: {e}", a.expr);

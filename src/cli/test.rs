@@ -245,7 +245,10 @@ fn human(r: &Value) -> String {
             .map(String::from)
             .unwrap_or_else(|| "decided by the daemon when it starts (none is running)".into()),
     );
-    for st in ["succeeded", "failed", "timed_out"] {
+    for st in ["succeeded", "failed", "timed_out", "missed"] {
+        if st == "missed" && r["outputs"].get(st).is_none() {
+            continue;
+        }
         let outs: Vec<String> = r["outputs"][st]
             .as_array()
             .map(|a| a.iter().map(output_text).collect())

@@ -1,7 +1,8 @@
 //! How a firing becomes a run, and how runs end: the overlap decision ([`super::runs::decide`])
 //! under the job's lock, the `queued` or `skipped` record written durably before anything is
-//! sent, the hand-over to the pool, and the bookkeeping a worker does as a run starts and
-//! ends. Every record write of a job holds its `deleted` guard shared (see `runs.rs`).
+//! sent, the run budget (`limits.max_runs_per_*`, checked by one call, [`Engine::spend_budget`],
+//! after the overlap decision), the hand-over to the pool, and the bookkeeping a worker does
+//! as a run starts and ends. Every record write of a job holds its `deleted` guard shared (see `runs.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,10 +11,18 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::TrySendError;
 use serde_json::{Map, Value};
 
-use super::runs::{decide, Decision, JobSlot};
+use super::runs::{decide, has_budget, Budget, BudgetUse, Decision, JobRuns, JobSlot, OverBudget};
 use super::{lock, Engine, Extra, FireError, Fired, Work};
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::run::RunRecord;
+use crate::run::{RunRecord, RunStatus};
+
+/// Takes back a budget admission whose run was not queued after all.
+fn refund(runs: &mut JobRuns) {
+    if let Some(b) = runs.budget.as_mut() {
+        b.refund();
+    }
+}
 
 impl Engine {
     /// Fires a job: applies its overlap policy, records the run and queues it.
@@ -42,7 +51,22 @@ impl Engine {
             &job.name,
             Value::Object(trigger),
         );
-        match decide(&runs, job.overlap) {
+        let decision = decide(&runs, job.overlap);
+        // Run budgets: only a firing that would become a run spends one.
+        if matches!(decision, Decision::Park | Decision::Send) {
+            if let Err(over) = self.spend_budget(&mut runs, &job) {
+                drop(runs);
+                let wait = (over.frees_at - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                rec.skip(over.to_string());
+                Metrics::inc(&self.metrics.runs_over_budget_total);
+                let id = self.record_skip(&slot, rec)?.run_id().to_string();
+                return Ok(Fired::OverBudget(id, retry_after));
+            }
+        }
+        match decision {
             Decision::Skip => {
                 // A skipped record is final and no worker will touch it: write it outside
                 // the job's lock, so a burst of firings does not queue behind one fsync at a
@@ -56,7 +80,10 @@ impl Engine {
                 return Ok(Fired::Coalesced(id));
             }
             Decision::Park => {
-                self.save_fired(&slot, &rec)?;
+                if let Err(e) = self.save_fired(&slot, &rec) {
+                    refund(&mut runs);
+                    return Err(e);
+                }
                 let id = rec.id.clone();
                 log::info!(event = "run.queued", job = job.name.as_str(), run = id.as_str(); "queued behind the active run (overlap: queue)");
                 runs.pending = Some(Work {
@@ -69,7 +96,10 @@ impl Engine {
             }
             Decision::Send => {}
         }
-        self.save_fired(&slot, &rec)?;
+        if let Err(e) = self.save_fired(&slot, &rec) {
+            refund(&mut runs);
+            return Err(e);
+        }
         let id = rec.id.clone();
         runs.activate(&id);
         let work = Work {
@@ -84,6 +114,7 @@ impl Engine {
             Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
                 Metrics::dec(&self.metrics.runs_queued);
                 runs.deactivate(&id);
+                refund(&mut runs);
                 let mut rec = w.run;
                 rec.skip(format!(
                     "the work queue is full ({} runs waiting for {} workers); this firing was dropped",
@@ -93,6 +124,96 @@ impl Engine {
                 self.record_skip(&slot, rec)
             }
         }
+    }
+
+    /// Spends one run of the job's budget, if it has one (seeding the budget from the job's
+    /// records on first use), or says which budget is used up.
+    fn spend_budget(&self, runs: &mut JobRuns, job: &Job) -> Result<(), OverBudget> {
+        if !has_budget(&job.limits) {
+            runs.budget = None;
+            return Ok(());
+        }
+        let now = chrono::Utc::now();
+        let budget = runs
+            .budget
+            .get_or_insert_with(|| self.budget_from_records(job, now));
+        budget.admit(&job.limits, now)?;
+        // The API's view shows the budget's use.
+        self.views.invalidate(&job.id);
+        Ok(())
+    }
+
+    /// A job's budget as its run records say, so a restart does not reset it: the queue
+    /// times of its records of the last 24 hours that are not `skipped` (ids are in time
+    /// order, so the walk stops at the first older one; retention bounds it).
+    fn budget_from_records(&self, job: &Job, now: chrono::DateTime<chrono::Utc>) -> Budget {
+        let horizon = now - chrono::Duration::days(1);
+        let mut starts = Vec::new();
+        for id in self.store.run_ids(&job.id) {
+            let Some(r) = self.store.load_run(&job.id, &id) else {
+                continue;
+            };
+            let Some(t) = crate::time::parse_rfc3339(&r.queued_at) else {
+                continue;
+            };
+            if t <= horizon {
+                break;
+            }
+            if r.status != RunStatus::Skipped {
+                starts.push(t);
+            }
+        }
+        Budget::seeded(starts, &job.limits, now)
+    }
+
+    /// The use of a job's run budget (`(field, used, max)` per window) and when it next
+    /// drops; empty for a job without one.
+    pub fn budget_use(&self, job: &Job) -> (Vec<BudgetUse>, Option<chrono::DateTime<chrono::Utc>>) {
+        if !has_budget(&job.limits) {
+            return (Vec::new(), None);
+        }
+        let now = chrono::Utc::now();
+        let slot = self.job_slot(&job.id);
+        let mut runs = lock(&slot.runs);
+        let budget = runs
+            .budget
+            .get_or_insert_with(|| self.budget_from_records(job, now));
+        (
+            budget.usage(&job.limits, now),
+            budget.next_change(&job.limits, now),
+        )
+    }
+
+    /// When the job's newest successful run ended: from memory once known, else from its
+    /// records (newest first until a success; retention bounds the walk).
+    pub fn last_success(&self, job_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
+        *runs.last_success.get_or_insert_with(|| {
+            self.store
+                .run_ids(job_id)
+                .iter()
+                .filter_map(|id| self.store.load_run(job_id, id))
+                .find(|r| r.status == RunStatus::Succeeded)
+                .and_then(|r| {
+                    r.finished_at
+                        .as_deref()
+                        .and_then(crate::time::parse_rfc3339)
+                })
+        })
+    }
+
+    /// How many jobs would refuse a firing now because a run budget is used up.
+    pub fn jobs_over_budget(&self) -> u64 {
+        self.jobs()
+            .iter()
+            .filter(|j| {
+                self.budget_use(j)
+                    .0
+                    .iter()
+                    .any(|(_, used, max)| used >= max)
+            })
+            .count() as u64
     }
 
     /// [`Engine::fire`] for trigger threads, which have no one to answer: a disabled or
@@ -145,7 +266,20 @@ impl Engine {
             return false;
         }
         match self.store.save_run(rec) {
-            Ok(()) => true,
+            Ok(()) => {
+                drop(deleted);
+                if rec.status == RunStatus::Succeeded {
+                    let ended = rec
+                        .finished_at
+                        .as_deref()
+                        .and_then(crate::time::parse_rfc3339);
+                    let mut runs = lock(&slot.runs);
+                    if let Some(known) = runs.last_success.as_mut() {
+                        *known = (*known).max(ended);
+                    }
+                }
+                true
+            }
             Err(e) => {
                 log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
                 false

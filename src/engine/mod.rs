@@ -40,6 +40,9 @@ pub use runs::{Extra, Work};
 pub struct Settings {
     pub default_agent: Option<Vec<String>>,
     pub workers: usize,
+    /// `config.json` `max_concurrent_runs`, at most `workers`: the workers that execute runs
+    /// (the others are not started), so runs beyond it wait in the work queue.
+    pub max_concurrent_runs: usize,
     pub grace_seconds: u64,
     pub max_body_bytes: usize,
     pub queue_capacity: usize,
@@ -56,13 +59,19 @@ pub enum Fired {
     Coalesced(String),
     /// Recorded as a skipped run.
     Skipped(String),
+    /// Recorded as a skipped run because a run budget is used up; it frees after this many
+    /// seconds (rounded up, at least 1; webhooks answer 429 with it as `Retry-After`).
+    OverBudget(String, u64),
 }
 
 impl Fired {
     /// The run id the firing maps to.
     pub fn run_id(&self) -> &str {
         match self {
-            Fired::Queued(id) | Fired::Coalesced(id) | Fired::Skipped(id) => id,
+            Fired::Queued(id)
+            | Fired::Coalesced(id)
+            | Fired::Skipped(id)
+            | Fired::OverBudget(id, _) => id,
         }
     }
 }

@@ -1,14 +1,16 @@
 //! One job's runs as the engine sees them: which are handed to the pool, the one waiting
-//! behind them (overlap `queue`), and the guard that keeps run records out of a job being
-//! deleted. [`decide`] is the overlap policy as a pure function of that state.
+//! behind them (overlap `queue`), the start times its run budget counts ([`Budget`]), and
+//! the guard that keeps run records out of a job being deleted. [`decide`] is the overlap
+//! policy as a pure function of that state.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
-use crate::job::{Job, Overlap};
+use crate::job::{Job, Limits, Overlap};
 use crate::run::RunRecord;
 
 /// One unit of work for the pool: a run to execute.
@@ -52,6 +54,166 @@ pub struct JobRuns {
     pub busy_since: Option<SystemTime>,
     /// The last stretch during which it had one (for the file_change self-trigger rule).
     pub last_busy: Option<(SystemTime, SystemTime)>,
+    /// Start times the run budget counts; `None` until a job with a budget first fires
+    /// (then seeded from its run records, so a restart does not reset it), and again when
+    /// the job has no budget.
+    pub budget: Option<Budget>,
+    /// When its newest successful run ended (the dead-man's switch asks); `None` until first
+    /// asked (then read from its records), kept by the record writes from then on.
+    pub last_success: Option<Option<DateTime<Utc>>>,
+}
+
+/// The rolling windows of a job's run budget (README "Run budgets"): `limits.
+/// max_runs_per_hour` counts the runs admitted in the last 60 minutes, `max_runs_per_day`
+/// those of the last 24 hours, at the moment of each firing. A firing is admitted (its time
+/// recorded) or refused; a refused one is not counted. Memory: the times of the longest
+/// window, at most its maximum (refusals keep every window at or below its maximum).
+#[derive(Debug, Default)]
+pub struct Budget {
+    /// Admitted firings, oldest first.
+    starts: VecDeque<DateTime<Utc>>,
+}
+
+/// One window of a budget: its field, maximum and length.
+struct Window {
+    field: &'static str,
+    max: u64,
+    len: Duration,
+    words: &'static str,
+}
+
+fn windows(l: &Limits) -> impl Iterator<Item = Window> {
+    let hour = l.max_runs_per_hour.map(|max| Window {
+        field: "limits.max_runs_per_hour",
+        max,
+        len: Duration::hours(1),
+        words: "hour",
+    });
+    let day = l.max_runs_per_day.map(|max| Window {
+        field: "limits.max_runs_per_day",
+        max,
+        len: Duration::days(1),
+        words: "24 hours",
+    });
+    hour.into_iter().chain(day)
+}
+
+/// Whether `l` sets a run budget.
+pub fn has_budget(l: &Limits) -> bool {
+    windows(l).next().is_some()
+}
+
+/// A firing refused by a budget: which one, and when it admits a run again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverBudget {
+    pub field: &'static str,
+    pub max: u64,
+    pub words: &'static str,
+    pub frees_at: DateTime<Utc>,
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "over the run budget: {} is {} and {} runs started in the last {}; the next run may start at {}",
+            self.field,
+            self.max,
+            self.max,
+            self.words,
+            crate::time::rfc3339(self.frees_at)
+        )
+    }
+}
+
+/// A window's use: `(field, runs counted, max)`.
+pub type BudgetUse = (&'static str, u64, u64);
+
+impl Budget {
+    /// A budget holding `starts` (any order; only those within the longest window of `l`
+    /// are kept, at most its maximum).
+    pub fn seeded(
+        starts: impl IntoIterator<Item = DateTime<Utc>>,
+        l: &Limits,
+        now: DateTime<Utc>,
+    ) -> Budget {
+        let mut v: Vec<DateTime<Utc>> = starts.into_iter().collect();
+        v.sort();
+        let mut b = Budget {
+            starts: v.into_iter().collect(),
+        };
+        b.forget_old(l, now);
+        b
+    }
+
+    /// Drops start times no window of `l` counts any more, and any beyond the largest max.
+    fn forget_old(&mut self, l: &Limits, now: DateTime<Utc>) {
+        let longest = windows(l).map(|w| w.len).max().unwrap_or(Duration::zero());
+        let cap = windows(l).map(|w| w.max).max().unwrap_or(0) as usize;
+        while self.starts.front().is_some_and(|t| *t <= now - longest) || self.starts.len() > cap {
+            self.starts.pop_front();
+        }
+    }
+
+    fn count_within(&self, len: Duration, now: DateTime<Utc>) -> (u64, Option<DateTime<Utc>>) {
+        let from = now - len;
+        let mut oldest = None;
+        let mut n = 0;
+        for t in self.starts.iter().rev().take_while(|t| **t > from) {
+            n += 1;
+            oldest = Some(*t);
+        }
+        (n, oldest)
+    }
+
+    /// Admits a firing at `now` (recording it) or refuses it, naming the budget that is
+    /// used up; when several are, the one that frees last.
+    pub fn admit(&mut self, l: &Limits, now: DateTime<Utc>) -> Result<(), OverBudget> {
+        self.forget_old(l, now);
+        let mut over: Option<OverBudget> = None;
+        for w in windows(l) {
+            let (n, _) = self.count_within(w.len, now);
+            if n >= w.max {
+                // The run that frees the window is the max-th newest within it.
+                let idx = self.starts.len() - w.max as usize;
+                let frees_at = self.starts[idx] + w.len;
+                if over.as_ref().is_none_or(|o| frees_at > o.frees_at) {
+                    over = Some(OverBudget {
+                        field: w.field,
+                        max: w.max,
+                        words: w.words,
+                        frees_at,
+                    });
+                }
+            }
+        }
+        match over {
+            Some(o) => Err(o),
+            None => {
+                self.starts.push_back(now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes back the newest admission (its run could not be queued after all).
+    pub fn refund(&mut self) {
+        self.starts.pop_back();
+    }
+
+    /// Each window's use at `now`.
+    pub fn usage(&self, l: &Limits, now: DateTime<Utc>) -> Vec<BudgetUse> {
+        windows(l)
+            .map(|w| (w.field, self.count_within(w.len, now).0, w.max))
+            .collect()
+    }
+
+    /// When a window's count next drops (the oldest counted start leaves it).
+    pub fn next_change(&self, l: &Limits, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        windows(l)
+            .filter_map(|w| self.count_within(w.len, now).1.map(|t| t + w.len))
+            .min()
+    }
 }
 
 /// What a new firing of a job becomes, given its runs and its overlap policy.
@@ -122,6 +284,75 @@ mod tests {
             run: RunRecord::queued(id.into(), "job_1", "j", Value::Null),
             extra: Arc::default(),
         }
+    }
+
+    fn limits(hour: Option<u64>, day: Option<u64>) -> Limits {
+        Limits {
+            max_runs_per_hour: hour,
+            max_runs_per_day: day,
+            ..Limits::default()
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        crate::time::parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn budgets_are_rolling_windows() {
+        let l = limits(Some(2), Some(3));
+        let mut b = Budget::default();
+        assert!(b.admit(&l, at("2026-01-01T10:00:00Z")).is_ok());
+        assert!(b.admit(&l, at("2026-01-01T10:20:00Z")).is_ok());
+        // Third in the hour: refused, frees when the 10:00 run leaves the hour.
+        let e = b.admit(&l, at("2026-01-01T10:30:00Z")).unwrap_err();
+        assert_eq!(e.field, "limits.max_runs_per_hour");
+        assert_eq!(e.frees_at, at("2026-01-01T11:00:00Z"));
+        assert!(
+            e.to_string().contains("limits.max_runs_per_hour is 2"),
+            "{e}"
+        );
+        assert_eq!(
+            b.usage(&l, at("2026-01-01T10:30:00Z")),
+            vec![
+                ("limits.max_runs_per_hour", 2, 2),
+                ("limits.max_runs_per_day", 2, 3)
+            ]
+        );
+        assert_eq!(
+            b.next_change(&l, at("2026-01-01T10:30:00Z")),
+            Some(at("2026-01-01T11:00:00Z"))
+        );
+        // A rolling hour later: admitted; the day's budget is then used up.
+        assert!(b.admit(&l, at("2026-01-01T11:00:01Z")).is_ok());
+        let e = b.admit(&l, at("2026-01-01T12:30:00Z")).unwrap_err();
+        assert_eq!(e.field, "limits.max_runs_per_day");
+        assert_eq!(e.frees_at, at("2026-01-02T10:00:00Z"));
+        // A refund gives the newest admission back.
+        b.refund();
+        assert!(b.admit(&l, at("2026-01-01T12:30:00Z")).is_ok());
+    }
+
+    #[test]
+    fn a_seeded_budget_keeps_only_what_its_windows_count() {
+        let l = limits(Some(2), None);
+        let now = at("2026-01-01T10:30:00Z");
+        let b = Budget::seeded(
+            [
+                at("2026-01-01T10:10:00Z"),
+                at("2025-12-31T10:00:00Z"),
+                at("2026-01-01T09:00:00Z"),
+                at("2026-01-01T10:20:00Z"),
+                at("2026-01-01T10:25:00Z"),
+            ],
+            &l,
+            now,
+        );
+        // Only the last hour, and at most the max (the newest).
+        assert_eq!(b.starts.len(), 2);
+        assert_eq!(b.starts[0], at("2026-01-01T10:20:00Z"));
+        assert_eq!(b.usage(&l, now), vec![("limits.max_runs_per_hour", 2, 2)]);
+        assert!(!has_budget(&Limits::default()));
     }
 
     #[test]

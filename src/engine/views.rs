@@ -6,7 +6,9 @@
 //! A cached view is stale when (a) its job changed (`install`/`forget` in `changes.rs`), (b)
 //! the clock published a new plan for it ([`Engine::set_next_fire`]), or (c) its
 //! `next_fire_at` has passed (the clock is about to fire it and re-plan). (a) and (b) call
-//! [`Views::invalidate`]; (c) is checked per read. Each cached job also keeps the `Arc<Job>`
+//! [`Views::invalidate`]; (c) is checked per read. A job with a run budget shows its use
+//! (`budget_use`): a firing it admits invalidates the view, and the view expires when the
+//! oldest counted run leaves a window. Each cached job also keeps the `Arc<Job>`
 //! it was made from, so a view is never served for another version of the job even if an
 //! invalidation were missed. A generation counter keeps a view computed while an
 //! invalidation ran from being stored. The lock is a leaf: nothing else is taken while it is
@@ -90,10 +92,12 @@ impl Engine {
             return c;
         }
         let next = self.next_fire(job);
+        // A run budget's use drops as its windows slide: stale then too.
+        let budget_change = self.budget_use(job).1;
         let c = Cached {
             job: job.clone(),
             bytes: render(job, next).into(),
-            expires: next,
+            expires: next.into_iter().chain(budget_change).min(),
         };
         let mut s = lock(&self.views.state);
         if s.generation == generation {

@@ -50,7 +50,7 @@ pub fn err<T>(field: &str, error: impl Into<String>) -> R<T> {
 
 /// Fields the daemon computes; accepted on input (so a fetched job can be sent back) and
 /// ignored.
-pub const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings"];
+pub const READ_ONLY: &[&str] = &["id", "created_at", "next_fire_at", "warnings", "budget_use"];
 
 // ---- the shape, derived ----
 //
@@ -77,6 +77,7 @@ pub struct JobIn {
     pub catch_up: Option<bool>,
     pub history: Option<Number>,
     pub enabled: Option<bool>,
+    pub expect: Option<Obj<ExpectIn>>,
     // READ_ONLY: accepted and ignored.
     #[serde(rename = "id")]
     _id: Option<IgnoredAny>,
@@ -86,6 +87,8 @@ pub struct JobIn {
     _next_fire_at: Option<IgnoredAny>,
     #[serde(rename = "warnings")]
     _warnings: Option<IgnoredAny>,
+    #[serde(rename = "budget_use")]
+    _budget_use: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +98,14 @@ pub struct AgentIn {
     pub prompt_via: Option<PromptVia>,
     pub inherit_env: Option<bool>,
     pub env_allow: Option<Vec<String>>,
+}
+
+/// `expect`: exactly one of its fields (checked by `validate`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectIn {
+    pub within_seconds: Option<Number>,
+    pub after_slot: Option<Number>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +119,8 @@ pub struct LimitsIn {
     pub max_processes: Option<Number>,
     pub max_output_kb: Option<Number>,
     pub filesystem: Option<Filesystem>,
+    pub max_runs_per_hour: Option<Number>,
+    pub max_runs_per_day: Option<Number>,
 }
 
 /// A trigger without its `type`, which names the variant (see [`tagged`]).
@@ -117,6 +130,7 @@ pub enum TriggerIn {
     Cron {
         cron: Option<String>,
         timezone: Option<String>,
+        dialect: Option<crate::schedule::Dialect>,
     },
     Interval {
         seconds: Option<Number>,

@@ -30,6 +30,20 @@ pub struct Job {
     pub history: u32,
     pub enabled: bool,
     pub created_at: String,
+    /// The dead-man's switch: when no run has succeeded in time, outputs with `on:
+    /// ["missed"]` are told (triggers/clock.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+}
+
+/// `expect`: how often a job must succeed (README "Dead-man's switch").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// `{"within_seconds": N}`: a successful run at least every N seconds.
+    WithinSeconds(u64),
+    /// `{"after_slot": S}`: a successful run within S seconds after each cron slot.
+    AfterSlot(u64),
 }
 
 /// The agent command line.
@@ -81,6 +95,13 @@ pub struct Limits {
     /// Where the agent may write.
     #[serde(skip_serializing_if = "Filesystem::is_full")]
     pub filesystem: Filesystem,
+    /// Run budget: at most this many runs start in any rolling hour; firings past it are
+    /// recorded as `skipped` (engine/runs.rs `Budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs_per_hour: Option<u64>,
+    /// Run budget: at most this many runs start in any rolling 24 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs_per_day: Option<u64>,
 }
 
 /// `limits.filesystem`: where the agent may write.
@@ -109,6 +130,8 @@ impl Default for Limits {
             max_processes: None,
             max_output_kb: 1024,
             filesystem: Filesystem::Full,
+            max_runs_per_hour: None,
+            max_runs_per_day: None,
         }
     }
 }
@@ -133,6 +156,9 @@ pub enum Trigger {
         cron: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         timezone: Option<String>,
+        /// `vixie` (crontab, the default, not written) or `quartz`.
+        #[serde(skip_serializing_if = "crate::schedule::Dialect::is_vixie")]
+        dialect: crate::schedule::Dialect,
     },
     Interval {
         seconds: u64,
@@ -182,6 +208,8 @@ pub struct Output {
 pub enum OnStatus {
     Succeeded,
     Failed,
+    /// The dead-man's switch went off (`expect`): no successful run in time.
+    Missed,
 }
 
 /// An output target and its settings.

@@ -12,11 +12,12 @@ use serde_json::{Map, Number, Value};
 
 pub use super::input::FieldError;
 use super::input::{
-    err, expected, from_value, tagged, AgentIn, JobIn, LimitsIn, Obj, TargetIn, TriggerIn, R,
+    err, expected, from_value, tagged, AgentIn, ExpectIn, JobIn, LimitsIn, Obj, TargetIn,
+    TriggerIn, R,
 };
 use super::model::*;
-use crate::schedule::cron::CronSchedule;
 use crate::schedule::zone::Zone;
+use crate::schedule::Schedule;
 
 /// Largest accepted `max_output_kb` (64 MiB): captured output is held in memory.
 pub const MAX_OUTPUT_KB_LIMIT: u64 = 65536;
@@ -97,6 +98,18 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
     )?
     .unwrap_or(2.0);
     let history = uint(j.history, "history", 1, 100_000)?.unwrap_or(100) as u32;
+    let expect = j.expect.map(|Obj(e)| expect(e, &triggers)).transpose()?;
+    if expect.is_none() {
+        if let Some(i) = outputs
+            .iter()
+            .position(|o| o.on.contains(&OnStatus::Missed))
+        {
+            return err(
+                &format!("outputs[{i}].on"),
+                "\"missed\" is told when the job's dead-man's switch goes off: set expect (e.g. {\"within_seconds\": 86400})",
+            );
+        }
+    }
 
     Ok(Job {
         id: id.to_string(),
@@ -116,7 +129,32 @@ pub fn validate_job(v: &Value, id: &str, created_at: &str) -> R<Job> {
         history,
         enabled: j.enabled.unwrap_or(true),
         created_at: created_at.to_string(),
+        expect,
     })
+}
+
+/// `expect`: `{"within_seconds": N}` or, for a job with a cron trigger, `{"after_slot": S}`.
+fn expect(e: ExpectIn, triggers: &[Trigger]) -> R<Expect> {
+    const YEAR: u64 = 366 * 86400;
+    match (e.within_seconds, e.after_slot) {
+        (Some(n), None) => Ok(Expect::WithinSeconds(
+            uint(Some(n), "expect.within_seconds", 1, YEAR)?.unwrap_or(1),
+        )),
+        (None, Some(s)) => {
+            let s = uint(Some(s), "expect.after_slot", 0, YEAR)?.unwrap_or(0);
+            if !triggers.iter().any(|t| matches!(t, Trigger::Cron { .. })) {
+                return err(
+                    "expect.after_slot",
+                    "counts from each cron slot, and this job has no cron trigger: use within_seconds",
+                );
+            }
+            Ok(Expect::AfterSlot(s))
+        }
+        _ => err(
+            "expect",
+            "give exactly one of within_seconds (a successful run at least every N seconds) or after_slot (within S seconds after each cron slot)",
+        ),
+    }
 }
 
 /// Checks a job name: `[A-Za-z0-9._-]{1,64}`; the error names the field `name`.
@@ -193,6 +231,10 @@ fn limits(l: LimitsIn) -> R<Limits> {
         )?
         .unwrap_or(d.max_output_kb),
         filesystem: l.filesystem.unwrap_or_default(),
+        // Run budgets; the engine keeps one start time per counted run, so these bound its
+        // memory too.
+        max_runs_per_hour: uint(l.max_runs_per_hour, "limits.max_runs_per_hour", 1, 10_000)?,
+        max_runs_per_day: uint(l.max_runs_per_day, "limits.max_runs_per_day", 1, 100_000)?,
     })
 }
 
@@ -200,16 +242,25 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
     let f = |k: &str| format!("{p}.{k}");
     Ok(
         match tagged::<TriggerIn>(object(v, p)?, p, "trigger", &["type"])? {
-            TriggerIn::Cron { cron, timezone } => {
+            TriggerIn::Cron {
+                cron,
+                timezone,
+                dialect,
+            } => {
                 let cron = required(cron, &f("cron"))?;
-                if let Err(e) = CronSchedule::parse(&cron) {
+                let dialect = dialect.unwrap_or_default();
+                if let Err(e) = Schedule::parse(&cron, dialect) {
                     return err(&f("cron"), format!("invalid cron expression {cron:?}: {e}"));
                 }
                 let timezone = timezone.filter(|s| !s.is_empty());
                 if let Err(e) = Zone::parse(timezone.as_deref()) {
                     return err(&f("timezone"), e.to_string());
                 }
-                Trigger::Cron { cron, timezone }
+                Trigger::Cron {
+                    cron,
+                    timezone,
+                    dialect,
+                }
             }
             TriggerIn::Interval { seconds } => Trigger::Interval {
                 seconds: required(
@@ -734,6 +785,16 @@ pub fn save_warnings(job: &Job) -> Vec<String> {
             ),
             _ => {}
         }
+    }
+    if let Some(day) = job
+        .limits
+        .max_runs_per_day
+        .filter(|d| *d > u64::from(job.history))
+    {
+        w.push(format!(
+            "limits.max_runs_per_day: {day} is above history ({}): after a restart only the {} newest run records count against the budget; raise history to at least {day}",
+            job.history, job.history
+        ));
     }
     for name in single_brace_names(&job.prompt) {
         w.push(format!(
@@ -1308,7 +1369,7 @@ mod tests {
             (
                 out(json!({"type": "log", "on": ["maybe"]})),
                 "outputs[0].on[0]",
-                "unknown value \"maybe\": expected succeeded or failed",
+                "unknown value \"maybe\": expected succeeded, failed or missed",
             ),
             (
                 with(base(), "triggers", json!([{"type": "sundial"}])),

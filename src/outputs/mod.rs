@@ -99,11 +99,13 @@ enum Pending<'scope> {
     Running(std::thread::ScopedJoinHandle<'scope, Result<(), DeliveryError>>),
 }
 
-/// Whether output `o` is for runs that ended with `status` (`timed_out` counts as failed).
+/// Whether output `o` is for runs that ended with `status` (`timed_out` counts as failed;
+/// `missed` is a dead-man's switch notice, for outputs that ask for it only).
 pub fn wants(o: &Output, status: RunStatus) -> bool {
     match status {
         RunStatus::Succeeded => o.on.contains(&OnStatus::Succeeded),
         RunStatus::Failed | RunStatus::TimedOut => o.on.contains(&OnStatus::Failed),
+        RunStatus::Missed => o.on.contains(&OnStatus::Missed),
         _ => false,
     }
 }

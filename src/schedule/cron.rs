@@ -327,65 +327,98 @@ impl CronSchedule {
     /// The first fire instant strictly after `after`, evaluated in `zone` (see the module
     /// doc for the DST rules). `None` if it does not fire within 30 years.
     pub fn next_after(&self, after: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
-        if self.real_time {
-            return self.next_after_real_time(after, zone);
-        }
-        let mut from = zone.to_wall(after).with_nanosecond(0)? + Duration::seconds(1);
-        loop {
-            let cand = self.next_wall(from)?;
-            let instant = match zone.resolve(cand) {
-                WallTime::Single(i) => Some(i),
-                // Fire once, at the first occurrence.
-                WallTime::Ambiguous(first, _) => Some(first),
-                WallTime::Gap => first_valid_after_gap(zone, cand),
-            };
-            match instant {
-                Some(i) if i > after => return Some(i),
-                _ => from = cand + Duration::seconds(1),
-            }
+        next_instant(self, after, zone)
+    }
+}
+
+impl WallSchedule for CronSchedule {
+    fn next_wall(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
+        CronSchedule::next_wall(self, from)
+    }
+
+    fn real_time(&self) -> bool {
+        self.real_time
+    }
+}
+
+/// What the DST mapping needs of an expression, whatever its dialect: the matching wall
+/// times, and whether it follows real time (its minute or hour field starts with `*`).
+/// Vixie expressions ([`CronSchedule`]) and Quartz ones ([`super::quartz`]) share
+/// [`next_instant`], so both fire the same way around DST changes.
+pub trait WallSchedule {
+    /// The first matching wall time at or after `from` (whole seconds), `None` if none.
+    fn next_wall(&self, from: NaiveDateTime) -> Option<NaiveDateTime>;
+    /// The minute or hour field starts with `*`: DST changes are followed in real time.
+    fn real_time(&self) -> bool;
+}
+
+/// The first fire instant of `s` strictly after `after` in `zone`, by the DST rules of the
+/// module doc.
+pub fn next_instant<S: WallSchedule + ?Sized>(
+    s: &S,
+    after: DateTime<Utc>,
+    zone: &Zone,
+) -> Option<DateTime<Utc>> {
+    if s.real_time() {
+        return next_after_real_time(s, after, zone);
+    }
+    let mut from = zone.to_wall(after).with_nanosecond(0)? + Duration::seconds(1);
+    loop {
+        let cand = s.next_wall(from)?;
+        let instant = match zone.resolve(cand) {
+            WallTime::Single(i) => Some(i),
+            // Fire once, at the first occurrence.
+            WallTime::Ambiguous(first, _) => Some(first),
+            WallTime::Gap => first_valid_after_gap(zone, cand),
+        };
+        match instant {
+            Some(i) if i > after => return Some(i),
+            _ => from = cand + Duration::seconds(1),
         }
     }
 }
 
-impl CronSchedule {
-    /// [`CronSchedule::next_after`] for a job that follows real time: the earliest instant
-    /// after `after` whose wall time matches; gap times never happen, repeated ones twice.
-    fn next_after_real_time(&self, after: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
-        let wall = zone.to_wall(after).with_nanosecond(0)?;
-        // Walking on from `after`'s wall time finds the next instant, except in one case:
-        // `after` in the first pass of a repeated stretch, when the second pass of the wall
-        // times at or before it comes sooner than anything beyond the stretch.
-        let mut from = wall + Duration::seconds(1);
-        let mut next = loop {
-            let cand = self.next_wall(from)?;
-            let found = match zone.resolve(cand) {
-                WallTime::Single(i) => Some(i),
-                WallTime::Ambiguous(a, b) => Some(if a > after { a } else { b }),
-                WallTime::Gap => None,
-            };
-            match found {
-                Some(i) if i > after => break i,
-                _ => from = cand + Duration::seconds(1),
-            }
+/// [`next_instant`] for a job that follows real time: the earliest instant after `after`
+/// whose wall time matches; gap times never happen, repeated ones twice.
+fn next_after_real_time<S: WallSchedule + ?Sized>(
+    s: &S,
+    after: DateTime<Utc>,
+    zone: &Zone,
+) -> Option<DateTime<Utc>> {
+    let wall = zone.to_wall(after).with_nanosecond(0)?;
+    // Walking on from `after`'s wall time finds the next instant, except in one case:
+    // `after` in the first pass of a repeated stretch, when the second pass of the wall
+    // times at or before it comes sooner than anything beyond the stretch.
+    let mut from = wall + Duration::seconds(1);
+    let mut next = loop {
+        let cand = s.next_wall(from)?;
+        let found = match zone.resolve(cand) {
+            WallTime::Single(i) => Some(i),
+            WallTime::Ambiguous(a, b) => Some(if a > after { a } else { b }),
+            WallTime::Gap => None,
         };
-        if let WallTime::Ambiguous(a, b) = zone.resolve(wall) {
-            if after < b {
-                // The repeated stretch started at most (b - a) of wall time before `wall`; the
-                // first match in it is the earliest second-pass instant.
-                let mut from = wall - (b - a);
-                while let Some(cand) = self.next_wall(from).filter(|c| *c <= wall) {
-                    if let WallTime::Ambiguous(_, second) = zone.resolve(cand) {
-                        if second > after {
-                            next = next.min(second);
-                            break;
-                        }
+        match found {
+            Some(i) if i > after => break i,
+            _ => from = cand + Duration::seconds(1),
+        }
+    };
+    if let WallTime::Ambiguous(a, b) = zone.resolve(wall) {
+        if after < b {
+            // The repeated stretch started at most (b - a) of wall time before `wall`; the
+            // first match in it is the earliest second-pass instant.
+            let mut from = wall - (b - a);
+            while let Some(cand) = s.next_wall(from).filter(|c| *c <= wall) {
+                if let WallTime::Ambiguous(_, second) = zone.resolve(cand) {
+                    if second > after {
+                        next = next.min(second);
+                        break;
                     }
-                    from = cand + Duration::seconds(1);
                 }
+                from = cand + Duration::seconds(1);
             }
         }
-        Some(next)
     }
+    Some(next)
 }
 
 /// The first instant after a gap that contains `wall`: the earliest existing wall time

@@ -1,8 +1,10 @@
-//! `state.json`: the last fire time of each cron trigger, so `catch_up` can fire a slot
-//! missed while the daemon was down.
+//! `state.json`: the clock's memory across restarts. The last fire time of each cron trigger,
+//! so `catch_up` can fire a slot missed while the daemon was down; and each dead-man's
+//! switch (`expect`): since when it watches and the last time it went off, so a daemon that
+//! was down for a whole period reports it at start, and never reports one period twice.
 //!
-//! Keys are `<job-id>:<trigger-index>:<cron expression>`, so editing a trigger forgets its
-//! history instead of catching up on a schedule that no longer exists.
+//! `last_fire` keys are `<job-id>:<trigger-index>:<cron expression>`, so editing a trigger
+//! forgets its history instead of catching up on a schedule that no longer exists.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +20,19 @@ pub struct SchedState {
     /// Last fire time (RFC 3339) per trigger key.
     #[serde(default)]
     pub last_fire: BTreeMap<String, String>,
+    /// Dead-man's switches by job id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub expect: BTreeMap<String, ExpectState>,
+}
+
+/// One job's dead-man's switch (RFC 3339 times).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExpectState {
+    /// When the switch was first seen: a job never succeeded is measured from here.
+    pub since: String,
+    /// Where the period after the last notice starts (none yet: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<String>,
 }
 
 /// The key of a cron trigger in [`SchedState::last_fire`].

@@ -6,6 +6,15 @@
 //! wall-clock change (NTP step, suspend) is noticed; those re-checks count as re-plans, not
 //! wakeups. A slot missed by more than its period (the machine slept) fires once, then the
 //! schedule continues from now.
+//!
+//! The same set holds each job's dead-man's switch (`expect`): one deadline per job, when
+//! it goes off unless a run succeeds first ([`crate::plan::expect_deadline`]). Successes do
+//! not wake the clock: at the deadline it asks the engine for the job's last success (kept
+//! in memory, read from the run records once) and moves the deadline on if there was one; otherwise it tells the outputs with `on:
+//! ["missed"]` (on a short-lived `missed-notice` thread, so a slow output never delays a
+//! firing) and watches the next period. `state.json` keeps since when each switch watches
+//! and where its last notice left off, so a daemon that was down for a period reports it
+//! when it starts, and no period is reported twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,13 +27,17 @@ use crossbeam_channel::{select, Receiver};
 use serde_json::{Map, Value};
 
 use crate::engine::Engine;
-use crate::job::Trigger;
+use crate::job::{Expect, Job, Trigger};
 use crate::metrics::Metrics;
-use crate::plan::{make_plan, next_after, Plan};
-use crate::store::state::{trigger_key, SchedState};
+use crate::plan::{expect_deadline, expect_reported_anchor, make_plan, next_after, Plan};
+use crate::run::{RunRecord, RunStatus};
+use crate::store::state::{trigger_key, ExpectState, SchedState};
 
 /// Longest sleep before the wall clock is checked again.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// The queue index of a job's dead-man's switch (trigger indexes are small).
+const EXPECT: usize = usize::MAX;
 
 struct Scheduled {
     index: usize,
@@ -37,6 +50,8 @@ struct Clock {
     engine: Arc<Engine>,
     queue: BTreeSet<(DateTime<Utc>, String, usize)>,
     jobs: HashMap<String, Vec<Scheduled>>,
+    /// Each job's dead-man's switch deadline in `queue`.
+    expects: HashMap<String, DateTime<Utc>>,
     state: SchedState,
 }
 
@@ -52,8 +67,10 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
             engine,
             queue: BTreeSet::new(),
             jobs: HashMap::new(),
+            expects: HashMap::new(),
         };
         clock.catch_up();
+        clock.forget_gone_expects();
         for j in clock.engine.jobs() {
             clock.plan(&j.id);
         }
@@ -110,10 +127,18 @@ impl Clock {
                 self.queue.remove(&(s.next, job_id.to_string(), s.index));
             }
         }
+        if let Some(d) = self.expects.remove(job_id) {
+            self.queue.remove(&(d, job_id.to_string(), EXPECT));
+        }
         let Some(job) = self.engine.job(job_id).filter(|j| j.enabled) else {
             self.engine.set_next_fire(job_id, None);
+            // A disabled job expects nothing; enabled again, its switch watches anew.
+            if self.state.expect.remove(job_id).is_some() {
+                self.save_state();
+            }
             return;
         };
+        self.plan_expect(&job);
         let now = Utc::now();
         let mut entries = Vec::new();
         for (index, t) in job.triggers.iter().enumerate() {
@@ -141,6 +166,13 @@ impl Clock {
             }
             self.queue.pop_first();
             fired = true;
+            if index == EXPECT {
+                if self.expects.get(&job_id) == Some(&t) {
+                    self.expects.remove(&job_id);
+                    self.check_expect(&job_id, now);
+                }
+                continue;
+            }
             let Some(entries) = self.jobs.get_mut(&job_id) else {
                 continue;
             };
@@ -249,5 +281,158 @@ impl Clock {
                 log::error!(event = "store.error"; "{e}");
             }
         }
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = self.engine.store.save_state(&self.state) {
+            log::error!(event = "store.error"; "{e}");
+        }
+    }
+
+    /// At start-up: forgets the switches of jobs that no longer exist or no longer expect.
+    fn forget_gone_expects(&mut self) {
+        let before = self.state.expect.len();
+        let engine = &self.engine;
+        self.state
+            .expect
+            .retain(|id, _| engine.job(id).is_some_and(|j| j.expect.is_some()));
+        if self.state.expect.len() != before {
+            self.save_state();
+        }
+    }
+
+    /// Puts `job`'s dead-man's switch in the queue (starting its watch now if it is new).
+    fn plan_expect(&mut self, job: &Arc<Job>) {
+        if job.expect.is_none() {
+            if self.state.expect.remove(&job.id).is_some() {
+                self.save_state();
+            }
+            return;
+        }
+        if !self.state.expect.contains_key(&job.id) {
+            let since = crate::time::rfc3339(Utc::now());
+            self.state.expect.insert(
+                job.id.clone(),
+                ExpectState {
+                    since,
+                    reported: None,
+                },
+            );
+            self.save_state();
+        }
+        if let Some((anchor, _)) = self.expect_anchor(job) {
+            if let Some(d) = expect_deadline(job, anchor, self.engine.started_at) {
+                self.queue.insert((d, job.id.clone(), EXPECT));
+                self.expects.insert(job.id.clone(), d);
+            }
+        }
+    }
+
+    /// Where `job`'s current period starts (the latest of its watch's start, its last notice
+    /// and its last success), and its last success.
+    fn expect_anchor(&self, job: &Job) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let st = self.state.expect.get(&job.id)?;
+        let since = crate::time::parse_rfc3339(&st.since)?;
+        let reported = st.reported.as_deref().and_then(crate::time::parse_rfc3339);
+        let last_ok = self.engine.last_success(&job.id);
+        let anchor = [Some(since), reported, last_ok]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(since);
+        Some((anchor, last_ok))
+    }
+
+    /// A dead-man's switch deadline has come: moves it on if a run succeeded meanwhile,
+    /// else tells the job's `missed` outputs once and watches the next period.
+    fn check_expect(&mut self, job_id: &str, now: DateTime<Utc>) {
+        let Some(job) = self.engine.job(job_id).filter(|j| j.enabled) else {
+            return;
+        };
+        let Some(expect) = job.expect else {
+            return;
+        };
+        let Some((anchor, last_ok)) = self.expect_anchor(&job) else {
+            return;
+        };
+        let start = self.engine.started_at;
+        let due = match expect_deadline(&job, anchor, start) {
+            Some(d) if d > now => {
+                self.queue.insert((d, job.id.clone(), EXPECT));
+                self.expects.insert(job.id.clone(), d);
+                return;
+            }
+            Some(d) => d,
+            None => return,
+        };
+        let since = match last_ok {
+            Some(t) => crate::time::rfc3339(t),
+            None => format!(
+                "its dead-man's switch was set at {}",
+                self.state
+                    .expect
+                    .get(&job.id)
+                    .map_or("?", |s| s.since.as_str())
+            ),
+        };
+        let mut trigger = super::context("expect");
+        let why = match expect {
+            Expect::WithinSeconds(n) => {
+                trigger.insert("within_seconds".into(), n.into());
+                format!("expected one at least every {n} s")
+            }
+            Expect::AfterSlot(s) => {
+                let slot = crate::time::rfc3339(due - chrono::Duration::seconds(s as i64));
+                trigger.insert("after_slot".into(), s.into());
+                trigger.insert("slot".into(), slot.clone().into());
+                format!("expected one within {s} s after the slot at {slot}")
+            }
+        };
+        trigger.insert("deadline".into(), crate::time::rfc3339(due).into());
+        if let Some(t) = last_ok {
+            trigger.insert("last_success".into(), crate::time::rfc3339(t).into());
+        }
+        let text = format!("no successful run of {} since {since} ({why})", job.name);
+        // Recorded before it is told: a period is reported at most once, even across a crash.
+        let reported = expect_reported_anchor(expect, now);
+        if let Some(st) = self.state.expect.get_mut(&job.id) {
+            st.reported = Some(crate::time::rfc3339(reported));
+        }
+        self.save_state();
+        Metrics::inc(&self.engine.metrics.missed_total);
+        log::warn!(event = "job.missed", job = job.name.as_str(); "{text}");
+        tell_missed(&self.engine, job.clone(), text, trigger);
+        let anchor = last_ok.map_or(reported, |t| t.max(reported));
+        if let Some(d) = expect_deadline(&job, anchor, start) {
+            self.queue.insert((d, job.id.clone(), EXPECT));
+            self.expects.insert(job.id.clone(), d);
+        }
+    }
+}
+
+/// Delivers a dead-man's switch notice to the job's outputs with `on: ["missed"]`, through
+/// `outputs::dispatch` like a run's result: a record made for them only (status `missed`,
+/// the notice as its `error`, an id starting `missed_`), never stored, since no run
+/// happened. On its own thread: network outputs may take up to their retry budget.
+fn tell_missed(engine: &Arc<Engine>, job: Arc<Job>, text: String, trigger: Map<String, Value>) {
+    let id = crate::ids::new_run_id().replacen("run_", "missed_", 1);
+    let mut rec = RunRecord::queued(id, &job.id, &job.name, Value::Object(trigger));
+    rec.status = RunStatus::Missed;
+    rec.finished_at = Some(crate::time::now_rfc3339());
+    rec.error = Some(text);
+    let engine = engine.clone();
+    let name = job.name.clone();
+    let spawned = thread::Builder::new()
+        .name("missed-notice".into())
+        .spawn(move || {
+            let vars = serde_json::json!({"job_name": job.name, "job_id": job.id});
+            crate::outputs::dispatch(&job, &mut rec, &vars, &engine.shutdown_signal());
+            for e in &rec.dispatch_errors {
+                Metrics::inc(&engine.metrics.dispatch_errors_total);
+                log::warn!(event = "dispatch.error", job = job.name.as_str(), run = rec.id.as_str(), target = e.target.as_str(); "{}", e.error);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!(event = "job.missed", job = name.as_str(); "cannot start the thread that tells the missed notice: {e}");
     }
 }

@@ -77,6 +77,9 @@ pub enum Outcome {
     Refused(Reject),
     /// The work queue is full (429).
     QueueFull,
+    /// Every job it fired is over its run budget (429, `Retry-After`: the seconds until the
+    /// soonest frees); the skipped records' ids.
+    OverBudget { secs: u64, run_ids: Vec<String> },
     /// This delivery id fired already within the dedupe window (200, nothing fired).
     Duplicate(String),
     /// The runs it fired (202).
@@ -301,13 +304,23 @@ impl Intake {
         ));
 
         let mut run_ids = Vec::new();
+        // When every run it fired was refused by a run budget: the soonest one frees.
+        let mut over_budget: Option<u64> = None;
+        let mut admitted = false;
         for job in accepted {
             let extra = Extra {
                 vars: Map::new(),
                 body: Some(body.clone()),
             };
             match engine.fire(&job.id, trigger.clone(), extra, false) {
-                Ok(f) => run_ids.push(f.run_id().to_string()),
+                Ok(crate::engine::Fired::OverBudget(id, wait)) => {
+                    run_ids.push(id);
+                    over_budget = Some(over_budget.map_or(wait, |w| w.min(wait)));
+                }
+                Ok(f) => {
+                    admitted = true;
+                    run_ids.push(f.run_id().to_string());
+                }
                 Err(FireError::ShuttingDown) => {
                     self.forget_delivery(delivery);
                     return Outcome::ShuttingDown;
@@ -318,6 +331,15 @@ impl Intake {
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }
+        }
+        if let (Some(wait), false) = (over_budget, admitted) {
+            // The sender may retry once the budget frees: that delivery must fire then.
+            self.forget_delivery(delivery);
+            Metrics::inc(&engine.metrics.webhooks_rejected_total);
+            return Outcome::OverBudget {
+                secs: wait,
+                run_ids,
+            };
         }
         log::info!(event = "webhook.accepted", path = req.path, runs = run_ids.len(); "webhook accepted");
         Outcome::Accepted(run_ids)

@@ -515,3 +515,23 @@ fn job_test_says_whether_the_filter_matches_and_why() {
         dev
     );
 }
+
+/// A job with a dead-man's switch lists the outputs its `missed` notice would go to; a job
+/// without one has no `missed` entry.
+#[test]
+fn job_test_lists_the_missed_notice_outputs_of_a_dead_mans_switch() {
+    let (_t, work, d) = start();
+    let mut job = hook_job("watched", &work, 5);
+    job["expect"] = json!({"within_seconds": 3600});
+    job["outputs"][1]["on"] = json!(["failed", "missed"]);
+    d.create(&job);
+    let r = test_json(&d, &["watched", "--trigger", "manual"]);
+    assert_eq!(r["outputs"]["missed"][0]["type"], "slack", "{r}");
+    assert_eq!(r["outputs"]["missed"].as_array().unwrap().len(), 1, "{r}");
+    let (code, out, err) = cli(&d.dir, &["job", "test", "watched", "--trigger", "manual"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on missed"), "{out}");
+    d.create(&hook_job("plain", &work, 5));
+    let r = test_json(&d, &["plain", "--trigger", "manual"]);
+    assert!(r["outputs"].get("missed").is_none(), "{r}");
+}

@@ -1,0 +1,229 @@
+//! The dead-man's switch (`expect`) through the real binary: a job that does not succeed in
+//! time gets a `missed` notice on its outputs with `on: ["missed"]` (a `file` output here),
+//! once per period, counted in `/metrics`; a success starts the period anew; a daemon that
+//! was down for the whole period reports it when it starts; `after_slot` counts from each
+//! cron slot; and the fields are validated.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn notices(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("=== "))
+        .map(String::from)
+        .collect()
+}
+
+fn watched_job(name: &str, script: &str, triggers: Value, expect: Value, file: &Path) -> Value {
+    let mut j = sh_job(name, script, triggers);
+    j["expect"] = expect;
+    j["outputs"] = json!([{"type": "file", "path": file.to_str().unwrap(), "on": ["missed"]}]);
+    j
+}
+
+#[test]
+fn a_job_without_a_success_in_time_is_reported_once_per_period() {
+    let t = tempdir();
+    let file = t.path().join("missed.txt");
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&watched_job(
+        "nightly-report",
+        "echo done",
+        idle_trigger(),
+        json!({"within_seconds": 2}),
+        &file,
+    ));
+    let first = wait_for(20, "a missed notice", || notices(&file).first().cloned());
+    assert!(
+        first.contains(" missed ")
+            && first.contains(
+                "no successful run of nightly-report since its dead-man's switch was set at"
+            )
+            && first.contains("expected one at least every 2 s"),
+        "{first}"
+    );
+    assert!(
+        first.starts_with("=== nightly-report run missed_"),
+        "{first}"
+    );
+    // Once per period: the next notice is a whole period after the first.
+    let two = wait_for(20, "a second missed notice", || {
+        let n = notices(&file);
+        (n.len() >= 2).then_some(n)
+    });
+    let at = |n: &str| {
+        let t = n.split_whitespace().nth(4).unwrap();
+        chrono::DateTime::parse_from_rfc3339(t).unwrap()
+    };
+    let gap = at(&two[1]) - at(&two[0]);
+    assert!(gap >= chrono::Duration::milliseconds(1900), "{two:?}");
+    let (_, m) = d.get("/metrics");
+    assert!(m["missed_total"].as_u64().unwrap() >= 2, "{m}");
+    // No run record was made for it.
+    let (_, runs) = d.get("/jobs/nightly-report/runs");
+    assert_eq!(runs, json!([]));
+
+    // A success starts the period anew: the next notice counts from it.
+    let (_, v) = d.post("/jobs/nightly-report/run", &json!({}));
+    let r = d.wait_final("nightly-report", v["run_id"].as_str().unwrap(), 20);
+    assert_eq!(r["status"], "succeeded");
+    let ok_at = r["finished_at"].as_str().unwrap().to_string();
+    let after = wait_for(20, "a notice counting from the success", || {
+        notices(&file)
+            .into_iter()
+            .find(|n| n.contains(&format!("since {ok_at}")))
+    });
+    assert!(
+        after.contains("no successful run of nightly-report since"),
+        "{after}"
+    );
+    // The success's own output is not sent to a missed-only output.
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("done"));
+}
+
+#[test]
+fn a_period_that_passed_while_the_daemon_was_down_is_reported_at_start() {
+    let t = tempdir();
+    let file = t.path().join("missed.txt");
+    let mut d = Daemon::start(t.path(), &[]);
+    let j = d.create(&watched_job(
+        "down",
+        "true",
+        idle_trigger(),
+        json!({"within_seconds": 4}),
+        &file,
+    ));
+    let id = j["id"].as_str().unwrap().to_string();
+    let state = d.dir.join("state.json");
+    let since = wait_for(20, "the switch's watch in state.json", || {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&state).ok()?).ok()?;
+        v["expect"][&id]["since"].as_str().map(String::from)
+    });
+    d.kill9();
+    assert!(
+        notices(&file).is_empty(),
+        "reported before the period ended"
+    );
+    // The whole period passes while no daemon runs.
+    let since_t = chrono::DateTime::parse_from_rfc3339(&since).unwrap();
+    wait_for(20, "the period to pass", || {
+        (chrono::Utc::now() > since_t + chrono::Duration::milliseconds(4500)).then_some(())
+    });
+    let d = Daemon::start(t.path(), &[]);
+    let n = wait_for(20, "the notice of the daemon that was down", || {
+        notices(&file).first().cloned()
+    });
+    assert!(
+        n.contains(&format!("since its dead-man's switch was set at {since}")),
+        "{n}"
+    );
+    let (_, m) = d.get("/metrics");
+    assert_eq!(m["missed_total"], 1, "{m}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(v["expect"][&id]["reported"].is_string(), "{v}");
+
+    // Restarted again at once, the daemon does not report that period a second time: the
+    // next notice is a whole period (4 s) after the first.
+    let mut d = d;
+    d.kill9();
+    let _d = Daemon::start(t.path(), &[]);
+    let two = wait_for(20, "the next period's notice", || {
+        let n = notices(&file);
+        (n.len() >= 2).then_some(n)
+    });
+    let at = |n: &str| {
+        let t = n.split_whitespace().nth(4).unwrap();
+        chrono::DateTime::parse_from_rfc3339(t).unwrap()
+    };
+    assert!(
+        at(&two[1]) - at(&two[0]) >= chrono::Duration::milliseconds(3900),
+        "{two:?}"
+    );
+}
+
+#[test]
+fn after_slot_counts_from_each_cron_slot() {
+    let t = tempdir();
+    let file = t.path().join("missed.txt");
+    let _d = Daemon::start(t.path(), &[]);
+    let d = &_d;
+    d.create(&watched_job(
+        "every-second",
+        "exit 3",
+        json!([{"type": "cron", "cron": "* * * * * *", "timezone": "UTC"}]),
+        json!({"after_slot": 1}),
+        &file,
+    ));
+    let n = wait_for(20, "a missed slot", || notices(&file).first().cloned());
+    assert!(
+        n.contains("expected one within 1 s after the slot at"),
+        "{n}"
+    );
+    // The failed runs themselves go nowhere: the output is for missed notices only.
+    let runs = d.wait_run("every-second", 20, "a failed run", |r| {
+        r["status"] == "failed"
+    });
+    assert_eq!(runs["exit_code"], 3);
+}
+
+#[test]
+fn expect_and_missed_are_validated_by_field() {
+    let t = tempdir();
+    let d = Daemon::start(t.path(), &[]);
+    let file = t.path().join("x.txt");
+    let mut no_expect = sh_job("v", "true", idle_trigger());
+    no_expect["outputs"] =
+        json!([{"type": "file", "path": file.to_str().unwrap(), "on": ["missed"]}]);
+    let cases = [
+        (no_expect, "outputs[0].on"),
+        (
+            watched_job(
+                "v",
+                "true",
+                json!([{"type": "interval", "seconds": 60}]),
+                json!({"after_slot": 60}),
+                &file,
+            ),
+            "expect.after_slot",
+        ),
+        (
+            watched_job("v", "true", idle_trigger(), json!({}), &file),
+            "expect",
+        ),
+        (
+            watched_job(
+                "v",
+                "true",
+                idle_trigger(),
+                json!({"within_seconds": 0}),
+                &file,
+            ),
+            "expect.within_seconds",
+        ),
+        (
+            watched_job("v", "true", idle_trigger(), json!({"within": 5}), &file),
+            "expect.within",
+        ),
+    ];
+    for (body, field) in cases {
+        let (st, v) = d.post("/jobs", &body);
+        assert_eq!(st, 400, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let (st, v) = d.post(
+        "/jobs",
+        &watched_job(
+            "ok",
+            "true",
+            idle_trigger(),
+            json!({"after_slot": 0}),
+            &file,
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["expect"], json!({"after_slot": 0}));
+    assert_eq!(v["outputs"][0]["on"], json!(["missed"]));
+}
