@@ -10,9 +10,10 @@ use serde_json::{json, Map, Value};
 
 use super::client::Client;
 use super::job::{
-    absolute, api_error, client_if_running, e1, e2, enc, field_message, find_on_disk, offline_view,
-    output_options_need_outputs, outputs_from_flags, record_trigger, report_saved, save_error,
-    unique_name, webhook_filter_flags, AddArgs, CmdResult, Origins,
+    absolute, api_error, checkout_flags, client_if_running, e1, e2, enc, field_message,
+    find_on_disk, offline_view, output_options_need_outputs, outputs_from_flags, record_output,
+    record_trigger, report_saved, save_error, unique_name, webhook_filter_flags, AddArgs,
+    CmdResult, Origins,
 };
 use crate::job::validate_job;
 use crate::store::Store;
@@ -49,11 +50,17 @@ pub struct SetArgs {
     /// Turn catch_up off
     #[arg(long, conflicts_with = "catch_up")]
     pub no_catch_up: bool,
+    /// Run the git_push trigger's agent in the repository again, not in a fresh checkout
+    #[arg(long, conflicts_with_all = ["checkout", "keep_checkout_on_failure"])]
+    pub no_checkout: bool,
+    /// Start the agent from the daemon's environment again (undoes --no-inherit-env)
+    #[arg(long, conflicts_with = "no_inherit_env")]
+    pub inherit_env: bool,
     /// Give the prompt in {prompt} again instead of on stdin
     #[arg(long, conflicts_with = "prompt_stdin")]
     pub prompt_arg: bool,
     /// Remove a field so its default applies (repeatable): model, agent, limits.memory_mb,
-    /// triggers[0].timezone ...
+    /// limits.max_runs_per_day, expect, triggers[0].timezone ...
     #[arg(long, value_name = "FIELD")]
     pub unset: Vec<String>,
 }
@@ -242,6 +249,11 @@ pub fn set(dir: &Path, a: &SetArgs) -> CmdResult {
     if a.no_catch_up {
         m.insert("catch_up".into(), json!(false));
     }
+    if a.inherit_env {
+        if let Some(Value::Object(ag)) = m.get_mut("agent") {
+            ag.remove("inherit_env");
+        }
+    }
     if let Some(Value::Object(env)) = m.get_mut("env") {
         for k in &a.rm_env {
             if env.remove(k).is_none() {
@@ -255,6 +267,18 @@ pub fn set(dir: &Path, a: &SetArgs) -> CmdResult {
     set_outputs(m, a, &mut origins)?;
     for f in &a.unset {
         unset(&mut new, f)?;
+    }
+    if a.unset.iter().any(|f| f == "expect") && new.get("expect").is_none() {
+        let outs = new["outputs"].as_array().cloned().unwrap_or_default();
+        if let Some(i) = outs.iter().position(|o| {
+            o["on"]
+                .as_array()
+                .is_some_and(|on| on.iter().any(|s| s == "missed"))
+        }) {
+            return Err(e2(format!(
+                "--unset expect: output {i} is told when the dead-man's switch goes off (its \"on\" names missed); remove it in the same command with --rm-output {i}, or change its statuses with job edit"
+            )));
+        }
     }
     if new == strip(&current) {
         // "no changes" (or, with --json, the job as it is).
@@ -337,6 +361,11 @@ fn set_triggers(
     }
     if let Some(b) = &f.branch {
         git.push(("branch", json!(b), "--branch"));
+    }
+    git.extend(checkout_flags(f));
+    if a.no_checkout {
+        git.push(("checkout", Value::Null, "--no-checkout"));
+        git.push(("keep_checkout_on_failure", Value::Null, "--no-checkout"));
     }
     groups.push(("git_push", "--git-repo", git));
 
@@ -480,13 +509,13 @@ fn set_outputs(
     if !f.outputs.is_empty() {
         list.clear();
         for (o, flag) in outputs_from_flags(&f.outputs, "--output", f)? {
-            origins.push((format!("outputs[{}]", list.len()), flag));
+            record_output(origins, list.len(), flag, f);
             list.push(o);
         }
     }
     if !a.add_output.is_empty() {
         for (o, flag) in outputs_from_flags(&a.add_output, "--add-output", f)? {
-            origins.push((format!("outputs[{}]", list.len()), flag));
+            record_output(origins, list.len(), flag, f);
             list.push(o);
         }
     }

@@ -56,7 +56,8 @@ pub fn next_text(job: &Value, online: bool) -> String {
 }
 
 /// A trigger in full: `cron 0 9 * * 1-5 Europe/Berlin`, `every 5m`, `file src/**/*.py`,
-/// `webhook /hooks/deploy`, `git /srv/repo main`.
+/// `webhook /hooks/deploy`, `webhook /hooks/pr scheme=github events=pull_request.opened
+/// match=pull_request.base.ref=main`, `git /srv/repo main`, `git /srv/repo main checkout`.
 pub fn trigger(t: &Value) -> String {
     let s = |k: &str| t[k].as_str().unwrap_or("").to_string();
     match t["type"].as_str().unwrap_or("") {
@@ -81,9 +82,85 @@ pub fn trigger(t: &Value) -> String {
                 .unwrap_or_default();
             format!("file {}", pats.join(" "))
         }
-        "webhook" => format!("webhook {}", s("path")),
-        "git_push" => format!("git {} {}", s("repo"), s("branch")),
+        "webhook" => {
+            let mut out = format!("webhook {}", s("path"));
+            if let Some(x) = t["scheme"].as_str() {
+                out.push_str(&format!(" scheme={x}"));
+            }
+            let events: Vec<&str> = t["events"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !events.is_empty() {
+                out.push_str(&format!(" events={}", events.join(",")));
+            }
+            if !t["match"].is_null() {
+                out.push_str(&format!(" match={}", shorten(&rule(&t["match"]), 60)));
+            }
+            out
+        }
+        "git_push" => {
+            let mut out = format!("git {} {}", s("repo"), s("branch"));
+            if t["checkout"] == true {
+                out.push_str(" checkout");
+                if t["keep_checkout_on_failure"] == true {
+                    out.push_str(" (kept on failure)");
+                }
+            }
+            out
+        }
         other => other.to_string(),
+    }
+}
+
+/// A webhook filter's `match` rule in one line, in the words of `--match`: `a.b=main`,
+/// `a~=^v[0-9]`, `a in [x,y]`, `a exists`, `(r1 & r2)`, `(r1 | r2)`, `!r`.
+pub fn rule(r: &Value) -> String {
+    let list = |k: &str, sep: &str| {
+        let parts: Vec<String> = r[k]
+            .as_array()
+            .map(|a| a.iter().map(rule).collect())
+            .unwrap_or_default();
+        format!("({})", parts.join(sep))
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    };
+    let path = r["path"].as_str().unwrap_or("?");
+    if r.get("all").is_some() {
+        list("all", " & ")
+    } else if r.get("any").is_some() {
+        list("any", " | ")
+    } else if let Some(n) = r.get("not") {
+        format!("!{}", rule(n))
+    } else if let Some(v) = r.get("equals") {
+        format!("{path}={}", scalar(v))
+    } else if let Some(v) = r.get("regex") {
+        format!("{path}~={}", scalar(v))
+    } else if let Some(v) = r.get("in") {
+        let vs: Vec<String> = v
+            .as_array()
+            .map(|a| a.iter().map(scalar).collect())
+            .unwrap_or_default();
+        format!("{path} in [{}]", vs.join(","))
+    } else if r.get("exists") == Some(&Value::Bool(false)) {
+        format!("{path} absent")
+    } else if r.get("exists").is_some() {
+        format!("{path} exists")
+    } else {
+        r.to_string()
+    }
+}
+
+/// A job's dead-man's switch: `success every 1d`, `success within 30m of each slot`, or `-`.
+pub fn expect(e: &Value) -> String {
+    if let Some(n) = e["within_seconds"].as_u64() {
+        format!("success every {}", duration::compact(n))
+    } else if let Some(n) = e["after_slot"].as_u64() {
+        format!("success within {} of each slot", duration::compact(n))
+    } else {
+        "-".into()
     }
 }
 
@@ -150,5 +227,40 @@ pub fn budget_use(b: &Value) -> String {
         "-".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn triggers_show_their_scheme_filter_and_checkout() {
+        let hook = json!({"type": "webhook", "path": "/hooks/pr", "secret_env": "S"});
+        assert_eq!(trigger(&hook), "webhook /hooks/pr");
+        let hook = json!({"type": "webhook", "path": "/hooks/pr", "secret_env": "S",
+            "scheme": "github", "events": ["pull_request.opened", "issues.labeled"],
+            "match": {"any": [{"path": "a.b", "equals": "main"},
+                              {"not": {"path": "c", "regex": "^v"}},
+                              {"path": "d", "in": ["x", 1]},
+                              {"path": "header.X-Y", "exists": false}]}});
+        assert_eq!(
+            trigger(&hook),
+            "webhook /hooks/pr scheme=github events=pull_request.opened,issues.labeled match=(a.b=main | !c~=^v | d in [x,1] | header.X-Y absent)"
+        );
+        let git = json!({"type": "git_push", "repo": "/r", "branch": "main"});
+        assert_eq!(trigger(&git), "git /r main");
+        let git = json!({"type": "git_push", "repo": "/r", "branch": "main", "checkout": true});
+        assert_eq!(trigger(&git), "git /r main checkout");
+        assert_eq!(
+            expect(&json!({"within_seconds": 5400})),
+            "success every 1h30m"
+        );
+        assert_eq!(
+            expect(&json!({"after_slot": 0})),
+            "success within 0s of each slot"
+        );
+        assert_eq!(expect(&Value::Null), "-");
     }
 }

@@ -72,13 +72,36 @@ pub struct AddArgs {
     /// Branch glob of --git-repo (default *)
     #[arg(long, value_name = "GLOB")]
     pub branch: Option<String>,
+    /// git_push trigger: run the agent in a fresh git worktree at the pushed commit,
+    /// removed after the run
+    #[arg(long)]
+    pub checkout: bool,
+    /// git_push trigger with --checkout: keep the worktree when the run fails
+    #[arg(long)]
+    pub keep_checkout_on_failure: bool,
     /// Output: log, stdout, file:PATH, slack:#channel, slack-webhook:VAR, webhook:URL,
     /// email:ADDR, github_comment:owner/repo#123 (repeatable; default log)
     #[arg(long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
-    /// Deliver the --output outputs only for runs that end this way: succeeded or failed
+    /// Deliver the --output outputs only for runs that end this way: succeeded or failed;
+    /// missed: the dead-man's switch notice (needs --expect-within/--expect-after-slot);
+    /// several comma-separated (failed,missed)
     #[arg(long = "on", value_name = "STATUS")]
     pub on: Option<String>,
+    /// File outputs overwrite the file with each result instead of appending to it
+    #[arg(long)]
+    pub no_append: bool,
+    /// Environment variable holding the token of slack:#channel and github_comment outputs
+    /// (default SLACK_BOT_TOKEN, GITHUB_TOKEN)
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// API base URL of slack and github_comment outputs (e.g. GitHub Enterprise's
+    /// https://ghe.example.com/api/v3)
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Prefix of the SMTP_HOST, SMTP_PORT, ... variables of email outputs (default SMTP_)
+    #[arg(long, value_name = "PREFIX")]
+    pub smtp_env_prefix: Option<String>,
     /// HTTP header of webhook outputs, NAME=VALUE (repeatable)
     #[arg(long = "header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
@@ -94,6 +117,13 @@ pub struct AddArgs {
     /// Give the prompt on the agent's stdin instead of in {prompt}
     #[arg(long)]
     pub prompt_stdin: bool,
+    /// Start the agent from a clean environment (PATH HOME LANG USER TERM, --env and
+    /// --env-allow) instead of the daemon's; needs --agent
+    #[arg(long)]
+    pub no_inherit_env: bool,
+    /// A daemon variable the agent gets even with --no-inherit-env (repeatable); needs --agent
+    #[arg(long, value_name = "NAME")]
+    pub env_allow: Vec<String>,
     /// Model name (BOG_MODEL; -M for the default agent)
     #[arg(long)]
     pub model: Option<String>,
@@ -130,6 +160,20 @@ pub struct AddArgs {
     /// First retry delay (doubles each time; default 2s)
     #[arg(long, value_name = "DURATION", value_parser = duration::seconds)]
     pub retry_backoff: Option<f64>,
+    /// Runs started per hour at most; later firings are skipped (run budget)
+    #[arg(long, value_name = "N")]
+    pub max_runs_per_hour: Option<u64>,
+    /// Runs started per day at most; later firings are skipped (run budget)
+    #[arg(long, value_name = "N")]
+    pub max_runs_per_day: Option<u64>,
+    /// Dead-man's switch: tell the `--on missed` outputs when no run has succeeded for
+    /// DURATION (1h, 1d)
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds,
+          conflicts_with = "expect_after_slot")]
+    pub expect_within: Option<u64>,
+    /// Dead-man's switch of a cron job: a run must succeed within DURATION after each slot
+    #[arg(long, value_name = "DURATION", value_parser = duration::whole_seconds)]
+    pub expect_after_slot: Option<u64>,
     /// Fire once at start-up for a cron slot missed while the daemon was down
     #[arg(long)]
     pub catch_up: bool,
@@ -238,10 +282,29 @@ pub(super) fn flag_of<'a>(field: &str, origins: &'a Origins) -> Option<&'a str> 
         .map(|(_, f)| f.as_str())
 }
 
+/// What the job format's errors tell a JSON writer to do, and the same advice in flags.
+const FLAG_ADVICE: &[(&str, &str)] = &[
+    ("use within_seconds", "use --expect-within DURATION"),
+    ("needs \"checkout\": true", "needs --checkout"),
+    (
+        "the token named by token_env",
+        "the token named by --token-env",
+    ),
+    (
+        "set expect (e.g. {\"within_seconds\": 86400})",
+        "add --expect-within DURATION (or --expect-after-slot DURATION for a cron job)",
+    ),
+];
+
 /// A validation error, worded for the command line.
 pub(super) fn field_message(field: &str, error: &str, origins: &Origins) -> String {
     match flag_of(field, origins) {
-        Some(flag) => format!("{flag}: {error}"),
+        Some(flag) => {
+            let error = FLAG_ADVICE
+                .iter()
+                .fold(error.to_string(), |e, (json, cli)| e.replace(json, cli));
+            format!("{flag}: {error}")
+        }
         None if field.is_empty() => error.to_string(),
         None => format!("{field}: {error}"),
     }
@@ -297,7 +360,7 @@ fn add(dir: &Path, a: &AddArgs) -> CmdResult {
         let list = m.entry("outputs").or_insert_with(|| json!([]));
         if let Value::Array(list) = list {
             for (i, (o, flag)) in outs.into_iter().enumerate() {
-                origins.push((format!("outputs[{}]", base + i), flag));
+                record_output(&mut origins, base + i, flag, a);
                 list.push(o);
             }
         }
@@ -450,9 +513,15 @@ pub(super) fn apply_scalars(
             m.get("agent")
                 .and_then(|x| x["prompt_via"].as_str())
                 .unwrap_or("arg")
-        };
-        let agent = json!({"command": argv, "prompt_via": via});
-        m.insert("agent".into(), agent);
+        }
+        .to_string();
+        // A new command keeps the agent's other settings (inherit_env, env_allow).
+        let agent = m.entry("agent").or_insert_with(|| json!({}));
+        if !agent.is_object() {
+            *agent = json!({});
+        }
+        agent["command"] = json!(argv);
+        agent["prompt_via"] = json!(via);
         origins.push(("agent".into(), "--agent".into()));
     } else if a.prompt_stdin {
         match m.get_mut("agent") {
@@ -464,6 +533,15 @@ pub(super) fn apply_scalars(
                 "--prompt-stdin needs --agent (the default agent takes the prompt as an argument)",
             )),
         }
+    }
+    agent_env_flags(m, a, origins)?;
+    if let Some(n) = a.expect_within {
+        m.insert("expect".into(), json!({"within_seconds": n}));
+        origins.push(("expect".into(), "--expect-within".into()));
+    }
+    if let Some(n) = a.expect_after_slot {
+        m.insert("expect".into(), json!({"after_slot": n}));
+        origins.push(("expect".into(), "--expect-after-slot".into()));
     }
     let wd = match &a.working_dir {
         Some(d) => Some(absolute(d)?),
@@ -502,6 +580,12 @@ pub(super) fn apply_scalars(
         ("memory_mb", a.memory_mb, "--memory-mb"),
         ("max_processes", a.max_processes, "--max-processes"),
         ("max_output_kb", a.max_output_kb, "--max-output-kb"),
+        (
+            "max_runs_per_hour",
+            a.max_runs_per_hour,
+            "--max-runs-per-hour",
+        ),
+        ("max_runs_per_day", a.max_runs_per_day, "--max-runs-per-day"),
     ];
     if limits.iter().any(|(_, v, _)| v.is_some()) || a.filesystem.is_some() {
         let l = m.entry("limits").or_insert_with(|| json!({}));
@@ -520,6 +604,32 @@ pub(super) fn apply_scalars(
                 origins.push(("limits.filesystem".into(), "--filesystem".into()));
             }
         }
+    }
+    Ok(())
+}
+
+/// `--no-inherit-env` and `--env-allow`: settings of the agent object (given with
+/// `--agent`, in `-f`, or already in the job `job set` changes).
+fn agent_env_flags(
+    m: &mut Map<String, Value>,
+    a: &AddArgs,
+    origins: &mut Origins,
+) -> Result<(), (i32, String)> {
+    if !a.no_inherit_env && a.env_allow.is_empty() {
+        return Ok(());
+    }
+    let Some(Value::Object(ag)) = m.get_mut("agent") else {
+        return Err(e2(
+            "--no-inherit-env and --env-allow set up the environment of an agent given with --agent (the default agent always inherits the daemon's environment)",
+        ));
+    };
+    if a.no_inherit_env {
+        ag.insert("inherit_env".into(), json!(false));
+        origins.push(("agent.inherit_env".into(), "--no-inherit-env".into()));
+    }
+    if !a.env_allow.is_empty() {
+        ag.insert("env_allow".into(), json!(a.env_allow));
+        origins.push(("agent.env_allow".into(), "--env-allow".into()));
     }
     Ok(())
 }
@@ -606,13 +716,18 @@ pub(super) fn new_triggers(a: &AddArgs) -> Result<Vec<FlagTrigger>, (i32, String
         ));
     }
     if let Some(r) = &a.git_repo {
-        triggers.push((
-            json!({"type": "git_push", "repo": absolute(r)?,
-            "branch": a.branch.clone().unwrap_or_else(|| "*".into())}),
-            vec![("repo", "--git-repo"), ("branch", "--branch")],
+        let mut t = json!({"type": "git_push", "repo": absolute(r)?,
+            "branch": a.branch.clone().unwrap_or_else(|| "*".into())});
+        let mut f = vec![("repo", "--git-repo"), ("branch", "--branch")];
+        for (key, v, flag) in checkout_flags(a) {
+            t[key] = v;
+            f.push((key, flag));
+        }
+        triggers.push((t, f));
+    } else if a.branch.is_some() || a.checkout || a.keep_checkout_on_failure {
+        return Err(e2(
+            "--branch, --checkout and --keep-checkout-on-failure go with --git-repo",
         ));
-    } else if a.branch.is_some() {
-        return Err(e2("--branch goes with --git-repo"));
     }
     Ok(triggers)
 }
@@ -640,6 +755,22 @@ pub(super) fn webhook_filter_flags(a: &AddArgs) -> Result<FlagFields, (i32, Stri
     Ok(out)
 }
 
+/// The git_push fields that `--checkout` and `--keep-checkout-on-failure` give.
+pub(super) fn checkout_flags(a: &AddArgs) -> FlagFields {
+    let mut out = Vec::new();
+    if a.checkout {
+        out.push(("checkout", json!(true), "--checkout"));
+    }
+    if a.keep_checkout_on_failure {
+        out.push((
+            "keep_checkout_on_failure",
+            json!(true),
+            "--keep-checkout-on-failure",
+        ));
+    }
+    out
+}
+
 /// `PATH=VALUE` (equals; the value is a string, which also matches a number or boolean
 /// written the same way) or `PATH~=REGEX` as a `match` rule.
 fn match_rule(s: &str) -> Result<Value, String> {
@@ -656,15 +787,48 @@ fn match_rule(s: &str) -> Result<Value, String> {
     Ok(json!({"path": path, test: value}))
 }
 
+/// Records which flags made output `i`: its `--output` (or `--add-output`) spec, and the
+/// output options given with it.
+pub(super) fn record_output(origins: &mut Origins, i: usize, flag: String, a: &AddArgs) {
+    origins.push((format!("outputs[{i}]"), flag));
+    let options = [
+        ("on", a.on.is_some(), "--on"),
+        ("headers", !a.headers.is_empty(), "--header"),
+        (
+            "hmac_secret_env",
+            a.hmac_secret_env.is_some(),
+            "--hmac-secret-env",
+        ),
+        ("from", a.email_from.is_some(), "--email-from"),
+        ("append", a.no_append, "--no-append"),
+        ("token_env", a.token_env.is_some(), "--token-env"),
+        ("api_url", a.api_url.is_some(), "--api-url"),
+        (
+            "smtp_env_prefix",
+            a.smtp_env_prefix.is_some(),
+            "--smtp-env-prefix",
+        ),
+    ];
+    for (key, given, opt) in options {
+        if given {
+            origins.push((format!("outputs[{i}].{key}"), opt.to_string()));
+        }
+    }
+}
+
 /// Refuses output options (--on, --header, ...) when no output flag is there to take them.
 pub(super) fn output_options_need_outputs(a: &AddArgs) -> Result<(), (i32, String)> {
     if a.on.is_some()
         || !a.headers.is_empty()
         || a.hmac_secret_env.is_some()
         || a.email_from.is_some()
+        || a.no_append
+        || a.token_env.is_some()
+        || a.api_url.is_some()
+        || a.smtp_env_prefix.is_some()
     {
         return Err(e2(
-            "--on, --header, --hmac-secret-env and --email-from apply to the outputs given with --output on the same command line",
+            "--on, --header, --hmac-secret-env, --email-from, --no-append, --token-env, --api-url and --smtp-env-prefix apply to the outputs given with --output on the same command line",
         ));
     }
     Ok(())
@@ -680,10 +844,16 @@ pub(super) fn outputs_from_flags(
     for s in specs {
         let mut o = output_spec(s).map_err(|(c, m)| (c, m.replacen("--output", flag, 1)))?;
         if let Some(on) = &a.on {
-            if !matches!(on.as_str(), "succeeded" | "failed") {
-                return Err(e2(format!("--on {on:?}: expected succeeded or failed")));
+            let list: Vec<&str> = on.split(',').map(str::trim).collect();
+            if let Some(bad) = list
+                .iter()
+                .find(|s| !matches!(**s, "succeeded" | "failed" | "missed"))
+            {
+                return Err(e2(format!(
+                    "--on {bad:?}: expected succeeded, failed or missed (or several, comma-separated: failed,missed)"
+                )));
             }
-            o["on"] = json!([on]);
+            o["on"] = json!(list);
         }
         outs.push((o, format!("{flag} {s}")));
     }
@@ -718,6 +888,47 @@ pub(super) fn outputs_from_flags(
         }
         for (o, _) in outs.iter_mut().filter(|(o, _)| o["type"] == "email") {
             o["from"] = json!(from);
+        }
+    }
+    // Options of one output kind: (flag, value, JSON key, which outputs take it, what to add).
+    let no_append = a.no_append.then_some(Value::Bool(false));
+    let options = [
+        (
+            "--no-append",
+            no_append,
+            "append",
+            &(|o: &Value| o["type"] == "file") as &dyn Fn(&Value) -> bool,
+            "a file output with --output file:PATH",
+        ),
+        (
+            "--token-env",
+            a.token_env.as_ref().map(|x| json!(x)),
+            "token_env",
+            &|o: &Value| o.get("token_env").is_some(),
+            "a slack:#channel or github_comment:owner/repo#N output",
+        ),
+        (
+            "--api-url",
+            a.api_url.as_ref().map(|x| json!(x)),
+            "api_url",
+            &|o: &Value| matches!(o["type"].as_str(), Some("slack" | "github_comment")),
+            "a slack or github_comment output",
+        ),
+        (
+            "--smtp-env-prefix",
+            a.smtp_env_prefix.as_ref().map(|x| json!(x)),
+            "smtp_env_prefix",
+            &|o: &Value| o["type"] == "email",
+            "an email output with --output email:ADDR",
+        ),
+    ];
+    for (flag, value, key, takes, what) in options {
+        let Some(value) = value else { continue };
+        if !outs.iter().any(|(o, _)| takes(o)) {
+            return Err(e2(format!("{flag} applies to {what}: add one")));
+        }
+        for (o, _) in outs.iter_mut().filter(|(o, _)| takes(o)) {
+            o[key] = value.clone();
         }
     }
     Ok(outs)
@@ -825,7 +1036,12 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
     let mut rows = vec![["NAME", "ID", "ENABLED", "NEXT", "TRIGGERS"]
         .map(String::from)
         .to_vec()];
-    // Run budgets' use (from a running daemon), as a last column only when a job has one.
+    // Dead-man's switches and run budgets' use (from a running daemon), as last columns only
+    // when a job has one.
+    let expects = jobs.iter().any(|j| j.get("expect").is_some());
+    if expects {
+        rows[0].push("EXPECT".into());
+    }
     let budgets = jobs.iter().any(|j| j.get("budget_use").is_some());
     if budgets {
         rows[0].push("BUDGET".into());
@@ -855,8 +1071,11 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
             next,
             triggers.join(", "),
         ]);
+        let last = rows.len() - 1;
+        if expects {
+            rows[last].push(super::format::expect(&j["expect"]));
+        }
         if budgets {
-            let last = rows.len() - 1;
             rows[last].push(super::format::budget_use(&j["budget_use"]));
         }
     }

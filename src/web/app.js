@@ -90,6 +90,14 @@
     if (hr) return hr + "h " + m + "m";
     return m + "m" + (s ? " " + s + "s" : "");
   }
+  // Whole seconds as the CLI writes them: 1d, 2h30m, 45s.
+  function compact(secs) {
+    let s = Math.round(secs), out = "";
+    for (const [u, n] of [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]]) {
+      if (s >= n) { out += Math.floor(s / n) + u; s %= n; }
+    }
+    return out || "0s";
+  }
   function relative(iso) {
     if (!iso) return "";
     const ms = Date.parse(iso) - Date.now();
@@ -135,10 +143,46 @@
       }
       case "interval": return "every " + span(t.seconds * 1000);
       case "file_change": return "when " + t.patterns.join(", ") + " change" + (t.root ? " under " + t.root : "");
-      case "webhook": return "on POST " + t.path;
-      case "git_push": return "on a push to " + t.branch + " of " + t.repo;
+      case "webhook": {
+        const parts = ["on POST " + t.path];
+        if (t.scheme) parts.push("signed the " + t.scheme + " way");
+        if (t.events && t.events.length) parts.push("for " + t.events.join(", "));
+        if (t.match) parts.push("when " + ruleWords(t.match));
+        return parts.join(" ");
+      }
+      case "git_push":
+        return "on a push to " + t.branch + " of " + t.repo +
+          (t.checkout ? ", in a fresh checkout" + (t.keep_checkout_on_failure ? " (kept when the run fails)" : "") : "");
       default: return t.type;
     }
+  }
+  // A webhook filter's match rule in one line, as `job list` writes it.
+  function ruleWords(r) {
+    if (!r || typeof r !== "object") return String(r);
+    const val = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+    if (Array.isArray(r.all)) return "(" + r.all.map(ruleWords).join(" & ") + ")";
+    if (Array.isArray(r.any)) return "(" + r.any.map(ruleWords).join(" | ") + ")";
+    if (r.not !== undefined) return "!" + ruleWords(r.not);
+    if (r.equals !== undefined) return r.path + "=" + val(r.equals);
+    if (r.regex !== undefined) return r.path + "~=" + val(r.regex);
+    if (Array.isArray(r.in)) return r.path + " in [" + r.in.map(val).join(",") + "]";
+    if (r.exists !== undefined) return r.path + (r.exists ? " exists" : " absent");
+    return JSON.stringify(r);
+  }
+  // The dead-man's switch (`expect`) and the run budgets' use (`budget_use`) in words.
+  function expectWords(e) {
+    if (!e) return null;
+    if (e.within_seconds !== undefined) return "a successful run at least every " + compact(e.within_seconds);
+    if (e.after_slot !== undefined) return "a successful run within " + compact(e.after_slot) + " of each cron slot";
+    return JSON.stringify(e);
+  }
+  function budgetWords(b) {
+    if (!b) return null;
+    const parts = [];
+    for (const [k, per] of [["max_runs_per_hour", "hour"], ["max_runs_per_day", "day"]]) {
+      if (b[k]) parts.push(b[k].used + " of " + b[k].max + " runs this " + per);
+    }
+    return parts.length ? parts.join(", ") : null;
   }
   function runTrigger(tr) {
     if (!tr || typeof tr !== "object") return "—";
@@ -372,8 +416,10 @@
         keepFocus(() => body.replaceChildren(
           h("h1", {}, j.name, h("span", { class: "state " + (j.enabled ? "on" : "off") }, j.enabled ? "enabled" : "disabled")),
           h("dl", { class: "facts" },
-            h("dt", {}, "Triggers"), h("dd", {}, j.triggers.map(triggerWords).join("; ") || "none"),
+            h("dt", {}, "Triggers"), h("dd", { id: "job-triggers" }, j.triggers.map(triggerWords).join("; ") || "none"),
             h("dt", {}, "Next fire"), h("dd", {}, j.next_fire_at ? when(j.next_fire_at) : "—"),
+            j.expect ? [h("dt", {}, "Expect"), h("dd", { id: "job-expect" }, expectWords(j.expect))] : null,
+            budgetWords(j.budget_use) ? [h("dt", {}, "Run budget"), h("dd", { id: "job-budget" }, budgetWords(j.budget_use))] : null,
             h("dt", {}, "Agent"), h("dd", { class: "mono" }, (j.agent && j.agent.command || []).join(" ")),
             h("dt", {}, "Id"), h("dd", { class: "mono" }, j.id)),
           h("h2", {}, "Runs (" + runs.length + ")"),

@@ -214,11 +214,19 @@ fn the_dashboard_shows_jobs_runs_live_output_and_the_schedule() {
     let mut job = sh_job("talker", &talker, idle_trigger());
     job["limits"] = json!({"timeout_seconds": 120});
     let talker_id = d.create(&job)["id"].as_str().unwrap().to_string();
-    let broken = sh_job(
+    let mut broken = sh_job(
         "broken",
         "echo 'about to fail'; echo 'disk on fire' >&2; exit 3",
-        json!([{"type": "interval", "seconds": 3600}]),
+        json!([
+            {"type": "interval", "seconds": 3600},
+            {"type": "webhook", "path": "/hooks/pr", "secret_env": "BOG_WEBHOOK_SECRET",
+             "scheme": "github", "events": ["pull_request.opened"],
+             "match": {"all": [{"path": "pull_request.base.ref", "equals": "main"},
+                               {"path": "label.name", "in": ["agent", "bot"]}]}},
+        ]),
     );
+    broken["limits"] = json!({"max_runs_per_day": 50});
+    broken["expect"] = json!({"within_seconds": 86400});
     let broken_id = d.create(&broken)["id"].as_str().unwrap().to_string();
     let nightly = sh_job(
         "nightly-report",
@@ -350,6 +358,21 @@ fn the_dashboard_shows_jobs_runs_live_output_and_the_schedule() {
     assert!(
         row.contains("failed") && row.contains("manual") && row.contains('3'),
         "{row}"
+    );
+    // The job's facts: the webhook's scheme and filter, the dead-man's switch, the budget.
+    let facts = b.eval("document.querySelector('#job-triggers').textContent");
+    assert_eq!(
+        facts,
+        json!("every 1h 0m; on POST /hooks/pr signed the github way for pull_request.opened when (pull_request.base.ref=main & label.name in [agent,bot])")
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#job-expect').textContent"),
+        json!("a successful run at least every 1d")
+    );
+    let budget = b.eval("document.querySelector('#job-budget').textContent");
+    assert!(
+        budget.as_str().unwrap().ends_with(" of 50 runs this day"),
+        "{budget}"
     );
     b.screenshot(&shots.join("dashboard-runs.png"));
     let shown = |b: &mut Browser, status: &str| {

@@ -18,6 +18,7 @@ mod deadman;
 mod durability;
 mod filters;
 mod hostile;
+mod jobflags;
 mod jobtest;
 mod load;
 mod manpage;
