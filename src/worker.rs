@@ -168,12 +168,13 @@ fn execute(engine: &Engine, w: Work) {
     let mut rec = w.run;
     // The body is parsed here, once per run, and dropped when the run has started.
     let extra = firing_vars(&w.extra);
-    if let Some(b) = &w.extra.body {
-        keep_payload(engine, &rec, b);
-    }
-    drop(w.extra);
     let setup = Setup::of(engine);
     let mut run = prepare(&setup, &job, &rec.id, &rec.trigger, extra);
+    // Kept with the run's redactor: no secret of the daemon or the job is stored.
+    if let Some(b) = &w.extra.body {
+        keep_payload(engine, &rec, b, &run.redactor);
+    }
+    drop(w.extra);
     if !run.unknown.is_empty() {
         log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", run.unknown.join(", "));
     }
@@ -849,20 +850,68 @@ fn event_json(
 }
 
 /// Keeps a webhook run's body beside its record (`job test --from-run` replays it), pruned
-/// with the record. Only what the sender sent: no header is in it.
-fn keep_payload(engine: &Engine, rec: &RunRecord, body: &crate::payload::Body) {
+/// with the record. Only what the sender sent (no header is in it), less its secrets:
+/// [`storable_payload`].
+fn keep_payload(
+    engine: &Engine,
+    rec: &RunRecord,
+    body: &crate::payload::Body,
+    redactor: &Redactor,
+) {
     match body.bytes() {
-        Ok(b) => engine.save_payload(rec, &b),
+        Ok(b) => {
+            let slack = rec.trigger.get("scheme").and_then(Value::as_str) == Some("slack");
+            engine.save_payload(rec, &storable_payload(&b, slack, redactor))
+        }
         Err(e) => {
             log::warn!(event = "store.error", run = rec.id.as_str(); "cannot read the webhook body back to keep it: {e}")
         }
     }
 }
 
+/// A webhook body as it may be stored: a Slack payload's top-level `token` (the app's
+/// verification token, which Slack sends in every Events API payload) is dropped, and every
+/// secret value the run's redactor knows is replaced. A body that is not UTF-8 is stored as
+/// its lossy text, redacted the same way.
+fn storable_payload(body: &[u8], slack: bool, redactor: &Redactor) -> Vec<u8> {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if slack {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&text) {
+            if m.remove("token").is_some() {
+                text = Value::Object(m).to_string();
+            }
+        }
+    }
+    redactor.redact(&text, false, false).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contain::{Mode, Verdict};
+
+    #[test]
+    fn kept_payloads_hold_no_secret() {
+        let secrets = crate::contain::env::SecretNames::default();
+        let r = Redactor::new(
+            &[("API_TOKEN".into(), "sk-live-0123456789".into())],
+            &secrets,
+            &[],
+        );
+        let body =
+            br#"{"token": "slack-verification-abc", "event": {"text": "key sk-live-0123456789"}}"#;
+        let kept = String::from_utf8(storable_payload(body, true, &r)).unwrap();
+        assert!(!kept.contains("slack-verification-abc"), "{kept}");
+        assert!(!kept.contains("sk-live-0123456789"), "{kept}");
+        let v: Value = serde_json::from_str(&kept).unwrap();
+        assert!(
+            v.get("token").is_none() && v["event"]["text"].is_string(),
+            "{v}"
+        );
+        // Other senders' `token` fields are theirs to keep; secrets are still redacted.
+        let kept = String::from_utf8(storable_payload(body, false, &r)).unwrap();
+        assert!(kept.contains("slack-verification-abc") && !kept.contains("sk-live"));
+    }
     use serde_json::json;
 
     fn job(limits: Value) -> Job {
