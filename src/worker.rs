@@ -524,17 +524,21 @@ pub struct Setup<'a> {
     pub secrets: SecretNames,
     /// The environment the agent's is built from (the daemon's own).
     pub daemon_env: Vec<(OsString, OsString)>,
+    /// The daemon's shutdown signal (none without a daemon): making a checkout stops then.
+    pub stop: Option<Receiver<()>>,
 }
 
 impl<'a> Setup<'a> {
     /// The daemon's: its data dir, settings, jobs and environment.
     pub fn of(engine: &'a Engine) -> Setup<'a> {
         let jobs = engine.jobs();
-        Setup::new(
+        let mut s = Setup::new(
             engine.store.dir(),
             engine.settings.default_agent.as_deref(),
             jobs.iter().map(|j| &**j),
-        )
+        );
+        s.stop = Some(engine.shutdown_signal());
+        s
     }
 
     /// From parts (the CLI's rendering without a daemon reads them from the data dir).
@@ -552,6 +556,7 @@ impl<'a> Setup<'a> {
             default_agent,
             secrets,
             daemon_env: std::env::vars_os().collect(),
+            stop: None,
         }
     }
 }
@@ -594,6 +599,8 @@ pub struct Prepared {
     made: Vec<PathBuf>,
     /// Whether [`Prepared::materialize`] made (or began to make) the checkout.
     checkout_made: bool,
+    /// The daemon's shutdown signal, which cuts a checkout being made short.
+    stop: Option<Receiver<()>>,
 }
 
 /// Renders a run of `job` with id `run_id`, fired with `trigger` (the run record's object)
@@ -705,6 +712,7 @@ pub fn prepare(
         problem,
         made: Vec::new(),
         checkout_made: false,
+        stop: setup.stop.clone(),
     }
 }
 
@@ -738,7 +746,7 @@ impl Prepared {
         if let Some(c) = &self.checkout {
             // Marked first: a failed `worktree add` may leave a half-made one behind.
             self.checkout_made = true;
-            c.create().map_err(|e| e.to_string())?;
+            c.create(self.stop.as_ref()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -774,7 +782,8 @@ impl Prepared {
         let keep = failed && c.keep_on_failure;
         if keep {
             log::info!(event = "checkout.kept", run = self.run_id.as_str(); "the run failed: its checkout is kept at {} (keep_checkout_on_failure)", c.path.display());
-        } else if let Err(e) = c.remove() {
+        }
+        if let Err(e) = c.remove(keep) {
             log::warn!(event = "checkout.error", run = self.run_id.as_str(); "{e}");
         }
         Some(c.record(keep))
