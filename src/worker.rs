@@ -56,6 +56,17 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
                 return;
             }
         };
+        // One of the `max_concurrent_runs` slots for as long as this worker runs (the job's
+        // pending runs included): a `job test --exec` agent holds one too, so the work
+        // waits queued here meanwhile.
+        let Some(_slot) = engine.agent_slots.wait(stop) else {
+            Metrics::dec(&engine.metrics.runs_queued);
+            interrupt_unstarted(engine, work);
+            while let Ok(w) = rx.try_recv() {
+                interrupt_unstarted(engine, w);
+            }
+            return;
+        };
         let mut next = Some(work);
         while let Some(w) = next {
             let job_id = w.job.id.clone();
@@ -265,6 +276,11 @@ fn execute(engine: &Engine, w: Work) {
     }
     let finished = chrono::Utc::now();
     rec.finished_at = Some(crate::time::rfc3339(finished));
+    if rec.status == RunStatus::Succeeded {
+        // Known now, before the outputs are delivered (which may take their whole retry
+        // budget): a dead-man's switch whose deadline comes meanwhile counts this success.
+        engine.note_success(&job.id, &rec.id, finished);
+    }
     rec.duration_ms = Some((finished - first_start).num_milliseconds().max(0) as u64);
     let failed = !matches!(rec.status, RunStatus::Succeeded);
     rec.checkout = run.cleanup(failed);
