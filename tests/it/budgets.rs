@@ -127,22 +127,13 @@ fn a_webhook_past_the_daily_budget_gets_429_with_retry_after() {
 #[test]
 fn max_concurrent_runs_holds_runs_queued_instead_of_side_by_side() {
     let t = tempdir();
-    let data = t.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("config.json"),
-        r#"{"workers": 4, "max_concurrent_runs": 1}"#,
-    )
-    .unwrap();
+    write_config(t.path(), r#"{"workers": 4, "max_concurrent_runs": 1}"#);
     let d = Daemon::start(t.path(), &[]);
     let (_, m) = d.get("/metrics");
     assert_eq!(m["max_concurrent_runs"], 1, "{m}");
     // Every run holds until the release file exists.
     let release = t.path().join("release");
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; echo done",
-        release.display()
-    );
+    let script = format!("{}; echo done", hold_until(&release));
     let mut job = sh_job("capped", &script, idle_trigger());
     job["overlap"] = json!("parallel");
     d.create(&job);
@@ -183,11 +174,7 @@ fn retention_keeps_the_runs_a_budget_counts_across_a_restart() {
     let t = tempdir();
     let mut d = Daemon::start(t.path(), &[]);
     let release = t.path().join("release");
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; rm -f {}",
-        release.display(),
-        release.display()
-    );
+    let script = format!("{}; rm -f {}", hold_until(&release), release.display());
     let mut job = sh_job("daily", &script, idle_trigger());
     job["history"] = json!(2);
     job["overlap"] = json!("skip");

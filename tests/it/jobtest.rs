@@ -542,13 +542,7 @@ fn job_test_lists_the_missed_notice_outputs_of_a_dead_mans_switch() {
 #[test]
 fn test_agents_spend_the_run_budget_and_take_a_concurrency_slot() {
     let t = tempdir();
-    let data = t.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("config.json"),
-        r#"{"workers": 4, "max_concurrent_runs": 1}"#,
-    )
-    .unwrap();
+    write_config(t.path(), r#"{"workers": 4, "max_concurrent_runs": 1}"#);
     let d = Daemon::start(t.path(), &[]);
     let mut job = sh_job("budgeted", "echo tested", idle_trigger());
     job["limits"] = json!({"max_runs_per_hour": 1});
