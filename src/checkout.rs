@@ -351,3 +351,57 @@ pub fn remove_leftovers(data_dir: &Path, run_ids: &[&str]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether process `pid` is gone (or a zombie nobody reaped).
+    fn gone(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(s) => s.split_whitespace().nth(2) == Some("Z"),
+            Err(_) => true,
+        }
+    }
+
+    #[test]
+    fn a_git_command_is_cut_short_at_shutdown_with_everything_it_started() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo.git");
+        let ok = Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        // A git that would hang: an alias running a shell that sleeps (its pid noted).
+        let pidfile = t.path().join("pid");
+        let alias = format!("alias.hang=!echo $$ > {}; exec sleep 60", pidfile.display());
+        let (tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let waiter = std::thread::spawn({
+            let repo = repo.clone();
+            move || git_cmd(&repo, &["-c", &alias, "hang"], Some(&stop))
+        });
+        let pid: i32 = loop {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(!gone(pid));
+        drop(tx); // the daemon stops
+        let e = waiter.join().unwrap().unwrap_err();
+        assert!(e.to_string().contains("the daemon is stopping"), "{e}");
+        // The whole process group went, the shell git started included.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(pid), "the git alias's shell {pid} still runs");
+        // And a git that ends answers as before.
+        assert!(git_cmd(&repo, &["worktree", "prune"], None).is_ok());
+    }
+}
