@@ -1,8 +1,9 @@
 //! The dead-man's switch (`expect`) through the real binary: a job that does not succeed in
 //! time gets a `missed` notice on its outputs with `on: ["missed"]` (a `file` output here),
 //! once per period, counted in `/metrics`; a success starts the period anew; a daemon that
-//! was down for the whole period reports it when it starts; `after_slot` counts from each
-//! cron slot; and the fields are validated.
+//! was down for the whole period reports it when it starts; a success counts from its
+//! outcome, however slow its delivery; a notice a stop cut short is sent again at start;
+//! `after_slot` counts from each cron slot; and the fields are validated.
 
 use crate::common::*;
 use serde_json::{json, Value};
