@@ -56,6 +56,17 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
                 return;
             }
         };
+        // One of the `max_concurrent_runs` slots for as long as this worker runs (the job's
+        // pending runs included): a `job test --exec` agent holds one too, so the work
+        // waits queued here meanwhile.
+        let Some(_slot) = engine.agent_slots.wait(stop) else {
+            Metrics::dec(&engine.metrics.runs_queued);
+            interrupt_unstarted(engine, work);
+            while let Ok(w) = rx.try_recv() {
+                interrupt_unstarted(engine, w);
+            }
+            return;
+        };
         let mut next = Some(work);
         while let Some(w) = next {
             let job_id = w.job.id.clone();
@@ -168,12 +179,13 @@ fn execute(engine: &Engine, w: Work) {
     let mut rec = w.run;
     // The body is parsed here, once per run, and dropped when the run has started.
     let extra = firing_vars(&w.extra);
-    if let Some(b) = &w.extra.body {
-        keep_payload(engine, &rec, b);
-    }
-    drop(w.extra);
     let setup = Setup::of(engine);
     let mut run = prepare(&setup, &job, &rec.id, &rec.trigger, extra);
+    // Kept with the run's redactor: no secret of the daemon or the job is stored.
+    if let Some(b) = &w.extra.body {
+        keep_payload(engine, &rec, b, &run.redactor);
+    }
+    drop(w.extra);
     if !run.unknown.is_empty() {
         log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", run.unknown.join(", "));
     }
@@ -264,6 +276,11 @@ fn execute(engine: &Engine, w: Work) {
     }
     let finished = chrono::Utc::now();
     rec.finished_at = Some(crate::time::rfc3339(finished));
+    if rec.status == RunStatus::Succeeded {
+        // Known now, before the outputs are delivered (which may take their whole retry
+        // budget): a dead-man's switch whose deadline comes meanwhile counts this success.
+        engine.note_success(&job.id, &rec.id, finished);
+    }
     rec.duration_ms = Some((finished - first_start).num_milliseconds().max(0) as u64);
     let failed = !matches!(rec.status, RunStatus::Succeeded);
     rec.checkout = run.cleanup(failed);
@@ -523,17 +540,21 @@ pub struct Setup<'a> {
     pub secrets: SecretNames,
     /// The environment the agent's is built from (the daemon's own).
     pub daemon_env: Vec<(OsString, OsString)>,
+    /// The daemon's shutdown signal (none without a daemon): making a checkout stops then.
+    pub stop: Option<Receiver<()>>,
 }
 
 impl<'a> Setup<'a> {
     /// The daemon's: its data dir, settings, jobs and environment.
     pub fn of(engine: &'a Engine) -> Setup<'a> {
         let jobs = engine.jobs();
-        Setup::new(
+        let mut s = Setup::new(
             engine.store.dir(),
             engine.settings.default_agent.as_deref(),
             jobs.iter().map(|j| &**j),
-        )
+        );
+        s.stop = Some(engine.shutdown_signal());
+        s
     }
 
     /// From parts (the CLI's rendering without a daemon reads them from the data dir).
@@ -551,6 +572,7 @@ impl<'a> Setup<'a> {
             default_agent,
             secrets,
             daemon_env: std::env::vars_os().collect(),
+            stop: None,
         }
     }
 }
@@ -593,6 +615,8 @@ pub struct Prepared {
     made: Vec<PathBuf>,
     /// Whether [`Prepared::materialize`] made (or began to make) the checkout.
     checkout_made: bool,
+    /// The daemon's shutdown signal, which cuts a checkout being made short.
+    stop: Option<Receiver<()>>,
 }
 
 /// Renders a run of `job` with id `run_id`, fired with `trigger` (the run record's object)
@@ -704,6 +728,7 @@ pub fn prepare(
         problem,
         made: Vec::new(),
         checkout_made: false,
+        stop: setup.stop.clone(),
     }
 }
 
@@ -737,7 +762,7 @@ impl Prepared {
         if let Some(c) = &self.checkout {
             // Marked first: a failed `worktree add` may leave a half-made one behind.
             self.checkout_made = true;
-            c.create().map_err(|e| e.to_string())?;
+            c.create(self.stop.as_ref()).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -773,7 +798,8 @@ impl Prepared {
         let keep = failed && c.keep_on_failure;
         if keep {
             log::info!(event = "checkout.kept", run = self.run_id.as_str(); "the run failed: its checkout is kept at {} (keep_checkout_on_failure)", c.path.display());
-        } else if let Err(e) = c.remove() {
+        }
+        if let Err(e) = c.remove(keep) {
             log::warn!(event = "checkout.error", run = self.run_id.as_str(); "{e}");
         }
         Some(c.record(keep))
@@ -849,20 +875,68 @@ fn event_json(
 }
 
 /// Keeps a webhook run's body beside its record (`job test --from-run` replays it), pruned
-/// with the record. Only what the sender sent: no header is in it.
-fn keep_payload(engine: &Engine, rec: &RunRecord, body: &crate::payload::Body) {
+/// with the record. Only what the sender sent (no header is in it), less its secrets:
+/// [`storable_payload`].
+fn keep_payload(
+    engine: &Engine,
+    rec: &RunRecord,
+    body: &crate::payload::Body,
+    redactor: &Redactor,
+) {
     match body.bytes() {
-        Ok(b) => engine.save_payload(rec, &b),
+        Ok(b) => {
+            let slack = rec.trigger.get("scheme").and_then(Value::as_str) == Some("slack");
+            engine.save_payload(rec, &storable_payload(&b, slack, redactor))
+        }
         Err(e) => {
             log::warn!(event = "store.error", run = rec.id.as_str(); "cannot read the webhook body back to keep it: {e}")
         }
     }
 }
 
+/// A webhook body as it may be stored: a Slack payload's top-level `token` (the app's
+/// verification token, which Slack sends in every Events API payload) is dropped, and every
+/// secret value the run's redactor knows is replaced. A body that is not UTF-8 is stored as
+/// its lossy text, redacted the same way.
+fn storable_payload(body: &[u8], slack: bool, redactor: &Redactor) -> Vec<u8> {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if slack {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&text) {
+            if m.remove("token").is_some() {
+                text = Value::Object(m).to_string();
+            }
+        }
+    }
+    redactor.redact(&text, false, false).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::contain::{Mode, Verdict};
+
+    #[test]
+    fn kept_payloads_hold_no_secret() {
+        let secrets = crate::contain::env::SecretNames::default();
+        let r = Redactor::new(
+            &[("API_TOKEN".into(), "sk-live-0123456789".into())],
+            &secrets,
+            &[],
+        );
+        let body =
+            br#"{"token": "slack-verification-abc", "event": {"text": "key sk-live-0123456789"}}"#;
+        let kept = String::from_utf8(storable_payload(body, true, &r)).unwrap();
+        assert!(!kept.contains("slack-verification-abc"), "{kept}");
+        assert!(!kept.contains("sk-live-0123456789"), "{kept}");
+        let v: Value = serde_json::from_str(&kept).unwrap();
+        assert!(
+            v.get("token").is_none() && v["event"]["text"].is_string(),
+            "{v}"
+        );
+        // Other senders' `token` fields are theirs to keep; secrets are still redacted.
+        let kept = String::from_utf8(storable_payload(body, false, &r)).unwrap();
+        assert!(kept.contains("slack-verification-abc") && !kept.contains("sk-live"));
+    }
     use serde_json::json;
 
     fn job(limits: Value) -> Job {

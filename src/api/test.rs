@@ -1,8 +1,8 @@
 //! `POST /jobs/{id}/test` (README "Testing a job"): the rendering `job test` prints, from
 //! [`crate::jobtest`]; with `"exec": true` the agent runs once and the answer carries how it
-//! went (output bounded by the job's `max_output_kb`). Nothing is delivered or recorded.
-
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! went (output bounded by the job's `max_output_kb`). Nothing is delivered or recorded, but
+//! the agent counts like a manual run: it takes one of the `max_concurrent_runs` slots and
+//! spends the job's run budget (429 with `Retry-After` when either is used up).
 
 use serde_json::{json, Value};
 
@@ -40,18 +40,27 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Resp {
         if api.engine.is_shutting_down() {
             return Resp::error(503, "the daemon is shutting down");
         }
-        // Test agents run beside the pool, not in it: at most as many at once as it has
-        // workers, so a client cannot start agents without bound.
-        let Some(_slot) = ExecSlot::take(api.engine.settings.workers) else {
+        // A test agent is an agent like a run's: it takes one of the daemon-wide
+        // `max_concurrent_runs` slots (never waiting for one: the client is answered at once)
+        // and spends the job's run budget as a manual run does.
+        let slots = &api.engine.agent_slots;
+        let Some(_slot) = slots.try_take() else {
             return Resp::error(
                 429,
                 format!(
-                    "{} job test agents are running already (as many as the daemon has workers); retry when one has ended",
-                    api.engine.settings.workers
+                    "{} agents are running already (max_concurrent_runs); retry when one has ended",
+                    slots.max()
                 ),
             )
             .with("Retry-After", "5");
         };
+        if let Err(over) = api.engine.spend_budget_for_test(&job, &prepared.run_id) {
+            return Resp::json(
+                429,
+                &json!({"error": over.to_string(), "over_budget": {"retry_after_seconds": over.retry_after()}}),
+            )
+            .with("Retry-After", over.retry_after().to_string());
+        }
         let rec = jobtest::exec(
             &api.engine,
             &job,
@@ -61,27 +70,4 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Resp {
         report["exec"] = serde_json::to_value(rec).unwrap_or(Value::Null);
     }
     Resp::json(200, &report)
-}
-
-/// Test agents running now.
-static EXECS: AtomicUsize = AtomicUsize::new(0);
-
-/// One of the test agents allowed at once, given back when dropped.
-struct ExecSlot;
-
-impl ExecSlot {
-    fn take(max: usize) -> Option<ExecSlot> {
-        EXECS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ExecSlot)
-    }
-}
-
-impl Drop for ExecSlot {
-    fn drop(&mut self) {
-        EXECS.fetch_sub(1, Ordering::AcqRel);
-    }
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::TrySendError;
 use serde_json::{Map, Value};
 
-use super::runs::{decide, has_budget, Budget, BudgetUse, Decision, JobRuns, JobSlot, OverBudget};
+use super::runs::{
+    decide, has_budget, Budget, BudgetUse, Decision, JobRuns, JobSlot, OverBudget, Success,
+};
 use super::{lock, Engine, Extra, FireError, Fired, Work};
 use crate::job::Job;
 use crate::metrics::Metrics;
@@ -23,6 +25,11 @@ fn refund(runs: &mut JobRuns) {
         b.refund();
     }
 }
+
+/// Most records read, newest first, to find a job's last success after a restart (the
+/// clock's thread reads them for a dead-man's switch); `state.json` remembers a success
+/// older than that ([`crate::store::state::ExpectState::last_success`]).
+pub const SUCCESS_WALK: usize = 256;
 
 impl Engine {
     /// Fires a job: applies its overlap policy, records the run and queues it.
@@ -44,6 +51,7 @@ impl Engine {
         }
         Metrics::inc(&self.metrics.firings_total);
         let slot = self.job_slot(&job.id);
+        self.seed_budget(&slot, &job);
         let mut runs = lock(&slot.runs);
         let mut rec = RunRecord::queued(
             crate::ids::new_run_id(),
@@ -54,12 +62,9 @@ impl Engine {
         let decision = decide(&runs, job.overlap);
         // Run budgets: only a firing that would become a run spends one.
         if matches!(decision, Decision::Park | Decision::Send) {
-            if let Err(over) = self.spend_budget(&mut runs, &job) {
+            if let Err(over) = self.spend_budget(&mut runs, &job, &rec.id) {
                 drop(runs);
-                let wait = (over.frees_at - chrono::Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                let retry_after = over.retry_after();
                 rec.skip(over.to_string());
                 Metrics::inc(&self.metrics.runs_over_budget_total);
                 let id = self.record_skip(&slot, rec)?.run_id().to_string();
@@ -126,9 +131,35 @@ impl Engine {
         }
     }
 
-    /// Spends one run of the job's budget, if it has one (seeding the budget from the job's
-    /// records on first use), or says which budget is used up.
-    fn spend_budget(&self, runs: &mut JobRuns, job: &Job) -> Result<(), OverBudget> {
+    /// Spends one run of the job's budget for a `job test --exec` agent, which counts like a
+    /// manual run (README "Run budgets"), or says which budget is used up. It leaves no
+    /// record, so a restart does not count it again.
+    pub fn spend_budget_for_test(&self, job: &Job, test_id: &str) -> Result<(), OverBudget> {
+        let slot = self.job_slot(&job.id);
+        self.seed_budget(&slot, job);
+        let mut runs = lock(&slot.runs);
+        self.spend_budget(&mut runs, job, test_id)
+    }
+
+    /// Seeds a job's budget from its records if it has a budget not known yet: the records
+    /// are read without the job's lock (firings of other kinds and the worker's record writes
+    /// go on meanwhile), then filled in only if no one did it first.
+    fn seed_budget(&self, slot: &JobSlot, job: &Job) {
+        if !has_budget(&job.limits) || lock(&slot.runs).budget.is_some() {
+            return;
+        }
+        let seeded = self.budget_from_records(job, chrono::Utc::now());
+        let mut runs = lock(&slot.runs);
+        if runs.budget.is_none() {
+            runs.budget = Some(seeded);
+        }
+    }
+
+    /// Spends one run of the job's budget for run `run_id`, if it has one, or says which
+    /// budget is used up. The budget was seeded by [`Engine::seed_budget`] before the lock
+    /// was taken; only if a concurrent change of the job's limits dropped it meanwhile are
+    /// the records read here, under the lock.
+    fn spend_budget(&self, runs: &mut JobRuns, job: &Job, run_id: &str) -> Result<(), OverBudget> {
         if !has_budget(&job.limits) {
             runs.budget = None;
             return Ok(());
@@ -137,7 +168,7 @@ impl Engine {
         let budget = runs
             .budget
             .get_or_insert_with(|| self.budget_from_records(job, now));
-        budget.admit(&job.limits, now)?;
+        budget.admit(&job.limits, now, run_id)?;
         // The API's view shows the budget's use.
         self.views.invalidate(&job.id);
         Ok(())
@@ -145,7 +176,8 @@ impl Engine {
 
     /// A job's budget as its run records say, so a restart does not reset it: the queue
     /// times of its records of the last 24 hours that are not `skipped` (ids are in time
-    /// order, so the walk stops at the first older one; retention bounds it).
+    /// order, so the walk stops at the first older one; retention bounds it, and never
+    /// deletes a record a budget counts: [`Engine::prune_runs`]).
     fn budget_from_records(&self, job: &Job, now: chrono::DateTime<chrono::Utc>) -> Budget {
         let horizon = now - chrono::Duration::days(1);
         let mut starts = Vec::new();
@@ -160,7 +192,7 @@ impl Engine {
                 break;
             }
             if r.status != RunStatus::Skipped {
-                starts.push(t);
+                starts.push((t, id));
             }
         }
         Budget::seeded(starts, &job.limits, now)
@@ -174,6 +206,7 @@ impl Engine {
         }
         let now = chrono::Utc::now();
         let slot = self.job_slot(&job.id);
+        self.seed_budget(&slot, job);
         let mut runs = lock(&slot.runs);
         let budget = runs
             .budget
@@ -185,22 +218,50 @@ impl Engine {
     }
 
     /// When the job's newest successful run ended: from memory once known, else from its
-    /// records (newest first until a success; retention bounds the walk).
+    /// newest [`SUCCESS_WALK`] records, read without the job's lock (a success the worker
+    /// notes meanwhile wins: it is newer than any record).
     pub fn last_success(&self, job_id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         let slot = self.job_slot(job_id);
+        if let Some(known) = &lock(&slot.runs).last_success {
+            return known.as_ref().map(|s| s.at);
+        }
+        let found = self
+            .store
+            .run_ids(job_id)
+            .iter()
+            .take(SUCCESS_WALK)
+            .filter_map(|id| self.store.load_run(job_id, id))
+            .find(|r| r.status == RunStatus::Succeeded)
+            .and_then(|r| {
+                let at = r
+                    .finished_at
+                    .as_deref()
+                    .and_then(crate::time::parse_rfc3339)?;
+                Some(Success { at, run: r.id })
+            });
         let mut runs = lock(&slot.runs);
-        *runs.last_success.get_or_insert_with(|| {
-            self.store
-                .run_ids(job_id)
-                .iter()
-                .filter_map(|id| self.store.load_run(job_id, id))
-                .find(|r| r.status == RunStatus::Succeeded)
-                .and_then(|r| {
-                    r.finished_at
-                        .as_deref()
-                        .and_then(crate::time::parse_rfc3339)
-                })
-        })
+        runs.last_success
+            .get_or_insert(found)
+            .as_ref()
+            .map(|s| s.at)
+    }
+
+    /// Notes a run's success as soon as its outcome is known (before its outputs are
+    /// delivered and its record written), so a dead-man's switch whose deadline comes during
+    /// a slow delivery counts it. The newest success is always the one just noted.
+    pub fn note_success(&self, job_id: &str, run_id: &str, at: chrono::DateTime<chrono::Utc>) {
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
+        let newer = match &runs.last_success {
+            Some(Some(known)) => at >= known.at,
+            _ => true,
+        };
+        if newer {
+            runs.last_success = Some(Some(Success {
+                at,
+                run: run_id.to_string(),
+            }));
+        }
     }
 
     /// How many jobs would refuse a firing now because a run budget is used up.
@@ -266,20 +327,7 @@ impl Engine {
             return false;
         }
         match self.store.save_run(rec) {
-            Ok(()) => {
-                drop(deleted);
-                if rec.status == RunStatus::Succeeded {
-                    let ended = rec
-                        .finished_at
-                        .as_deref()
-                        .and_then(crate::time::parse_rfc3339);
-                    let mut runs = lock(&slot.runs);
-                    if let Some(known) = runs.last_success.as_mut() {
-                        *known = (*known).max(ended);
-                    }
-                }
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 log::error!(event = "store.error", job = rec.job_name.as_str(), run = rec.id.as_str(); "{e}");
                 false
@@ -300,10 +348,22 @@ impl Engine {
         }
     }
 
-    /// Deletes a job's oldest final records beyond `keep` (never a queued or running one).
+    /// Deletes a job's oldest final records beyond `keep`: never a queued or running one,
+    /// nor one a restart needs — the runs its budget counts (at most its largest maximum)
+    /// and its newest success (the dead-man's switch's). No extra write on any path: the
+    /// records themselves stay the durable memory of both.
     pub fn prune_runs(&self, job_id: &str, keep: usize) {
-        let active = self.active_runs(job_id);
+        let mut active = self.active_runs(job_id);
         let slot = self.job_slot(job_id);
+        {
+            let runs = lock(&slot.runs);
+            if let Some(b) = &runs.budget {
+                active.extend(b.runs().map(String::from));
+            }
+            if let Some(Some(ok)) = &runs.last_success {
+                active.insert(ok.run.clone());
+            }
+        }
         let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
         if !*deleted {
             self.store.prune_runs(job_id, keep, &active);

@@ -5,6 +5,7 @@
 //!   hear of it ([`Engine::subscribe`]: the clock, the file watcher and the git poller alike);
 //! - `runs.rs` — one job's runs and the overlap policy as a pure function ([`runs::decide`]);
 //! - `views.rs` — the API's job JSON kept serialised in memory, dropped on change;
+//! - `slots.rs` — the daemon-wide cap on running agents (`max_concurrent_runs`);
 //! - `firing.rs` — [`Engine::fire`], the one function every trigger calls, and the run
 //!   bookkeeping of workers (`start_run`, `finish_run`, record writes);
 //! - here — the struct, running agents' kill switches, and shutdown
@@ -26,6 +27,7 @@ mod changes;
 mod firing;
 mod jobs;
 mod runs;
+mod slots;
 mod views;
 
 use crate::job::Job;
@@ -34,6 +36,7 @@ use crate::store::Store;
 use jobs::JobTable;
 use runs::JobSlot;
 pub use runs::{Extra, Work};
+pub use slots::AgentSlots;
 
 /// Daemon settings resolved from flags, `config.json` and defaults.
 #[derive(Clone, Debug)]
@@ -102,6 +105,8 @@ pub struct Engine {
     pub live: crate::live::Board,
     /// Kill switches of running agents, by run id.
     running: Mutex<HashMap<String, Sender<()>>>,
+    /// `max_concurrent_runs`: a worker takes one per run, a `job test --exec` agent one too.
+    pub agent_slots: AgentSlots,
     work_tx: Sender<Work>,
     /// Trigger threads that re-plan a job when it changes (clock, file watcher, git poller).
     listeners: Mutex<Vec<Sender<String>>>,
@@ -135,6 +140,7 @@ impl Engine {
         let table = JobTable::new(jobs);
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         let metrics = Metrics::default();
+        let agent_slots = AgentSlots::new(settings.max_concurrent_runs);
         metrics.jobs.store(table.len() as u64, Ordering::Relaxed);
         Engine {
             store,
@@ -146,6 +152,7 @@ impl Engine {
             mutate: Mutex::new(()),
             runs: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            agent_slots,
             live: Default::default(),
             work_tx,
             listeners: Mutex::new(Vec::new()),

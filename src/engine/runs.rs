@@ -58,9 +58,16 @@ pub struct JobRuns {
     /// (then seeded from its run records, so a restart does not reset it), and again when
     /// the job has no budget.
     pub budget: Option<Budget>,
-    /// When its newest successful run ended (the dead-man's switch asks); `None` until first
-    /// asked (then read from its records), kept by the record writes from then on.
-    pub last_success: Option<Option<DateTime<Utc>>>,
+    /// Its newest successful run (the dead-man's switch asks); `None` until first asked
+    /// (then read from its records) or until a run succeeds, kept by the worker from then on.
+    pub last_success: Option<Option<Success>>,
+}
+
+/// A job's newest successful run: when it ended, and its id (retention keeps its record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Success {
+    pub at: DateTime<Utc>,
+    pub run: String,
 }
 
 /// The rolling windows of a job's run budget (README "Run budgets"): `limits.
@@ -68,10 +75,12 @@ pub struct JobRuns {
 /// those of the last 24 hours, at the moment of each firing. A firing is admitted (its time
 /// recorded) or refused; a refused one is not counted. Memory: the times of the longest
 /// window, at most its maximum (refusals keep every window at or below its maximum).
+/// Each start keeps its run's id: retention never deletes a record a budget counts, so a
+/// restart counts the same runs again (see [`Budget::runs`]).
 #[derive(Debug, Default)]
 pub struct Budget {
-    /// Admitted firings, oldest first.
-    starts: VecDeque<DateTime<Utc>>,
+    /// Admitted firings and their run ids, oldest first.
+    starts: VecDeque<(DateTime<Utc>, String)>,
 }
 
 /// One window of a budget: its field, maximum and length.
@@ -112,6 +121,14 @@ pub struct OverBudget {
     pub frees_at: DateTime<Utc>,
 }
 
+impl OverBudget {
+    /// Whole seconds until the budget frees (at least 1): a `Retry-After`.
+    pub fn retry_after(&self) -> u64 {
+        let wait = (self.frees_at - Utc::now()).to_std().unwrap_or_default();
+        (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    }
+}
+
 impl std::fmt::Display for OverBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -133,11 +150,11 @@ impl Budget {
     /// A budget holding `starts` (any order; only those within the longest window of `l`
     /// are kept, at most its maximum).
     pub fn seeded(
-        starts: impl IntoIterator<Item = DateTime<Utc>>,
+        starts: impl IntoIterator<Item = (DateTime<Utc>, String)>,
         l: &Limits,
         now: DateTime<Utc>,
     ) -> Budget {
-        let mut v: Vec<DateTime<Utc>> = starts.into_iter().collect();
+        let mut v: Vec<(DateTime<Utc>, String)> = starts.into_iter().collect();
         v.sort();
         let mut b = Budget {
             starts: v.into_iter().collect(),
@@ -150,7 +167,12 @@ impl Budget {
     fn forget_old(&mut self, l: &Limits, now: DateTime<Utc>) {
         let longest = windows(l).map(|w| w.len).max().unwrap_or(Duration::zero());
         let cap = windows(l).map(|w| w.max).max().unwrap_or(0) as usize;
-        while self.starts.front().is_some_and(|t| *t <= now - longest) || self.starts.len() > cap {
+        while self
+            .starts
+            .front()
+            .is_some_and(|(t, _)| *t <= now - longest)
+            || self.starts.len() > cap
+        {
             self.starts.pop_front();
         }
     }
@@ -159,16 +181,16 @@ impl Budget {
         let from = now - len;
         let mut oldest = None;
         let mut n = 0;
-        for t in self.starts.iter().rev().take_while(|t| **t > from) {
+        for (t, _) in self.starts.iter().rev().take_while(|(t, _)| *t > from) {
             n += 1;
             oldest = Some(*t);
         }
         (n, oldest)
     }
 
-    /// Admits a firing at `now` (recording it) or refuses it, naming the budget that is
-    /// used up; when several are, the one that frees last.
-    pub fn admit(&mut self, l: &Limits, now: DateTime<Utc>) -> Result<(), OverBudget> {
+    /// Admits a firing at `now` for run `run` (recording it) or refuses it, naming the
+    /// budget that is used up; when several are, the one that frees last.
+    pub fn admit(&mut self, l: &Limits, now: DateTime<Utc>, run: &str) -> Result<(), OverBudget> {
         self.forget_old(l, now);
         let mut over: Option<OverBudget> = None;
         for w in windows(l) {
@@ -176,7 +198,7 @@ impl Budget {
             if n >= w.max {
                 // The run that frees the window is the max-th newest within it.
                 let idx = self.starts.len() - w.max as usize;
-                let frees_at = self.starts[idx] + w.len;
+                let frees_at = self.starts[idx].0 + w.len;
                 if over.as_ref().is_none_or(|o| frees_at > o.frees_at) {
                     over = Some(OverBudget {
                         field: w.field,
@@ -190,10 +212,16 @@ impl Budget {
         match over {
             Some(o) => Err(o),
             None => {
-                self.starts.push_back(now);
+                self.starts.push_back((now, run.to_string()));
                 Ok(())
             }
         }
+    }
+
+    /// The ids of the runs the budget counts (at most its largest maximum): retention keeps
+    /// their records.
+    pub fn runs(&self) -> impl Iterator<Item = &str> {
+        self.starts.iter().map(|(_, id)| id.as_str())
     }
 
     /// Takes back the newest admission (its run could not be queued after all).
@@ -302,10 +330,12 @@ mod tests {
     fn budgets_are_rolling_windows() {
         let l = limits(Some(2), Some(3));
         let mut b = Budget::default();
-        assert!(b.admit(&l, at("2026-01-01T10:00:00Z")).is_ok());
-        assert!(b.admit(&l, at("2026-01-01T10:20:00Z")).is_ok());
+        assert!(b.admit(&l, at("2026-01-01T10:00:00Z"), "run_x").is_ok());
+        assert!(b.admit(&l, at("2026-01-01T10:20:00Z"), "run_x").is_ok());
         // Third in the hour: refused, frees when the 10:00 run leaves the hour.
-        let e = b.admit(&l, at("2026-01-01T10:30:00Z")).unwrap_err();
+        let e = b
+            .admit(&l, at("2026-01-01T10:30:00Z"), "run_x")
+            .unwrap_err();
         assert_eq!(e.field, "limits.max_runs_per_hour");
         assert_eq!(e.frees_at, at("2026-01-01T11:00:00Z"));
         assert!(
@@ -324,13 +354,15 @@ mod tests {
             Some(at("2026-01-01T11:00:00Z"))
         );
         // A rolling hour later: admitted; the day's budget is then used up.
-        assert!(b.admit(&l, at("2026-01-01T11:00:01Z")).is_ok());
-        let e = b.admit(&l, at("2026-01-01T12:30:00Z")).unwrap_err();
+        assert!(b.admit(&l, at("2026-01-01T11:00:01Z"), "run_x").is_ok());
+        let e = b
+            .admit(&l, at("2026-01-01T12:30:00Z"), "run_x")
+            .unwrap_err();
         assert_eq!(e.field, "limits.max_runs_per_day");
         assert_eq!(e.frees_at, at("2026-01-02T10:00:00Z"));
         // A refund gives the newest admission back.
         b.refund();
-        assert!(b.admit(&l, at("2026-01-01T12:30:00Z")).is_ok());
+        assert!(b.admit(&l, at("2026-01-01T12:30:00Z"), "run_x").is_ok());
     }
 
     #[test]
@@ -339,18 +371,19 @@ mod tests {
         let now = at("2026-01-01T10:30:00Z");
         let b = Budget::seeded(
             [
-                at("2026-01-01T10:10:00Z"),
-                at("2025-12-31T10:00:00Z"),
-                at("2026-01-01T09:00:00Z"),
-                at("2026-01-01T10:20:00Z"),
-                at("2026-01-01T10:25:00Z"),
+                (at("2026-01-01T10:10:00Z"), "run_a".to_string()),
+                (at("2025-12-31T10:00:00Z"), "run_b".to_string()),
+                (at("2026-01-01T09:00:00Z"), "run_c".to_string()),
+                (at("2026-01-01T10:20:00Z"), "run_d".to_string()),
+                (at("2026-01-01T10:25:00Z"), "run_e".to_string()),
             ],
             &l,
             now,
         );
         // Only the last hour, and at most the max (the newest).
         assert_eq!(b.starts.len(), 2);
-        assert_eq!(b.starts[0], at("2026-01-01T10:20:00Z"));
+        assert_eq!(b.starts[0].0, at("2026-01-01T10:20:00Z"));
+        assert_eq!(b.runs().collect::<Vec<_>>(), ["run_d", "run_e"]);
         assert_eq!(b.usage(&l, now), vec![("limits.max_runs_per_hour", 2, 2)]);
         assert!(!has_budget(&Limits::default()));
     }

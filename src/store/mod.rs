@@ -364,15 +364,17 @@ impl Store {
     }
 
     /// Keeps a webhook run's body as `runs/<job-id>/<run-id>.payload` (for `job test
-    /// --from-run`); it goes with the record (retention, job removal). Atomic, not fsynced:
-    /// it is a replay aid, and no fsync stands between a run and its agent.
+    /// --from-run`); it goes with the record (retention, job removal). Atomic and durable
+    /// (`fsio::write_atomic`): a replay after a crash reads what the run was given, never a
+    /// torn or empty file. Written only for webhook runs, before their agent starts.
     pub fn save_payload(&self, job_id: &str, run_id: &str, data: &[u8]) -> io::Result<()> {
         let d = self.runs_dir(job_id);
         if !d.is_dir() {
             fsio::create_dir_all_mode(&d, 0o700).map_err(|e| ctx(e, "cannot create", &d))?;
         }
         let p = d.join(format!("{run_id}.payload"));
-        fsio::write_volatile(&p, data, 0o600).map_err(|e| ctx(e, "cannot write payload", &p))
+        // Durable like the record it belongs to: `--from-run` replays it after a crash.
+        fsio::write_atomic(&p, data, 0o600).map_err(|e| ctx(e, "cannot write payload", &p))
     }
 
     /// The webhook body kept for a run, if any (see [`Store::save_payload`]).

@@ -1,7 +1,9 @@
 //! `state.json`: the clock's memory across restarts. The last fire time of each cron trigger,
 //! so `catch_up` can fire a slot missed while the daemon was down; and each dead-man's
-//! switch (`expect`): since when it watches and the last time it went off, so a daemon that
-//! was down for a whole period reports it at start, and never reports one period twice.
+//! switch (`expect`): since when it watches, the last time it went off, the newest success
+//! seen and a notice not yet delivered to its end, so a daemon that was down for a whole
+//! period reports it at start, never reports one period twice, and sends again a notice a
+//! stop cut short.
 //!
 //! `last_fire` keys are `<job-id>:<trigger-index>:<cron expression>`, so editing a trigger
 //! forgets its history instead of catching up on a schedule that no longer exists.
@@ -33,6 +35,14 @@ pub struct ExpectState {
     /// Where the period after the last notice starts (none yet: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<String>,
+    /// The newest success the clock has seen at a deadline: after a restart the engine
+    /// reads only the newest records (`engine::SUCCESS_WALK`), so one older is kept here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// A notice recorded but not yet delivered to the end (`{"text", "trigger"}`): the
+    /// next start sends it again, so a notice a stop cut short is not lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<serde_json::Value>,
 }
 
 /// The key of a cron trigger in [`SchedState::last_fire`].

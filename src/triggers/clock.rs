@@ -14,7 +14,9 @@
 //! ["missed"]` (on a short-lived `missed-notice` thread, so a slow output never delays a
 //! firing) and watches the next period. `state.json` keeps since when each switch watches
 //! and where its last notice left off, so a daemon that was down for a period reports it
-//! when it starts, and no period is reported twice.
+//! when it starts, and no period is reported twice; and a notice until its delivery has run
+//! to its end (`pending`, cleared when the `missed-notice` thread says so), so one a stop
+//! cut short is sent again at the next start: at least once.
 
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,7 +25,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use serde_json::{Map, Value};
 
 use crate::engine::Engine;
@@ -53,6 +55,9 @@ struct Clock {
     /// Each job's dead-man's switch deadline in `queue`.
     expects: HashMap<String, DateTime<Utc>>,
     state: SchedState,
+    /// `missed-notice` threads say here which notice (job id, its `trigger.deadline`) was
+    /// delivered to its end.
+    delivered: Sender<(String, Value)>,
 }
 
 /// Starts the clock thread. With `catch_up`, jobs with `catch_up: true` first fire once for
@@ -62,26 +67,35 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
     let changes = engine.subscribe();
     let stop = engine.shutdown_signal();
     thread::Builder::new().name("clock".into()).spawn(move || {
+        let (delivered, delivered_rx) = unbounded();
         let mut clock = Clock {
             state: engine.store.load_state(),
             engine,
             queue: BTreeSet::new(),
             jobs: HashMap::new(),
             expects: HashMap::new(),
+            delivered,
         };
         clock.catch_up();
         clock.forget_gone_expects();
+        clock.resend_pending();
         for j in clock.engine.jobs() {
             clock.plan(&j.id);
         }
-        clock.run(&changes, &stop);
+        clock.run(&changes, &delivered_rx, &stop);
     })
 }
 
 impl Clock {
-    fn run(&mut self, changes: &Receiver<String>, stop: &Receiver<()>) {
+    fn run(
+        &mut self,
+        changes: &Receiver<String>,
+        delivered: &Receiver<(String, Value)>,
+        stop: &Receiver<()>,
+    ) {
         enum Msg {
             Job(String),
+            Delivered(String, Value),
             Due,
             Stop,
         }
@@ -95,6 +109,7 @@ impl Clock {
             };
             let msg = select! {
                 recv(changes) -> m => m.map(Msg::Job).unwrap_or(Msg::Stop),
+                recv(delivered) -> m => m.map(|(id, d)| Msg::Delivered(id, d)).unwrap_or(Msg::Stop),
                 recv(stop) -> _ => Msg::Stop,
                 recv(timer) -> _ => Msg::Due,
             };
@@ -102,6 +117,20 @@ impl Clock {
                 Msg::Job(id) => {
                     Metrics::inc(&self.engine.metrics.scheduler_replans_total);
                     self.plan(&id);
+                    true
+                }
+                Msg::Delivered(id, deadline) => {
+                    // Only that notice: a newer one may be pending by now.
+                    if let Some(st) = self.state.expect.get_mut(&id) {
+                        let same = st
+                            .pending
+                            .as_ref()
+                            .is_some_and(|p| p["trigger"]["deadline"] == deadline);
+                        if same {
+                            st.pending = None;
+                            self.save_state();
+                        }
+                    }
                     true
                 }
                 Msg::Stop => false,
@@ -289,6 +318,42 @@ impl Clock {
         }
     }
 
+    /// At start-up: sends again each notice a stopped daemon recorded but did not deliver to
+    /// its end (its job still expecting, enabled).
+    fn resend_pending(&mut self) {
+        let pending: Vec<(String, Value)> = self
+            .state
+            .expect
+            .iter()
+            .filter_map(|(id, st)| Some((id.clone(), st.pending.clone()?)))
+            .collect();
+        for (id, notice) in pending {
+            let job = self
+                .engine
+                .job(&id)
+                .filter(|j| j.enabled && j.expect.is_some());
+            let (Some(job), Some(text), Some(Value::Object(trigger))) = (
+                job,
+                notice.get("text").and_then(Value::as_str),
+                notice.get("trigger").cloned(),
+            ) else {
+                if let Some(st) = self.state.expect.get_mut(&id) {
+                    st.pending = None;
+                }
+                self.save_state();
+                continue;
+            };
+            log::info!(event = "job.missed", job = job.name.as_str(); "sending again a missed notice the last daemon did not finish delivering: {text}");
+            tell_missed(
+                &self.engine,
+                job,
+                text.to_string(),
+                trigger,
+                self.delivered.clone(),
+            );
+        }
+    }
+
     /// At start-up: forgets the switches of jobs that no longer exist or no longer expect.
     fn forget_gone_expects(&mut self) {
         let before = self.state.expect.len();
@@ -316,6 +381,8 @@ impl Clock {
                 ExpectState {
                     since,
                     reported: None,
+                    last_success: None,
+                    pending: None,
                 },
             );
             self.save_state();
@@ -334,7 +401,11 @@ impl Clock {
         let st = self.state.expect.get(&job.id)?;
         let since = crate::time::parse_rfc3339(&st.since)?;
         let reported = st.reported.as_deref().and_then(crate::time::parse_rfc3339);
-        let last_ok = self.engine.last_success(&job.id);
+        let kept = st
+            .last_success
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339);
+        let last_ok = self.engine.last_success(&job.id).max(kept);
         let anchor = [Some(since), reported, last_ok]
             .into_iter()
             .flatten()
@@ -355,6 +426,15 @@ impl Clock {
         let Some((anchor, last_ok)) = self.expect_anchor(&job) else {
             return;
         };
+        // Remember a success newer than the one kept: a restart may not find its record
+        // among the newest ones it reads.
+        if let (Some(t), Some(st)) = (last_ok, self.state.expect.get_mut(&job.id)) {
+            let t = crate::time::rfc3339(t);
+            if st.last_success.as_deref() != Some(t.as_str()) {
+                st.last_success = Some(t);
+                self.save_state();
+            }
+        }
         let start = self.engine.started_at;
         let due = match expect_deadline(&job, anchor, start) {
             Some(d) if d > now => {
@@ -393,15 +473,23 @@ impl Clock {
             trigger.insert("last_success".into(), crate::time::rfc3339(t).into());
         }
         let text = format!("no successful run of {} since {since} ({why})", job.name);
-        // Recorded before it is told: a period is reported at most once, even across a crash.
+        // Recorded before it is told: a period is reported once, even across a crash; and
+        // pending until its delivery has run to its end, so a stop does not lose it.
         let reported = expect_reported_anchor(expect, now);
         if let Some(st) = self.state.expect.get_mut(&job.id) {
             st.reported = Some(crate::time::rfc3339(reported));
+            st.pending = Some(serde_json::json!({"text": text, "trigger": trigger}));
         }
         self.save_state();
         Metrics::inc(&self.engine.metrics.missed_total);
         log::warn!(event = "job.missed", job = job.name.as_str(); "{text}");
-        tell_missed(&self.engine, job.clone(), text, trigger);
+        tell_missed(
+            &self.engine,
+            job.clone(),
+            text,
+            trigger,
+            self.delivered.clone(),
+        );
         let anchor = last_ok.map_or(reported, |t| t.max(reported));
         if let Some(d) = expect_deadline(&job, anchor, start) {
             self.queue.insert((d, job.id.clone(), EXPECT));
@@ -413,9 +501,17 @@ impl Clock {
 /// Delivers a dead-man's switch notice to the job's outputs with `on: ["missed"]`, through
 /// `outputs::dispatch` like a run's result: a record made for them only (status `missed`,
 /// the notice as its `error`, an id starting `missed_`), never stored, since no run
-/// happened. On its own thread: network outputs may take up to their retry budget.
-fn tell_missed(engine: &Arc<Engine>, job: Arc<Job>, text: String, trigger: Map<String, Value>) {
+/// happened. On its own thread: network outputs may take up to their retry budget. Says on
+/// `delivered` when the delivery ran to its end (not cut short by a stop).
+fn tell_missed(
+    engine: &Arc<Engine>,
+    job: Arc<Job>,
+    text: String,
+    trigger: Map<String, Value>,
+    delivered: Sender<(String, Value)>,
+) {
     let id = crate::ids::new_run_id().replacen("run_", "missed_", 1);
+    let deadline = trigger.get("deadline").cloned().unwrap_or(Value::Null);
     let mut rec = RunRecord::queued(id, &job.id, &job.name, Value::Object(trigger));
     rec.status = RunStatus::Missed;
     rec.finished_at = Some(crate::time::now_rfc3339());
@@ -430,6 +526,10 @@ fn tell_missed(engine: &Arc<Engine>, job: Arc<Job>, text: String, trigger: Map<S
             for e in &rec.dispatch_errors {
                 Metrics::inc(&engine.metrics.dispatch_errors_total);
                 log::warn!(event = "dispatch.error", job = job.name.as_str(), run = rec.id.as_str(), target = e.target.as_str(); "{}", e.error);
+            }
+            // A failure while stopping may be the stop's doing: the notice stays pending.
+            if !engine.is_shutting_down() || rec.dispatch_errors.is_empty() {
+                let _ = delivered.send((job.id.clone(), deadline));
             }
         });
     if let Err(e) = spawned {

@@ -33,14 +33,19 @@ pub const MAX_RULES: usize = 128;
 /// Longest regex source, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Largest compiled regex program, in bytes (`RegexBuilder::size_limit`); a pattern that
-/// expands past it (`a{1000}{1000}`) is refused at job creation.
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// expands past it (`a{1000}{1000}`) is refused at job creation. Kept small: the time a
+/// pattern takes per input byte grows with its program.
+pub const REGEX_SIZE_LIMIT: usize = 32 * 1024;
 /// Most entries in `events`, and in one `in` list.
 pub const MAX_EVENTS: usize = 64;
 pub const MAX_IN: usize = 256;
 /// Longest value a `regex` leaf reads (bytes); a longer one fails the leaf, so one
 /// delivery's matching stays bounded.
 pub const MAX_REGEX_INPUT: usize = 64 * 1024;
+/// Most bytes the `regex` leaves of one filter read for one delivery, all leaves together
+/// (up to [`MAX_RULES`] leaves could otherwise each read [`MAX_REGEX_INPUT`]). A delivery
+/// that would need more is filtered out (never let through: a `not` does not invert it).
+pub const MAX_REGEX_TOTAL: usize = 256 * 1024;
 /// Longest path or event name.
 pub const MAX_NAME: usize = 256;
 /// Payload values quoted in a reason are cut to this many characters.
@@ -459,9 +464,32 @@ pub fn check(
                 "match: the body is not JSON, so its payload rules cannot match".into(),
             ));
         }
-        eval(rule, "match", headers, payload.unwrap_or(&Value::Null))?;
+        let mut scan = Scan {
+            headers,
+            payload: payload.unwrap_or(&Value::Null),
+            regex_bytes: 0,
+        };
+        eval(rule, "match", &mut scan).map_err(|stop| match stop {
+            Stop::NoMatch(f) | Stop::Exhausted(f) => f,
+        })?;
     }
     Ok(())
+}
+
+/// What one delivery's `match` tree is evaluated against, and the regex input it has read.
+struct Scan<'a> {
+    headers: &'a [(String, String)],
+    payload: &'a Value,
+    /// Bytes the `regex` leaves have read so far (at most [`MAX_REGEX_TOTAL`]).
+    regex_bytes: usize,
+}
+
+/// Why evaluation of a rule stopped short of a match.
+enum Stop {
+    /// The rule did not match (a `not` turns this into a match).
+    NoMatch(Filtered),
+    /// The delivery's regex input budget is spent: the whole delivery is filtered out.
+    Exhausted(Filtered),
 }
 
 fn check_events(events: &[String], ev: &Event) -> Result<(), Filtered> {
@@ -485,53 +513,49 @@ fn check_events(events: &[String], ev: &Event) -> Result<(), Filtered> {
     )))
 }
 
-fn eval(
-    rule: &Rule,
-    field: &str,
-    headers: &[(String, String)],
-    payload: &Value,
-) -> Result<(), Filtered> {
+fn eval(rule: &Rule, field: &str, scan: &mut Scan) -> Result<(), Stop> {
     match rule {
         Rule::All(rules) => {
             for (i, r) in rules.iter().enumerate() {
-                eval(r, &format!("{field}.all[{i}]"), headers, payload)?;
+                eval(r, &format!("{field}.all[{i}]"), scan)?;
             }
             Ok(())
         }
         Rule::Any(rules) => {
             for (i, r) in rules.iter().enumerate() {
-                if eval(r, &format!("{field}.any[{i}]"), headers, payload).is_ok() {
-                    return Ok(());
+                match eval(r, &format!("{field}.any[{i}]"), scan) {
+                    Ok(()) => return Ok(()),
+                    Err(Stop::NoMatch(_)) => {}
+                    Err(e @ Stop::Exhausted(_)) => return Err(e),
                 }
             }
-            Err(Filtered(format!(
+            Err(Stop::NoMatch(Filtered(format!(
                 "{field}.any: none of its {} rules matched",
                 rules.len()
-            )))
+            ))))
         }
-        Rule::Not(r) => match eval(r, &format!("{field}.not"), headers, payload) {
-            Ok(()) => Err(Filtered(format!("{field}.not: its rule matched"))),
-            Err(_) => Ok(()),
+        Rule::Not(r) => match eval(r, &format!("{field}.not"), scan) {
+            Ok(()) => Err(Stop::NoMatch(Filtered(format!(
+                "{field}.not: its rule matched"
+            )))),
+            Err(Stop::NoMatch(_)) => Ok(()),
+            Err(e @ Stop::Exhausted(_)) => Err(e),
         },
-        Rule::Leaf { path, test } => leaf(path, test, field, headers, payload),
+        Rule::Leaf { path, test } => leaf(path, test, field, scan),
     }
 }
 
-fn leaf(
-    path: &str,
-    test: &Test,
-    field: &str,
-    headers: &[(String, String)],
-    payload: &Value,
-) -> Result<(), Filtered> {
+fn leaf(path: &str, test: &Test, field: &str, scan: &mut Scan) -> Result<(), Stop> {
     // Header values are never quoted back (one may be a token); payload values are.
-    let (found, what): (Option<Value>, String) = match path.strip_prefix("header.") {
-        Some(name) => (
-            header(headers, name).map(|v| Value::String(v.to_string())),
-            format!("header {name}"),
-        ),
+    // Borrowed: a leaf compares in place, it never copies a subtree of the payload.
+    let header_value;
+    let (found, what): (Option<&Value>, String) = match path.strip_prefix("header.") {
+        Some(name) => {
+            header_value = header(scan.headers, name).map(|v| Value::String(v.to_string()));
+            (header_value.as_ref(), format!("header {name}"))
+        }
         None => (
-            crate::template::lookup(payload, path).cloned(),
+            crate::template::lookup(scan.payload, path),
             path.to_string(),
         ),
     };
@@ -543,8 +567,8 @@ fn leaf(
             format!(" {}", quote(v))
         }
     };
-    let fail = |why: String| Err(Filtered(format!("{field}: {what}{why}")));
-    match (test, &found) {
+    let fail = |why: String| Err(Stop::NoMatch(Filtered(format!("{field}: {what}{why}"))));
+    match (test, found) {
         (Test::Exists(true), Some(_)) | (Test::Exists(false), None) => Ok(()),
         (Test::Exists(true), None) => fail(" is missing".into()),
         (Test::Exists(false), Some(_)) => fail(" is present".into()),
@@ -574,12 +598,22 @@ fn leaf(
             }
         }
         (Test::Regex(re), Some(v)) => {
-            let text = match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                Value::Bool(b) => Some(b.to_string()),
+            let text: Option<std::borrow::Cow<str>> = match v {
+                Value::String(s) => Some(s.as_str().into()),
+                Value::Number(n) => Some(n.to_string().into()),
+                Value::Bool(b) => Some(b.to_string().into()),
                 _ => None,
             };
+            if let Some(t) = &text {
+                if t.len() <= MAX_REGEX_INPUT {
+                    if scan.regex_bytes + t.len() > MAX_REGEX_TOTAL {
+                        return Err(Stop::Exhausted(Filtered(format!(
+                            "{field}: the regex rules would read more than {MAX_REGEX_TOTAL} bytes of this delivery in all; it is filtered out"
+                        ))));
+                    }
+                    scan.regex_bytes += t.len();
+                }
+            }
             match text {
                 Some(t) if t.len() > MAX_REGEX_INPUT => fail(format!(
                     " is {} bytes long; regex rules read at most {MAX_REGEX_INPUT}",
@@ -790,6 +824,33 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(why.contains("regex rules read at most"), "{why}");
+    }
+
+    #[test]
+    fn regex_leaves_read_a_bounded_total_per_delivery() {
+        // A slow pattern on 126 leaves, each within the per-value limit: without the
+        // per-delivery cap one delivery would scan 126 x 64 KiB.
+        let leaves: Vec<Value> = (0..126)
+            .map(|_| json!({"path": "t", "regex": "(a|aa|aaa)*b$"}))
+            .collect();
+        let payload = json!({ "t": "a".repeat(MAX_REGEX_INPUT) });
+        for rule in [json!({ "any": leaves }), json!({"not": { "any": leaves }})] {
+            let f = filter(&[], rule);
+            let mut scan = Scan {
+                headers: &[],
+                payload: &payload,
+                regex_bytes: 0,
+            };
+            let stop = eval(f.rule.as_ref().unwrap(), "match", &mut scan);
+            assert!(scan.regex_bytes <= MAX_REGEX_TOTAL, "{}", scan.regex_bytes);
+            assert!(scan.regex_bytes >= MAX_REGEX_TOTAL - MAX_REGEX_INPUT);
+            // Filtered out, also under a `not`: running out never lets a delivery through.
+            assert!(matches!(stop, Err(Stop::Exhausted(_))));
+            let why = check(&f, None, &[], Some(&payload)).unwrap_err().0;
+            assert!(why.contains("would read more than"), "{why}");
+        }
+        // A pattern that expands past the (small) compiled size limit is refused.
+        assert!(compile("[a-z]{500}").is_err() || compile("\\w{200}").is_err());
     }
 
     #[test]

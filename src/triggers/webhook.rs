@@ -276,7 +276,9 @@ impl Intake {
             return Outcome::QueueFull;
         }
         // Remembered only once it is sure to be queued: a delivery refused with 429 or 5xx
-        // must fire when the sender retries it. Ids are kept per scheme.
+        // must fire when the sender retries it. Ids are kept per hook path and scheme: one
+        // event a sender delivers to two hooks runs on both, and whoever holds one hook's
+        // secret cannot use up another hook's delivery ids.
         let scheme_used = used.flatten();
         let delivery_id = scheme::delivery_id(
             scheme_used,
@@ -284,10 +286,9 @@ impl Intake {
             payload.as_ref().and_then(Option::as_ref),
         );
         drop(payload);
-        let key = delivery_id.as_ref().map(|id| {
-            let kind = scheme_used.map_or("github", Scheme::name);
-            format!("{kind}:{id}")
-        });
+        let key = delivery_id
+            .as_ref()
+            .map(|id| dedupe_key(req.path, scheme_used.map_or("github", Scheme::name), id));
         let delivery = key.as_deref();
         if let (Some(k), Some(id)) = (delivery, &delivery_id) {
             if !self.first_delivery(k) {
@@ -374,9 +375,27 @@ impl Intake {
     }
 }
 
+/// The dedupe key of a delivery: hook path, scheme and the sender's delivery id. The path
+/// comes first and the id last (a path has no NUL), so no two triples share a key.
+fn dedupe_key(path: &str, scheme: &str, id: &str) -> String {
+    format!("{path}\0{scheme}:{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedupe_keys_differ_per_hook_path() {
+        let i = Intake::default();
+        assert!(i.first_delivery(&dedupe_key("/hooks/a", "stripe", "evt_1")));
+        assert!(i.first_delivery(&dedupe_key("/hooks/b", "stripe", "evt_1")));
+        assert!(!i.first_delivery(&dedupe_key("/hooks/a", "stripe", "evt_1")));
+        assert_ne!(
+            dedupe_key("/a", "github", "x"),
+            dedupe_key("/a", "stripe", "x")
+        );
+    }
 
     #[test]
     fn deliveries_are_deduplicated() {

@@ -127,41 +127,105 @@ fn a_webhook_past_the_daily_budget_gets_429_with_retry_after() {
 #[test]
 fn max_concurrent_runs_holds_runs_queued_instead_of_side_by_side() {
     let t = tempdir();
-    let data = t.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("config.json"),
-        r#"{"workers": 4, "max_concurrent_runs": 1}"#,
-    )
-    .unwrap();
+    write_config(t.path(), r#"{"workers": 4, "max_concurrent_runs": 1}"#);
     let d = Daemon::start(t.path(), &[]);
     let (_, m) = d.get("/metrics");
     assert_eq!(m["max_concurrent_runs"], 1, "{m}");
-    let marks = t.path().join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
-    // Each run marks itself running, waits up to 2 s for another run to be marked too,
-    // and prints how many were running at once.
-    let script = format!(
-        "cd {}; touch m.$BOG_RUN_ID; i=0; while [ $i -lt 20 ] && [ $(ls | wc -l) -lt 2 ]; do sleep 0.1; i=$((i+1)); done; ls | wc -l; rm m.$BOG_RUN_ID",
-        marks.display()
-    );
+    // Every run holds until the release file exists.
+    let release = t.path().join("release");
+    let script = format!("{}; echo done", hold_until(&release));
     let mut job = sh_job("capped", &script, idle_trigger());
     job["overlap"] = json!("parallel");
     d.create(&job);
-    let ids: Vec<String> = (0..2)
-        .map(|_| {
-            let (_, v) = d.post("/jobs/capped/run", &json!({}));
-            assert_eq!(v["status"], "queued", "{v}");
-            v["run_id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    for id in &ids {
-        let r = d.wait_final("capped", id, 30);
-        assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(
-            r["output"].as_str().unwrap().trim(),
-            "1",
-            "one run at a time: {r}"
-        );
+    let fire = || {
+        let (_, v) = d.post("/jobs/capped/run", &json!({}));
+        assert_eq!(v["status"], "queued", "{v}");
+        v["run_id"].as_str().unwrap().to_string()
+    };
+    let first = fire();
+    d.wait_run("capped", 20, "the first run running", |r| {
+        r["id"] == first.as_str() && r["status"] == "running"
+    });
+    let second = fire();
+    // While the first holds the one slot, the second waits queued: never started.
+    let (_, r) = d.get(&format!("/jobs/capped/runs/{second}"));
+    assert_eq!(r["status"], "queued", "{r}");
+    let (_, r1) = d.get(&format!("/jobs/capped/runs/{first}"));
+    assert_eq!(r1["status"], "running", "{r1}");
+    std::fs::write(&release, "").unwrap();
+    let r1 = d.wait_final("capped", &first, 30);
+    let r2 = d.wait_final("capped", &second, 30);
+    assert_eq!(
+        (&r1["status"], &r2["status"]),
+        (&json!("succeeded"), &json!("succeeded"))
+    );
+    // One at a time: the second started only once the first was over.
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert!(
+        at(&r2["started_at"]) >= at(&r1["finished_at"]),
+        "{r1}\n{r2}"
+    );
+}
+
+#[test]
+fn retention_keeps_the_runs_a_budget_counts_across_a_restart() {
+    // history 2, two runs a day, overlap skip: the skipped firings made while the runs held
+    // are newer than both runs, yet retention must not drop the runs the budget counts.
+    let t = tempdir();
+    let mut d = Daemon::start(t.path(), &[]);
+    let release = t.path().join("release");
+    let script = format!("{}; rm -f {}", hold_until(&release), release.display());
+    let mut job = sh_job("daily", &script, idle_trigger());
+    job["history"] = json!(2);
+    job["overlap"] = json!("skip");
+    job["limits"] = json!({"max_runs_per_day": 2});
+    d.create(&job);
+    let mut skipped = Vec::new();
+    for _ in 0..2 {
+        let (_, v) = d.post("/jobs/daily/run", &json!({}));
+        assert_eq!(v["status"], "queued", "{v}");
+        let id = v["run_id"].as_str().unwrap().to_string();
+        d.wait_run("daily", 20, "the run running", |r| {
+            r["id"] == id.as_str() && r["status"] == "running"
+        });
+        for _ in 0..2 {
+            let (_, v) = d.post("/jobs/daily/run", &json!({}));
+            assert_eq!(v["status"], "skipped", "{v}");
+            skipped.push(v["run_id"].as_str().unwrap().to_string());
+        }
+        std::fs::write(&release, "").unwrap();
+        assert_eq!(d.wait_final("daily", &id, 20)["status"], "succeeded");
     }
+    // Retention ran after the second run: the oldest skipped records are gone.
+    wait_for(20, "retention after the second run", || {
+        let (st, _) = d.get(&format!("/jobs/daily/runs/{}", skipped[0]));
+        (st == 404).then_some(())
+    });
+    let (_, runs) = d.get("/jobs/daily/runs?limit=100");
+    let ok = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .count();
+    assert_eq!(ok, 2, "{runs}");
+
+    d.kill9();
+    let d = Daemon::start(t.path(), &[]);
+    let (_, j) = d.get("/jobs/daily");
+    assert_eq!(
+        j["budget_use"],
+        json!({"max_runs_per_day": {"used": 2, "max": 2}}),
+        "{j}"
+    );
+    let (_, v) = d.post("/jobs/daily/run", &json!({}));
+    assert_eq!(v["status"], "skipped", "{v}");
+    let r = d.wait_final("daily", v["run_id"].as_str().unwrap(), 5);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_runs_per_day is 2"),
+        "{r}"
+    );
 }

@@ -267,3 +267,47 @@ fn with_landlock_the_checkout_is_the_one_place_the_agent_may_write() {
     assert!(!work.join("escape.txt").exists());
     assert_eq!(extra_worktrees(&work), Vec::<String>::new());
 }
+
+#[test]
+fn at_start_every_checkout_but_the_kept_ones_goes() {
+    let t = tempdir();
+    let (_bare, work) = repos(t.path());
+    commit(&work, "committed on main");
+    let mut d = Daemon::start(t.path(), &[]);
+    d.create(&checkout_job(
+        "keep",
+        &work,
+        "exit 1",
+        json!({"keep_checkout_on_failure": true}),
+    ));
+    let id = run_now(&d, "keep");
+    let r = d.wait_final("keep", &id, 30);
+    assert_eq!(r["checkout"]["kept"], true, "{r}");
+    let kept = d.dir.join("checkouts").join(&id);
+
+    // A `job test --exec` agent's checkout, left by a daemon killed while it ran.
+    d.create(&checkout_job("probe", &work, "sleep 20", json!({})));
+    let (port, token) = (d.port, d.token.clone());
+    std::thread::spawn(move || {
+        let _ = ureq::post(&format!("http://127.0.0.1:{port}/jobs/probe/test"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_string(r#"{"exec": true}"#);
+    });
+    let checkouts = d.dir.join("checkouts");
+    let probe = wait_for(20, "the test agent's checkout", || {
+        std::fs::read_dir(&checkouts)
+            .ok()?
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir() && *p != kept && p.join("f.txt").exists())
+    });
+    d.kill9();
+    assert_eq!(extra_worktrees(&work).len(), 2, "the kept one + the test's");
+
+    let _d = Daemon::start(t.path(), &[]);
+    assert!(
+        !probe.exists(),
+        "the test agent's checkout is removed at start"
+    );
+    assert!(kept.join("f.txt").exists(), "the kept checkout stays");
+    assert_eq!(extra_worktrees(&work), vec![kept.display().to_string()]);
+}

@@ -535,3 +535,64 @@ fn job_test_lists_the_missed_notice_outputs_of_a_dead_mans_switch() {
     let r = test_json(&d, &["plain", "--trigger", "manual"]);
     assert!(r["outputs"].get("missed").is_none(), "{r}");
 }
+
+/// A `job test --exec` agent counts like a manual run: it spends the job's run budget (429
+/// with Retry-After past it, and a run after it is skipped for the budget) and takes one of
+/// the daemon-wide `max_concurrent_runs` slots (429 while a run holds the only one).
+#[test]
+fn test_agents_spend_the_run_budget_and_take_a_concurrency_slot() {
+    let t = tempdir();
+    write_config(t.path(), r#"{"workers": 4, "max_concurrent_runs": 1}"#);
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = sh_job("budgeted", "echo tested", idle_trigger());
+    job["limits"] = json!({"max_runs_per_hour": 1});
+    d.create(&job);
+    let (st, v) = d.post("/jobs/budgeted/test", &json!({"exec": true}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["exec"]["status"], "succeeded", "{v}");
+    let (_, j) = d.get("/jobs/budgeted");
+    assert_eq!(
+        j["budget_use"],
+        json!({"max_runs_per_hour": {"used": 1, "max": 1}}),
+        "{j}"
+    );
+    let (st, headers, text) = d.raw(
+        "POST",
+        "/jobs/budgeted/test",
+        Some(br#"{"exec": true}"#),
+        &[("Authorization", &format!("Bearer {}", d.token))],
+    );
+    assert_eq!(st, 429, "{text}");
+    assert!(text.contains("limits.max_runs_per_hour is 1"), "{text}");
+    assert!(
+        headers.iter().any(|(k, _)| k == "retry-after"),
+        "{headers:?}"
+    );
+    let (_, v) = d.post("/jobs/budgeted/run", &json!({}));
+    assert_eq!(v["status"], "skipped", "{v}");
+
+    // The concurrency cap: a run holds the one slot, so a test agent is refused meanwhile.
+    let release = t.path().join("release");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    d.create(&sh_job("holder", &script, idle_trigger()));
+    d.create(&sh_job("free", "echo free", idle_trigger()));
+    let (_, v) = d.post("/jobs/holder/run", &json!({}));
+    let held = v["run_id"].as_str().unwrap().to_string();
+    d.wait_run("holder", 20, "the holder running", |r| {
+        r["status"] == "running"
+    });
+    let (st, v) = d.post("/jobs/free/test", &json!({"exec": true}));
+    assert_eq!(st, 429, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("max_concurrent_runs"),
+        "{v}"
+    );
+    std::fs::write(&release, "").unwrap();
+    d.wait_final("holder", &held, 20);
+    // The worker gives its slot back once the run is over (just after its final record).
+    let v = wait_for(20, "the slot given back", || {
+        let (st, v) = d.post("/jobs/free/test", &json!({"exec": true}));
+        (st == 200).then_some(v)
+    });
+    assert_eq!(v["exec"]["status"], "succeeded", "{v}");
+}

@@ -454,3 +454,43 @@ fn explicit_github_and_gitlab_schemes_take_only_their_own_header() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(d.get("/jobs/c").1["triggers"][0]["scheme"], "standard");
 }
+
+#[test]
+fn one_event_id_runs_on_every_hook_it_reaches() {
+    // Two hooks, one secret: Stripe (or a Standard Webhooks sender) may deliver the same
+    // event to both. Each hook runs it once; a redelivery to the same hook is a duplicate.
+    let secret = "whsec_shared_secret";
+    let (_t, d) = start(
+        "STRIPE_SECRET",
+        secret,
+        hook_job("pay-a", "/hooks/a", "STRIPE_SECRET", "stripe", json!({})),
+    );
+    d.create(&hook_job(
+        "pay-b",
+        "/hooks/b",
+        "STRIPE_SECRET",
+        "stripe",
+        json!({}),
+    ));
+    let evt = br#"{"id": "evt_shared", "type": "payment_intent.succeeded"}"#;
+    let send = |path: &str| {
+        let ts = now();
+        let signed: Vec<u8> = format!("{ts}.")
+            .bytes()
+            .chain(evt.iter().copied())
+            .collect();
+        let header = format!("t={ts},v1={}", hex(&mac(secret.as_bytes(), &signed)));
+        post(&d, path, evt, &[("Stripe-Signature", &header)])
+    };
+    ran(&d, "pay-a", send("/hooks/a"));
+    ran(&d, "pay-b", send("/hooks/b"));
+    for path in ["/hooks/a", "/hooks/b"] {
+        let (st, v) = send(path);
+        assert_eq!(
+            (st, &v["duplicate_delivery"]),
+            (200, &json!("evt_shared")),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!((runs(&d, "pay-a"), runs(&d, "pay-b")), (1, 1));
+}

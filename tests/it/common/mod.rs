@@ -54,6 +54,18 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// Writes `config.json` (`json`) into the data dir a daemon started on `root` uses.
+pub fn write_config(root: &Path, json: &str) {
+    let data = root.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("config.json"), json).unwrap();
+}
+
+/// A shell script that waits until `flag` exists: a run held as long as a test wants.
+pub fn hold_until(flag: &Path) -> String {
+    format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display())
+}
+
 impl Daemon {
     /// Starts a daemon on `dir` with extra args; waits until /health answers.
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
