@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::contain::{self, Jail};
+use crate::sys::Stop;
 
 /// Seconds between SIGTERM and SIGKILL when a run is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -69,7 +70,6 @@ pub struct Outcome {
     /// Total stdout bytes written, captured or not.
     pub stdout_total: u64,
     pub stderr_tail: Vec<u8>,
-    pub duration: Duration,
     /// A process that escaped the group kept the output pipes open past the agent's exit.
     pub pipes_held_open: bool,
     /// Processes outside the agent's group that were killed when the run ended.
@@ -112,7 +112,7 @@ pub fn run(
             spec.cwd.display()
         ));
     }
-    let jail = contain::current()
+    let mut jail = contain::current()
         .prepare(&contain::Request {
             name: &spec.name,
             memory_mb: spec.memory_mb,
@@ -134,10 +134,9 @@ pub fn run(
         } else {
             Stdio::null()
         });
-    jail.configure(&mut cmd);
 
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+    let mut child = jail.spawn(&mut cmd).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => format!(
             "agent command {program:?} not found (is it installed and on the daemon's PATH?)"
         ),
@@ -146,8 +145,7 @@ pub fn run(
         }
         _ => format!("cannot start agent command {program:?}: {e}"),
     })?;
-    let pgid = child.id() as i32;
-    on_spawn(pgid, started.elapsed());
+    on_spawn(jail.id().unwrap_or(0), started.elapsed());
 
     if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         thread::Builder::new()
@@ -203,7 +201,7 @@ pub fn run(
                 let _ = done.send(());
             });
         if let Err(e) = spawned {
-            jail.kill_all(pgid, spec.marker.as_deref());
+            jail.kill_all(spec.marker.as_deref());
             let _ = child.wait();
             return Err(format!("cannot start output thread: {e}"));
         }
@@ -217,7 +215,7 @@ pub fn run(
             let _ = exit_tx.send(child.wait());
         })
         .map_err(|e| {
-            jail.kill_all(pgid, spec.marker.as_deref());
+            jail.kill_all(spec.marker.as_deref());
             format!("cannot start wait thread: {e}")
         })?;
 
@@ -226,25 +224,17 @@ pub fn run(
         ..Outcome::default()
     };
     let deadline = spec.timeout.map(|t| started + t);
-    let status = wait_or_stop(
-        &exit_rx,
-        &control.kill_rx,
-        deadline,
-        pgid,
-        &jail,
-        &mut outcome,
-    );
+    let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, &jail, &mut outcome);
     // Whatever the agent left running, in its group or escaped from it, goes with it.
-    let left = jail.kill_all(pgid, spec.marker.as_deref());
+    let left = jail.kill_all(spec.marker.as_deref());
     outcome.escaped_killed = left.escaped;
     outcome.verdict = jail.verdict();
     drop(jail);
     let status = status?;
-    outcome.duration = started.elapsed();
     if let Some(code) = status.code() {
         outcome.exit_code = Some(code);
     }
-    outcome.signal = exit_signal(&status);
+    outcome.signal = crate::sys::exit_signal(&status);
 
     // Pipes close when every holder is gone; a process that left the group (setsid) may
     // keep them open, so do not wait for it forever.
@@ -266,7 +256,6 @@ fn wait_or_stop(
     exit_rx: &Receiver<io::Result<ExitStatus>>,
     kill_rx: &Receiver<()>,
     deadline: Option<Instant>,
-    pgid: i32,
     jail: &Jail,
     outcome: &mut Outcome,
 ) -> Result<ExitStatus, String> {
@@ -279,46 +268,22 @@ fn wait_or_stop(
         default(deadline.unwrap_or(far).saturating_duration_since(Instant::now())) => outcome.timed_out = true,
     }
     // Phase 2: SIGTERM the run, SIGKILL after the grace.
-    jail.signal(pgid, libc::SIGTERM);
+    jail.signal(Stop::Term);
     match exit_rx.recv_timeout(KILL_GRACE) {
         Ok(r) => return r.map_err(wait_err),
         Err(RecvTimeoutError::Disconnected) => return Err("agent wait thread vanished".into()),
         Err(RecvTimeoutError::Timeout) => {}
     }
-    jail.signal(pgid, libc::SIGKILL);
+    jail.signal(Stop::Kill);
     exit_rx
         .recv()
         .map_err(|_| "agent wait thread vanished".to_string())?
         .map_err(wait_err)
 }
 
-fn exit_signal(status: &ExitStatus) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal()
-}
-
 /// The conventional name of a signal number, e.g. `SIGKILL`.
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
+    crate::sys::signal_name(sig)
 }
 
 /// Bounded capture of a pipe: the first `limit` bytes (or, for a tail, the last).

@@ -144,20 +144,6 @@ fn report(r: Result<(), String>) -> i32 {
     }
 }
 
-/// The home directory of a user, from the password database.
-fn home_of(user: &str) -> Option<PathBuf> {
-    let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; read immediately.
-    unsafe {
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-        Some(PathBuf::from(dir.to_string_lossy().into_owned()))
-    }
-}
-
 /// `install-systemd`.
 pub fn install_systemd(data_dir: Option<&Path>, a: &SystemdArgs) -> i32 {
     report((|| {
@@ -168,7 +154,8 @@ pub fn install_systemd(data_dir: Option<&Path>, a: &SystemdArgs) -> i32 {
                 .or_else(|| std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()))
                 .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
                 .ok_or("cannot tell which user the service runs as; pass --run-as")?;
-            let h = home_of(&user).ok_or_else(|| format!("user {user} does not exist"))?;
+            let h =
+                crate::sys::home_of(&user).ok_or_else(|| format!("user {user} does not exist"))?;
             (Some(user), h)
         } else {
             (None, home()?)
@@ -448,18 +435,15 @@ pub fn stop(data_dir: Option<&Path>, a: &StopArgs) -> i32 {
             return 1;
         }
     };
-    // SAFETY: kill(2) on the pid recorded by the daemon that holds the lock right now.
-    if unsafe { libc::kill(info.pid as i32, libc::SIGTERM) } != 0 {
-        eprintln!(
-            "error: cannot signal pid {}: {}",
-            info.pid,
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = crate::sys::request_stop(info.pid) {
+        eprintln!("error: cannot signal pid {}: {e}", info.pid);
         return 1;
     }
     println!(
-        "sent SIGTERM to pid {}; waiting up to {} s for it to drain and exit",
-        info.pid, a.timeout
+        "sent {} to pid {}; waiting up to {} s for it to drain and exit",
+        crate::sys::STOP_REQUEST,
+        info.pid,
+        a.timeout
     );
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let mut delay = Duration::from_millis(20);

@@ -420,18 +420,8 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
 }
 
 /// (device, inode) of a directory; None if `p` is not one.
-#[cfg(unix)]
 fn dir_id(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn dir_id(p: &Path) -> Option<(u64, u64)> {
-    p.is_dir().then_some((0, 0))
+    crate::sys::dir_identity(p)
 }
 
 fn under_git(rel: &Path) -> bool {
