@@ -24,3 +24,4 @@ mod service;
 mod smoke;
 mod torture;
 mod triggers;
+mod windows;

@@ -130,6 +130,47 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
+    /// A daemon started some other way (under Wine: `tests/it/windows.rs`): waits until
+    /// `data/daemon.lock` names a port (whatever pid: Wine's are not Linux's) and /health
+    /// answers. The daemon's stdout and stderr are in the given files.
+    pub fn attach(
+        mut child: Child,
+        data: PathBuf,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+    ) -> Daemon {
+        let port = wait_for(60, "daemon.lock with a port", || {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "daemon exited early with {st}: {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            let s = std::fs::read_to_string(data.join("daemon.lock")).ok()?;
+            let v: Value = serde_json::from_str(&s).ok()?;
+            v["port"].as_u64().map(|p| p as u16)
+        });
+        let token = std::fs::read_to_string(data.join(".token"))
+            .expect("token file")
+            .trim()
+            .to_string();
+        let d = Daemon {
+            child: Some(child),
+            dir: data,
+            port,
+            token,
+            stderr_path,
+            stdout_path,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .build(),
+        };
+        wait_for(60, "GET /health 200", || {
+            (d.get("/health").0 == 200).then_some(())
+        });
+        d
+    }
+
     /// A request with the daemon's token; returns status and JSON body (Null if empty).
     pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let auth = format!("Bearer {}", self.token);

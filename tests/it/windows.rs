@@ -1,0 +1,372 @@
+//! The Windows build, run under Wine (issue 17): the real `bog-agents-daemon.exe` on a free
+//! loopback port with a temp data dir, talking HTTP to these tests as on Linux. Proves the
+//! Windows side of `src/sys` as far as Wine implements Windows: job objects (the agent
+//! started suspended, assigned, resumed; TerminateJobObject ends a process tree), Ctrl-C
+//! (Wine turns SIGINT into the console's Ctrl-C event) and the `stop` command's named event,
+//! LockFileEx, MoveFileExW renames, the agent's command line quoted the Windows way.
+//! README "Platforms" says what Wine cannot prove.
+//!
+//! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
+//! sets it); otherwise each test says it was skipped. `BOG_WINE` names the wine binary
+//! (default `wine`). The helpers in `tests/wine/` are built here with
+//! `x86_64-w64-mingw32-gcc`: two test agents, and `bcryptprimitives.dll`, a shim that
+//! Debian's Wine 8 lacks and Rust's std needs (see its source) — test harness only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const EXE_VAR: &str = "BOG_WINE_DAEMON_EXE";
+
+/// A Wine prefix and a directory holding the daemon and the test agents.
+struct Wine {
+    wine: String,
+    /// Holds `prefix/`, `daemon.exe` (a link to the build), the DLL shim and the agents.
+    root: tempfile::TempDir,
+}
+
+impl Wine {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.wine);
+        c.env("WINEPREFIX", self.root.path().join("prefix"))
+            .env("WINEDEBUG", "-all")
+            // No Mono or Gecko installer at the first start; no window anywhere.
+            .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        c
+    }
+
+    fn exe(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+/// The path as the Windows program sees it (Wine maps `Z:` to `/`).
+fn winpath(p: &Path) -> String {
+    format!("Z:{}", p.display()).replace('/', "\\")
+}
+
+fn wine() -> Option<&'static Wine> {
+    static WINE: OnceLock<Option<Wine>> = OnceLock::new();
+    WINE.get_or_init(|| {
+        let Some(exe) = std::env::var_os(EXE_VAR) else {
+            eprintln!(
+                "skipped: {EXE_VAR} is not set (.ci/run builds the Windows binary, sets it and runs these under Wine)"
+            );
+            return None;
+        };
+        let exe = std::fs::canonicalize(&exe)
+            .unwrap_or_else(|e| panic!("{EXE_VAR}={exe:?}: {e}"));
+        let root = tempfile::Builder::new()
+            .prefix("bogwine")
+            .tempdir()
+            .expect("temp dir");
+        std::os::unix::fs::symlink(&exe, root.path().join("daemon.exe")).expect("link exe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine");
+        for (out, source, extra) in [
+            ("bcryptprimitives.dll", "bcryptprimitives.c", &["-shared", "-ladvapi32"][..]),
+            ("argv.exe", "argv.c", &[][..]),
+            ("tree.exe", "tree.c", &[][..]),
+        ] {
+            let st = Command::new("x86_64-w64-mingw32-gcc")
+                .arg("-O2")
+                .arg("-o")
+                .arg(root.path().join(out))
+                .arg(src.join(source))
+                .args(extra)
+                .status()
+                .expect("x86_64-w64-mingw32-gcc (Debian: gcc-mingw-w64-x86-64)");
+            assert!(st.success(), "building {out}: {st}");
+        }
+        let w = Wine {
+            wine: std::env::var("BOG_WINE").unwrap_or_else(|_| "wine".into()),
+            root,
+        };
+        // A new prefix: the first start creates it (the slow part, measured here).
+        let t = Instant::now();
+        let st = w
+            .cmd()
+            .args(["wineboot", "--init"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", w.wine));
+        assert!(st.success(), "wineboot --init: {st}");
+        eprintln!("wine prefix created in {:.1} s", t.elapsed().as_secs_f64());
+        Some(w)
+    })
+    .as_ref()
+}
+
+/// Starts the Windows daemon under Wine on `dir/data`, port 0, with `env`.
+fn start(w: &Wine, dir: &Path, env: &[(&str, &str)]) -> Daemon {
+    let data = dir.join("data");
+    let (out, err) = (dir.join("daemon.out"), dir.join("daemon.err"));
+    let mut cmd = w.cmd();
+    cmd.arg(w.exe("daemon.exe"))
+        .args(["--data-dir", &winpath(&data), "run", "--port", "0"])
+        .env("RUST_LOG", "bog_agents_daemon=debug")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn wine");
+    Daemon::attach(child, data, out, err)
+}
+
+/// The CLI of the Windows build on `data`: (exit code, stdout, stderr).
+fn cli_exe(w: &Wine, data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = w
+        .cmd()
+        .arg(w.exe("daemon.exe"))
+        .args(["--data-dir", &winpath(data)])
+        .args(args)
+        .output()
+        .expect("run the cli under wine");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn job(name: &str, command: Vec<String>, prompt: &str) -> Value {
+    json!({
+        "name": name,
+        "prompt": prompt,
+        "agent": {"command": command},
+        "triggers": idle_trigger(),
+    })
+}
+
+/// Runs a job by hand and waits for its record.
+fn run_now(d: &Daemon, name: &str) -> Value {
+    let (st, v) = d.post(&format!("/jobs/{name}/run"), &json!({}));
+    assert_eq!(st, 202, "{v}");
+    d.wait_final(name, v["run_id"].as_str().unwrap(), 90)
+}
+
+/// Linux processes (Wine's included) whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if e.file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(marker) {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn health_cmd_echo_one_argument_prompt_and_the_lock() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let d = start(w, t.path(), &[]);
+    let (st, h) = d.get("/health");
+    assert_eq!(st, 200, "{h}");
+    assert_eq!(h["containment"]["mode"], "job_object", "{h}");
+    assert_eq!(d.get("/jobs").0, 200);
+    let (st, _) = d.req_with("GET", "/jobs", None, &[("Authorization", "Bearer wrong")]);
+    assert_eq!(st, 401);
+
+    d.create(&job(
+        "echo",
+        vec![
+            "cmd".into(),
+            "/c".into(),
+            "echo".into(),
+            "hello-{prompt}".into(),
+        ],
+        "from-cmd",
+    ));
+    let r = run_now(&d, "echo");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["output"], "hello-from-cmd\r\n", "{r}");
+
+    // {prompt} reaches a C program as one argument, spaces, quotes and backslashes intact.
+    let prompt = r#"two words "quoted" C:\dir\ and \\" end"#;
+    d.create(&job(
+        "argv",
+        vec![
+            winpath(&w.exe("argv.exe")),
+            "{prompt}".into(),
+            "last".into(),
+        ],
+        prompt,
+    ));
+    let r = run_now(&d, "argv");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(
+        r["output"].as_str().unwrap().replace("\r\n", "\n"),
+        format!("[{prompt}]\n[last]\n"),
+        "{r}"
+    );
+
+    // A second daemon on the same data dir is refused (LockFileEx, and the holder's pid).
+    let (code, _, err) = cli_exe(w, &d.dir, &["run", "--port", "0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already running"), "{err}");
+    let (code, out, err) = cli_exe(w, &d.dir, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("running: pid"), "{out}");
+}
+
+#[test]
+fn timeout_ends_the_agents_whole_process_tree() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let d = start(w, t.path(), &[]);
+    let marker = format!("bogtree{}x{}", std::process::id(), ids());
+    let mut j = job(
+        "tree",
+        vec![winpath(&w.exe("tree.exe")), "spawn".into(), marker.clone()],
+        "p",
+    );
+    j["limits"] = json!({"timeout_seconds": 3});
+    d.create(&j);
+    let r = run_now(&d, "tree");
+    assert_eq!(r["status"], "timed_out", "{r}");
+    // The agent had started its child (which sleeps for minutes) before the timeout.
+    assert!(
+        r["output"].as_str().unwrap().contains("started child"),
+        "{r}"
+    );
+    // Neither the agent nor its child outlives the run: the job object ended both.
+    wait_for(30, "no process of the run left", || {
+        processes_with(&marker).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn webhook_with_a_valid_signature_fires() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let secret = "wine-hook-secret";
+    let d = start(w, t.path(), &[("WIN_HOOK_SECRET", secret)]);
+    d.create(&json!({
+        "name": "hook",
+        "prompt": "pr={{payload.pull_request.number}}",
+        "agent": {"command": [winpath(&w.exe("argv.exe")), "{prompt}"]},
+        "triggers": [{"type": "webhook", "path": "/hooks/win", "secret_env": "WIN_HOOK_SECRET"}],
+    }));
+    let body = br#"{"pull_request": {"number": 7}}"#;
+    let bad = github_signature("not-the-secret", body);
+    let (st, _, _) = d.raw(
+        "POST",
+        "/hooks/win",
+        Some(body),
+        &[
+            ("X-Hub-Signature-256", &bad),
+            ("X-GitHub-Event", "pull_request"),
+        ],
+    );
+    assert!((400..500).contains(&st), "a bad signature got {st}");
+    let good = github_signature(secret, body);
+    let (st, _, text) = d.raw(
+        "POST",
+        "/hooks/win",
+        Some(body),
+        &[
+            ("X-Hub-Signature-256", &good),
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", "wine-1"),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(st, 202, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let r = d.wait_final("hook", v["run_ids"][0].as_str().unwrap(), 90);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["output"], "[pr=7]\r\n", "{r}");
+    let runs = d.get("/jobs/hook/runs").1;
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "only the signed delivery ran: {runs}"
+    );
+}
+
+/// Starts a run that takes a few seconds, waits until it runs, and returns its id.
+fn start_slow_run(w: &Wine, d: &Daemon) -> String {
+    d.create(&job(
+        "slow",
+        vec![winpath(&w.exe("tree.exe")), "sleep".into(), "3000".into()],
+        "p",
+    ));
+    let (st, v) = d.post("/jobs/slow/run", &json!({}));
+    assert_eq!(st, 202, "{v}");
+    let id = v["run_id"].as_str().unwrap().to_string();
+    d.wait_run("slow", 60, "the slow run to start", |r| {
+        r["id"] == id.as_str() && r["status"] == "running"
+    });
+    id
+}
+
+/// After a drain: the daemon exited 0, said why, and the run finished and was recorded.
+fn assert_drained(d: &mut Daemon, id: &str, said: &str) {
+    let st = d.wait_exit(60);
+    assert!(st.success(), "daemon exit: {st}: {}", d.stderr());
+    let log = d.stderr();
+    assert!(log.contains(&format!("{said}: no new runs")), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    let job_dir = std::fs::read_dir(d.dir.join("runs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("the job's runs dir")
+        .path();
+    let r: Value =
+        serde_json::from_slice(&std::fs::read(job_dir.join(format!("{id}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(r["status"], "succeeded", "the run was let finish: {r}");
+    assert_eq!(r["output"], "slept\r\n", "{r}");
+}
+
+#[test]
+fn stop_command_drains_and_exits() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let mut d = start(w, t.path(), &[]);
+    let id = start_slow_run(w, &d);
+    let (code, out, err) = cli_exe(w, &d.dir, &["stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert_drained(&mut d, &id, "stop request");
+}
+
+#[test]
+fn ctrl_c_drains_and_exits() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let mut d = start(w, t.path(), &[]);
+    let id = start_slow_run(w, &d);
+    // Wine delivers SIGINT to a console program as the console's Ctrl-C event.
+    d.signal(libc::SIGINT);
+    assert_drained(&mut d, &id, "Ctrl-C");
+}
+
+/// A number that differs between calls.
+fn ids() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
