@@ -281,8 +281,8 @@ fn http_limits(
 /// Binds the API socket. TCP_NODELAY is set on the listener (and again on each accepted
 /// connection): without it Nagle's algorithm meets the client's delayed ACK and answers
 /// written in more than one piece wait 40 ms.
-fn listen(addr: &str) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
     crate::sys::set_listener_nodelay(&listener);
     Ok(listener)
 }

@@ -295,7 +295,8 @@ fn execute(engine: &Engine, w: Work) {
                         fork_exec_us = fork_exec.as_micros() as u64,
                         at_us = chrono::Utc::now().timestamp_micros();
                         "agent process started");
-                }),
+                })
+                .map_err(|e| e.to_string()),
             };
             if let Some(w) = writer {
                 let _ = w.join();
@@ -435,9 +436,9 @@ fn apply_outcome(
         (
             RunStatus::TimedOut,
             Some(format!(
-                "timed out after timeout_seconds = {}; every process of the run got SIGTERM, then SIGKILL after {} s",
+                "timed out after timeout_seconds = {}; {}",
                 job.limits.timeout_seconds.unwrap_or(0),
-                agent::KILL_GRACE.as_secs()
+                agent::how_stopped()
             )),
         )
     } else if o.verdict.oom_kills > 0 {

@@ -63,7 +63,8 @@ pub enum Cmd {
     UninstallMan(service::ManArgs),
     /// Is a daemon running on the data dir? (exit 0 running, 1 not, 3 stale lock)
     Status,
-    /// Stop the daemon running on the data dir (SIGTERM, then wait for it to drain)
+    /// Stop the daemon running on the data dir (SIGTERM, or its stop event on Windows, then
+    /// wait for it to drain)
     Stop(service::StopArgs),
 }
 

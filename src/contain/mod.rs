@@ -80,18 +80,56 @@ pub struct Containment {
     /// Why there is no cgroup (None when there is one).
     no_cgroup: Option<String>,
     /// The Landlock ABI version, or why Landlock cannot be used.
-    landlock: &'static Result<i32, String>,
+    landlock: &'static Result<i32, LandlockUnavailable>,
 }
+
+/// Why Landlock cannot be used on this machine. (Linux makes all but `NotLinux`, other
+/// systems only that one.)
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LandlockUnavailable {
+    /// Not Linux.
+    NotLinux,
+    /// ENOSYS from the probe.
+    NotInKernel,
+    /// EOPNOTSUPP: built in, not enabled.
+    NotEnabled,
+    /// EPERM: a seccomp filter forbids it.
+    Forbidden,
+    /// Another errno from the probe.
+    ProbeFailed(i32),
+    /// The probe said yes, but no ruleset was made.
+    NotCreated,
+}
+
+impl std::fmt::Display for LandlockUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LandlockUnavailable::NotLinux => write!(f, "Landlock is Linux only"),
+            LandlockUnavailable::NotInKernel => write!(f, "the kernel has no Landlock support (ENOSYS; Linux 5.13+ built with CONFIG_SECURITY_LANDLOCK)"),
+            LandlockUnavailable::NotEnabled => write!(f, "Landlock is built into the kernel but not enabled (add landlock to the lsm= boot parameter)"),
+            LandlockUnavailable::Forbidden => write!(f, "a seccomp filter (container runtime?) forbids the Landlock system calls"),
+            LandlockUnavailable::ProbeFailed(code) => write!(
+                f,
+                "the Landlock probe failed: {}",
+                std::io::Error::from_raw_os_error(*code)
+            ),
+            LandlockUnavailable::NotCreated => write!(f, "the ruleset was not created"),
+        }
+    }
+}
+
+impl std::error::Error for LandlockUnavailable {}
 
 /// The Landlock ABI version, or why Landlock cannot be used. Probed once, with no side
 /// effect (unlike [`init`]), so the CLI may ask too.
-pub fn landlock_status() -> &'static Result<i32, String> {
-    static LANDLOCK: OnceLock<Result<i32, String>> = OnceLock::new();
+pub fn landlock_status() -> &'static Result<i32, LandlockUnavailable> {
+    static LANDLOCK: OnceLock<Result<i32, LandlockUnavailable>> = OnceLock::new();
     LANDLOCK.get_or_init(|| {
         #[cfg(target_os = "linux")]
         return landlock::probe();
         #[cfg(not(target_os = "linux"))]
-        return Err("Landlock is Linux only".to_string());
+        return Err(LandlockUnavailable::NotLinux);
     })
 }
 
@@ -130,7 +168,7 @@ impl Containment {
             Preference::Auto => match cgroup::detect() {
                 Ok(t @ cgroup::Tree::V2 { .. }) => (Mode::CgroupV2, Some(t), None),
                 Ok(t @ cgroup::Tree::V1 { .. }) => (Mode::CgroupV1, Some(t), None),
-                Err(cgroup::NotAvailable(why)) => (fallback_mode(), None, Some(why)),
+                Err(why) => (fallback_mode(), None, Some(why.to_string())),
             },
         };
         Containment {
@@ -193,7 +231,7 @@ impl Containment {
         }
         match self.landlock {
             Ok(abi) => v["landlock_abi"] = (*abi).into(),
-            Err(e) => v["landlock_reason"] = e.clone().into(),
+            Err(e) => v["landlock_reason"] = e.to_string().into(),
         }
         v
     }
@@ -218,7 +256,7 @@ impl Containment {
         };
         if let Some(work) = req.confine_writes_to {
             if let Err(e) = self.landlock {
-                return Err(PrepareError::NoLandlock(e.clone()));
+                return Err(PrepareError::NoLandlock(*e));
             }
             let tmp = std::env::temp_dir().join(format!("bog-run-{}-{unique}", req.name));
             let mut dir = std::fs::DirBuilder::new();
@@ -278,10 +316,10 @@ impl Containment {
 #[derive(Debug)]
 pub enum PrepareError {
     /// `limits.filesystem: "working_dir"` on a machine without Landlock, and why.
-    NoLandlock(String),
+    NoLandlock(LandlockUnavailable),
     /// The Landlock ruleset could not be built.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    Landlock(String),
+    #[cfg(target_os = "linux")]
+    Landlock(landlock::RulesetError),
     /// The private `$TMPDIR` could not be made.
     TmpDir {
         path: PathBuf,
@@ -299,6 +337,7 @@ impl std::fmt::Display for PrepareError {
                 f,
                 "limits.filesystem is \"working_dir\" but this machine cannot enforce it: {why}; the agent was not started"
             ),
+            #[cfg(target_os = "linux")]
             PrepareError::Landlock(e) => write!(f, "{e}; the agent was not started"),
             PrepareError::TmpDir { path, source } => write!(
                 f,

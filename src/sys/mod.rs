@@ -27,10 +27,10 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    arg_max, default_data_dir, dir_identity, exit_signal, home_of, pid_alive, rename_durable,
-    request_stop, resource_caps, restore_sigpipe, set_dir_mode, set_file_mode,
+    arg_max, default_data_dir, dir_identity, exit_signal, home_of, how_stopped, pid_alive,
+    rename_durable, request_stop, resource_caps, restore_sigpipe, set_dir_mode, set_file_mode,
     set_listener_nodelay, signal_name, sweep_marked, sync_dir, tighten_private_dir, try_lock_file,
-    tune_allocator, Tree, JOB_OBJECTS, STOP_REQUEST,
+    tune_allocator, Tree, JOB_OBJECTS, STOP_REQUEST, WINDOWS,
 };
 /// For the Linux cgroup code in [`crate::contain`].
 #[cfg(target_os = "linux")]

@@ -14,6 +14,9 @@ use super::{Limits, PreExec, Signal, Stop};
 /// Runs' processes are a process group; there is no job object.
 pub const JOB_OBJECTS: bool = false;
 
+/// Whether this is Windows (the Task Scheduler is there to register with).
+pub const WINDOWS: bool = false;
+
 /// What `stop` sends the daemon, for its message.
 pub const STOP_REQUEST: &str = "SIGTERM";
 
@@ -151,6 +154,14 @@ impl Tree {
     pub fn may_leak(&self) -> bool {
         true
     }
+}
+
+/// What [`Tree::stop`] with `Term`, then `Kill` after `grace`, does, for a run's record.
+pub fn how_stopped(grace: std::time::Duration) -> String {
+    format!(
+        "every process of the run got SIGTERM, then SIGKILL after {} s",
+        grace.as_secs()
+    )
 }
 
 /// The signal number of a stop.

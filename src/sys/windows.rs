@@ -47,6 +47,9 @@ use super::{Limits, PreExec, Signal, Stop};
 /// Runs' processes are a job object.
 pub const JOB_OBJECTS: bool = true;
 
+/// Whether this is Windows (the Task Scheduler is there to register with).
+pub const WINDOWS: bool = true;
+
 /// What `stop` sends the daemon, for its message.
 pub const STOP_REQUEST: &str = "a stop request (its named event)";
 
@@ -257,6 +260,11 @@ impl Tree {
     pub fn may_leak(&self) -> bool {
         false
     }
+}
+
+/// What [`Tree::stop`] does, for a run's record.
+pub fn how_stopped(_grace: Duration) -> String {
+    "every process of the run was terminated (its job object)".to_string()
 }
 
 /// Resumes the threads of a process started suspended (its main thread; std does not hand

@@ -7,8 +7,8 @@
 //! README "Platforms" says what Wine cannot prove.
 //!
 //! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
-//! sets it); otherwise each test says it was skipped. `BOG_WINE` names the wine binary
-//! (default `wine`). The helpers in `tests/wine/` are built here with
+//! sets it); otherwise each test says it was skipped. `BOG_WINE` and `BOG_WINESERVER` name
+//! the wine binaries (default `wine`, `wineserver`). The helpers in `tests/wine/` are built here with
 //! `x86_64-w64-mingw32-gcc`: two test agents, and `bcryptprimitives.dll`, a shim that
 //! Debian's Wine 8 lacks and Rust's std needs (see its source) — test harness only.
 
@@ -98,6 +98,15 @@ fn wine() -> Option<&'static Wine> {
             .status()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", w.wine));
         assert!(st.success(), "wineboot --init: {st}");
+        // …and wait until it has finished setting up (services such as the Task Scheduler
+        // are not there before).
+        let server = std::env::var("BOG_WINESERVER").unwrap_or_else(|_| "wineserver".into());
+        let st = Command::new(&server)
+            .arg("-w")
+            .env("WINEPREFIX", w.root.path().join("prefix"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {server}: {e}"));
+        assert!(st.success(), "{server} -w: {st}");
         eprintln!("wine prefix created in {:.1} s", t.elapsed().as_secs_f64());
         Some(w)
     })
@@ -227,6 +236,34 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
     let (code, out, err) = cli_exe(w, &d.dir, &["status"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("running: pid"), "{out}");
+}
+
+#[test]
+fn install_windows_task_names_this_binary_and_registers() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let data = t.path().join("data");
+    let (code, out, err) = cli_exe(w, &data, &["install-windows-task", "--port", "9999"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Wine's schtasks accepts the XML (it keeps less of it than Windows: not proof of the
+    // registered task, which README says).
+    assert!(out.contains("registered task bog-agents-daemon"), "{out}");
+    let bytes = std::fs::read(data.join("bog-agents-daemon-task.xml")).unwrap();
+    assert_eq!(&bytes[..2], &[0xFF, 0xFE], "UTF-16LE with a BOM");
+    let units: Vec<u16> = bytes[2..]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let xml = String::from_utf16(&units).unwrap();
+    let exe = winpath(&w.exe("daemon.exe"));
+    assert!(xml.contains(&format!("<Command>{exe}</Command>")), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<Arguments>run --port 9999 --data-dir {}</Arguments>",
+            winpath(&data)
+        )),
+        "{xml}"
+    );
 }
 
 #[test]
