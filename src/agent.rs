@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -217,12 +217,7 @@ pub fn run(
                 let _ = stdin.write_all(&input);
             });
         if let Err(source) = spawned {
-            jail.kill_all(spec.marker.as_deref());
-            let _ = child.wait();
-            return Err(Error::Thread {
-                what: "stdin",
-                source,
-            });
+            return Err(abandon(&jail, &mut child, spec, "stdin", source));
         }
     }
 
@@ -270,12 +265,7 @@ pub fn run(
                 let _ = done.send(());
             });
         if let Err(source) = spawned {
-            jail.kill_all(spec.marker.as_deref());
-            let _ = child.wait();
-            return Err(Error::Thread {
-                what: "output",
-                source,
-            });
+            return Err(abandon(&jail, &mut child, spec, "output", source));
         }
     }
     drop(done_tx);
@@ -325,6 +315,19 @@ pub fn run(
     outcome.stdout_total = o.1;
     outcome.stderr_tail = lock(&err).take().0;
     Ok(outcome)
+}
+
+/// Ends a run whose `what` thread could not be started: kills it, reaps the agent.
+fn abandon(
+    jail: &Jail,
+    child: &mut Child,
+    spec: &Spec,
+    what: &'static str,
+    source: io::Error,
+) -> Error {
+    jail.kill_all(spec.marker.as_deref());
+    let _ = child.wait();
+    Error::Thread { what, source }
 }
 
 fn wait_or_stop(

@@ -22,6 +22,41 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// An I/O error and the file it concerned: "cannot {what} {path}: {source}".
+#[derive(Debug)]
+pub struct PathError {
+    /// What was being done: `create`, `write`, `remove`, …
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl PathError {
+    /// Makes the error of doing `what` to `path` (for `map_err`).
+    pub fn at(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PathError {
+        let path = path.to_path_buf();
+        move |source| PathError { what, path, source }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.what,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Writes `data` to `path` durably: a temp file in the same directory is written and
 /// fsynced, renamed over `path`, and the directory is fsynced so the rename survives a crash.
 /// `mode` is applied to the new file before any data is written (e.g. `0o600` for secrets).

@@ -320,13 +320,8 @@ pub fn uninstall_launchd() -> i32 {
 
 /// Creates the data dir (and missing parents) with mode 0700, as `run` does.
 fn create_data_dir(dir: &Path) -> Result<(), Error> {
-    crate::fsio::create_dir_all_mode(dir, 0o700).map_err(|source| {
-        Error::File(service::FileError {
-            what: "create",
-            path: dir.to_path_buf(),
-            source,
-        })
-    })
+    crate::fsio::create_dir_all_mode(dir, 0o700)
+        .map_err(|e| Error::File(crate::fsio::PathError::at("create", dir)(e)))
 }
 
 fn task_file(data_dir: &Path) -> PathBuf {

@@ -86,30 +86,10 @@ impl std::fmt::Display for Unusable {
 }
 
 /// A failure while making or using a run's cgroup, with the file it concerned.
-#[derive(Debug)]
-pub struct CgroupError {
-    pub path: PathBuf,
-    pub what: &'static str,
-    pub source: io::Error,
-}
-
-impl std::fmt::Display for CgroupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {}",
-            self.what,
-            self.path.display(),
-            self.source
-        )
-    }
-}
-
-impl std::error::Error for CgroupError {}
+pub type CgroupError = crate::fsio::PathError;
 
 fn cg_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> CgroupError {
-    let path = path.to_path_buf();
-    move |source| CgroupError { path, what, source }
+    crate::fsio::PathError::at(what, path)
 }
 
 /// One line of `/proc/self/cgroup`: hierarchy id, controllers, path.

@@ -70,35 +70,10 @@ impl Options {
 pub const DRAIN_GRACE_SECONDS: u64 = 30;
 
 /// A service file (or its directory) that could not be written or removed.
-#[derive(Debug)]
-pub struct FileError {
-    /// `create`, `write`, `remove`.
-    pub what: &'static str,
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-impl std::fmt::Display for FileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {}",
-            self.what,
-            self.path.display(),
-            self.source
-        )
-    }
-}
-
-impl std::error::Error for FileError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+pub type FileError = crate::fsio::PathError;
 
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
-    let path = path.to_path_buf();
-    move |source| FileError { what, path, source }
+    crate::fsio::PathError::at(what, path)
 }
 
 /// Writes `text` to `path` with mode 0644 (creating parent directories). Returns false if

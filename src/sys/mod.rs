@@ -8,13 +8,15 @@
 //! process and CPU-time limits), stopping that tree, stop and reload requests to the daemon
 //! (Unix: SIGTERM/SIGINT/SIGHUP taken by `sigwait`; Windows: Ctrl-C, Ctrl-Break, console
 //! close and a named event that `stop` sets), the data dir's lock (flock / LockFileEx), file
-//! modes (Unix modes; Windows: none, see README), the default data dir, user lookup, the
-//! escapee sweep (Linux's `/proc`), process-limit probes and the names of signals.
+//! modes (Unix modes; Windows: the data dir's ACL, this user alone), the default data dir,
+//! user lookup, the escapee sweep (Linux's `/proc`), process-limit probes and the names of
+//! signals.
 //!
 //! A new platform implements the same items in a new file; a new platform-specific need
 //! adds an item to both sides here, never a `cfg` at the call site.
 
 use std::io;
+use std::path::PathBuf;
 
 #[cfg(unix)]
 mod unix;
@@ -27,8 +29,8 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    arg_max, default_data_dir, dir_identity, exit_signal, home_of, how_stopped, pid_alive,
-    rename_durable, request_stop, resource_caps, restore_sigpipe, set_dir_mode, set_file_mode,
+    arg_max, dir_identity, exit_signal, home_of, how_stopped, pid_alive, rename_durable,
+    request_stop, resource_caps, restore_sigpipe, set_dir_mode, set_file_mode,
     set_listener_nodelay, signal_name, sweep_marked, sync_dir, tighten_private_dir, try_lock_file,
     tune_allocator, Tree, JOB_OBJECTS, STOP_REQUEST, WINDOWS,
 };
@@ -37,6 +39,18 @@ pub use imp::{
 pub use imp::{process_group_of, raw_signal};
 
 pub use imp::sig;
+
+/// The data dir when neither `--data-dir` nor `$BOG_AGENTS_HOME` says: `~/.bog-agents/daemon`
+/// on Unix, `%APPDATA%\bog-agents\daemon` on Windows.
+pub fn default_data_dir() -> io::Result<PathBuf> {
+    let (var, dir) = imp::DATA_DIR_UNDER;
+    match std::env::var_os(var).filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(dir).join("daemon")),
+        None => Err(io::Error::other(format!(
+            "cannot find the data dir: {var} is not set; pass --data-dir or set BOG_AGENTS_HOME"
+        ))),
+    }
+}
 
 /// A request to the daemon from outside, as [`wait_signal`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -350,15 +350,8 @@ pub fn dir_identity(p: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
-/// `~/.bog-agents/daemon`.
-pub fn default_data_dir() -> io::Result<PathBuf> {
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".bog-agents").join("daemon")),
-        None => Err(io::Error::other(
-            "cannot find the data dir: HOME is not set; pass --data-dir or set BOG_AGENTS_HOME",
-        )),
-    }
-}
+/// The default data dir is `~/.bog-agents/daemon`.
+pub(super) const DATA_DIR_UNDER: (&str, &str) = ("HOME", ".bog-agents");
 
 /// The home directory of a user, from the password database.
 pub fn home_of(user: &str) -> Option<PathBuf> {

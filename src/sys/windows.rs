@@ -15,11 +15,17 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_LOCK_VIOLATION, HANDLE,
-    INVALID_HANDLE_VALUE, STILL_ACTIVE, WAIT_OBJECT_0,
+    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_LOCK_VIOLATION,
+    ERROR_SHARING_VIOLATION, HANDLE, INVALID_HANDLE_VALUE, STILL_ACTIVE, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::Security::Authorization::{SetNamedSecurityInfoW, SE_FILE_OBJECT};
+use windows_sys::Win32::Security::{
+    AddAccessAllowedAceEx, GetLengthSid, GetTokenInformation, InitializeAcl, TokenUser,
+    ACCESS_ALLOWED_ACE, ACL, ACL_REVISION, CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION,
+    OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    LockFileEx, MoveFileExW, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    LockFileEx, MoveFileExW, FILE_ALL_ACCESS, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
     MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH,
 };
 use windows_sys::Win32::System::Console::{
@@ -36,9 +42,9 @@ use windows_sys::Win32::System::JobObjects::{
     JOB_OBJECT_LIMIT_JOB_MEMORY, JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetExitCodeProcess, OpenEventW, OpenProcess, OpenThread, ResumeThread, SetEvent,
-    WaitForSingleObject, CREATE_NO_WINDOW, CREATE_SUSPENDED, EVENT_MODIFY_STATE, INFINITE,
-    PROCESS_QUERY_LIMITED_INFORMATION, THREAD_SUSPEND_RESUME,
+    CreateEventW, GetCurrentProcess, GetExitCodeProcess, OpenEventW, OpenProcess, OpenProcessToken,
+    OpenThread, ResumeThread, SetEvent, WaitForSingleObject, CREATE_NO_WINDOW, CREATE_SUSPENDED,
+    EVENT_MODIFY_STATE, INFINITE, PROCESS_QUERY_LIMITED_INFORMATION, THREAD_SUSPEND_RESUME,
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -370,35 +376,135 @@ pub fn try_lock_file(f: &File) -> io::Result<bool> {
     }
 }
 
-/// Unix modes do not exist here: a new file takes the ACL of its directory (README: under
-/// `%APPDATA%` that is the user, SYSTEM and Administrators).
+/// Unix modes do not exist here: a new file takes the ACL its directory passes on (the data
+/// dir's is this user alone: [`tighten_private_dir`]).
 pub fn set_file_mode(_o: &mut OpenOptions, _mode: u32) {}
 
 /// As [`set_file_mode`], for directories.
 pub fn set_dir_mode(_b: &mut fs::DirBuilder, _mode: u32) {}
 
-/// Nothing to tighten: see [`set_file_mode`].
-pub fn tighten_private_dir(_dir: &Path) -> io::Result<Option<u32>> {
-    Ok(None)
-}
-
-/// Renames `from` over `to` with MoveFileExW(MOVEFILE_REPLACE_EXISTING |
-/// MOVEFILE_WRITE_THROUGH): replaces an existing file, and returns only once the move is
-/// on disk.
-pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
-    let (a, b) = (wide(from.as_os_str()), wide(to.as_os_str()));
-    // SAFETY: two valid NUL-terminated paths.
+/// Gives `dir` a protected ACL (nothing inherited from its parent) with one entry: this
+/// user, full control, passed on to everything in it, the files already there included
+/// (SetNamedSecurityInfoW propagates it). Never reports a mode.
+pub fn tighten_private_dir(dir: &Path) -> io::Result<Option<u32>> {
+    // The user's SID, from the process token.
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the current process's pseudo-handle and an out-pointer for the token.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new token handle nothing else owns.
+    let token = unsafe { OwnedHandle::from_raw_handle(token) };
+    let mut len = 0u32;
+    // SAFETY: asks for the size only (no buffer); fails with the size in `len`.
+    unsafe {
+        GetTokenInformation(
+            token.as_raw_handle() as HANDLE,
+            TokenUser,
+            std::ptr::null_mut(),
+            0,
+            &mut len,
+        )
+    };
+    if len == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // u64s: aligned for TOKEN_USER.
+    let mut user = vec![0u64; (len as usize).div_ceil(8)];
+    // SAFETY: a buffer of at least `len` bytes.
     let ok = unsafe {
-        MoveFileExW(
-            a.as_ptr(),
-            b.as_ptr(),
-            MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH,
+        GetTokenInformation(
+            token.as_raw_handle() as HANDLE,
+            TokenUser,
+            user.as_mut_ptr().cast(),
+            len,
+            &mut len,
         )
     };
     if ok == 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    // SAFETY: GetTokenInformation(TokenUser) filled the buffer with a TOKEN_USER, whose SID
+    // points into the same buffer, which lives until the end of this function.
+    let sid = unsafe { (*user.as_ptr().cast::<TOKEN_USER>()).User.Sid };
+    // SAFETY: a valid SID.
+    let sid_len = unsafe { GetLengthSid(sid) } as usize;
+    // The ACL header and one ACCESS_ALLOWED_ACE, whose last u32 (SidStart) is the SID's
+    // first; a multiple of 4 bytes.
+    let acl_len = (std::mem::size_of::<ACL>() + std::mem::size_of::<ACCESS_ALLOWED_ACE>()
+        - std::mem::size_of::<u32>()
+        + sid_len)
+        .next_multiple_of(4);
+    let mut acl = vec![0u32; acl_len / 4];
+    let acl_ptr = acl.as_mut_ptr().cast::<ACL>();
+    // SAFETY: a buffer of `acl_len` bytes, 4-aligned; the SID is valid.
+    unsafe {
+        if InitializeAcl(acl_ptr, acl_len as u32, ACL_REVISION) == 0
+            || AddAccessAllowedAceEx(
+                acl_ptr,
+                ACL_REVISION,
+                OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE,
+                FILE_ALL_ACCESS,
+                sid,
+            ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let name = wide(dir.as_os_str());
+    // SAFETY: a valid NUL-terminated path and ACL; no owner, group or SACL change.
+    let r = unsafe {
+        SetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            acl_ptr,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r as i32));
+    }
+    Ok(None)
+}
+
+/// How long a rename waits for readers of the file it replaces.
+const RENAME_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Renames `from` over `to` with MoveFileExW(MOVEFILE_REPLACE_EXISTING |
+/// MOVEFILE_WRITE_THROUGH): replaces an existing file, and returns only once the move is
+/// on disk. Windows refuses to replace a file while anyone has it open (a reader of a run
+/// record, an indexer, an antivirus scan: access denied or a sharing violation); such
+/// handles are short-lived, so the rename is tried again, for up to [`RENAME_PATIENCE`].
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    let (a, b) = (wide(from.as_os_str()), wide(to.as_os_str()));
+    let deadline = std::time::Instant::now() + RENAME_PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // SAFETY: two valid NUL-terminated paths.
+        let ok = unsafe {
+            MoveFileExW(
+                a.as_ptr(),
+                b.as_ptr(),
+                MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH,
+            )
+        };
+        if ok != 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        let busy = matches!(
+            e.raw_os_error().map(|c| c as u32),
+            Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
+        );
+        if !busy || std::time::Instant::now() >= deadline {
+            return Err(e);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// A directory cannot be fsynced on Windows (it cannot even be opened as a file without
@@ -420,15 +526,8 @@ pub fn dir_identity(p: &Path) -> Option<(u64, u64)> {
     p.is_dir().then_some((0, 0))
 }
 
-/// `%APPDATA%\bog-agents\daemon`.
-pub fn default_data_dir() -> io::Result<PathBuf> {
-    match std::env::var_os("APPDATA").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join("bog-agents").join("daemon")),
-        None => Err(io::Error::other(
-            "cannot find the data dir: APPDATA is not set; pass --data-dir or set BOG_AGENTS_HOME",
-        )),
-    }
-}
+/// The default data dir is `%APPDATA%\bog-agents\daemon`.
+pub(super) const DATA_DIR_UNDER: (&str, &str) = ("APPDATA", "bog-agents");
 
 /// No password database here (only `install-systemd --system` asks).
 pub fn home_of(_user: &str) -> Option<PathBuf> {

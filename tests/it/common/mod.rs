@@ -90,40 +90,9 @@ impl Daemon {
             cmd.env(k, v);
         }
         tweak(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn daemon");
+        let child = cmd.spawn().expect("spawn daemon");
         let pid = child.id();
-        let port = wait_for(20, "daemon.lock with this pid and a port", || {
-            if let Ok(Some(st)) = child.try_wait() {
-                panic!(
-                    "daemon exited early with {st}: {}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                );
-            }
-            let s = std::fs::read_to_string(data.join("daemon.lock")).ok()?;
-            let v: Value = serde_json::from_str(&s).ok()?;
-            (v["pid"].as_u64()? == pid as u64)
-                .then(|| v["port"].as_u64())?
-                .map(|p| p as u16)
-        });
-        let token = std::fs::read_to_string(data.join(".token"))
-            .expect("token file")
-            .trim()
-            .to_string();
-        let d = Daemon {
-            child: Some(child),
-            dir: data,
-            port,
-            token,
-            stderr_path,
-            stdout_path,
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(30))
-                .build(),
-        };
-        wait_for(20, "GET /health 200", || {
-            (d.get("/health").0 == 200).then_some(())
-        });
-        d
+        Self::attach_to(child, data, stdout_path, stderr_path, Some(pid), 20)
     }
 
     pub fn pid(&self) -> i32 {
@@ -134,12 +103,25 @@ impl Daemon {
     /// `data/daemon.lock` names a port (whatever pid: Wine's are not Linux's) and /health
     /// answers. The daemon's stdout and stderr are in the given files.
     pub fn attach(
-        mut child: Child,
+        child: Child,
         data: PathBuf,
         stdout_path: PathBuf,
         stderr_path: PathBuf,
     ) -> Daemon {
-        let port = wait_for(60, "daemon.lock with a port", || {
+        Self::attach_to(child, data, stdout_path, stderr_path, None, 60)
+    }
+
+    /// Waits until `data/daemon.lock` names `pid` (any, when None) and a port, and /health
+    /// answers, each for at most `secs`.
+    fn attach_to(
+        mut child: Child,
+        data: PathBuf,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+        pid: Option<u32>,
+        secs: u64,
+    ) -> Daemon {
+        let port = wait_for(secs, "daemon.lock with this pid and a port", || {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(
                     "daemon exited early with {st}: {}",
@@ -148,6 +130,9 @@ impl Daemon {
             }
             let s = std::fs::read_to_string(data.join("daemon.lock")).ok()?;
             let v: Value = serde_json::from_str(&s).ok()?;
+            if pid.is_some_and(|p| v["pid"].as_u64() != Some(p as u64)) {
+                return None;
+            }
             v["port"].as_u64().map(|p| p as u16)
         });
         let token = std::fs::read_to_string(data.join(".token"))
@@ -165,7 +150,7 @@ impl Daemon {
                 .timeout(Duration::from_secs(30))
                 .build(),
         };
-        wait_for(60, "GET /health 200", || {
+        wait_for(secs, "GET /health 200", || {
             (d.get("/health").0 == 200).then_some(())
         });
         d
@@ -313,12 +298,12 @@ impl Drop for Daemon {
 
 /// Runs the CLI with `--data-dir`; returns (exit code, stdout, stderr).
 pub fn cli(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run cli");
+    output_of(Command::new(BIN).arg("--data-dir").arg(data).args(args))
+}
+
+/// Runs a command to its end: (exit code, stdout, stderr).
+pub fn output_of(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
