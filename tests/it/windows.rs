@@ -3,7 +3,8 @@
 //! Windows side of `src/sys` as far as Wine implements Windows: job objects (the agent
 //! started suspended, assigned, resumed; TerminateJobObject ends a process tree), Ctrl-C
 //! (Wine turns SIGINT into the console's Ctrl-C event) and the `stop` command's named event,
-//! LockFileEx, MoveFileExW renames, the agent's command line quoted the Windows way.
+//! LockFileEx, MoveFileExW renames over files being read, the agent's command line quoted
+//! the Windows way, notify's Windows backend, the Task Scheduler XML naming this binary.
 //! README "Platforms" says what Wine cannot prove.
 //!
 //! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
@@ -285,6 +286,34 @@ fn install_windows_task_names_this_binary_and_registers() {
         )),
         "{xml}"
     );
+}
+
+#[test]
+fn file_change_fires_through_the_windows_watcher() {
+    // notify's Windows backend (ReadDirectoryChangesW; Wine serves it from inotify).
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let root = t.path().join("watched");
+    std::fs::create_dir(&root).unwrap();
+    let d = start(w, t.path(), &[]);
+    d.create(&json!({
+        "name": "files",
+        "prompt": "{{changed_files}}",
+        "agent": {"command": [winpath(&w.exe("argv.exe")), "{prompt}"]},
+        "triggers": [{"type": "file_change", "root": winpath(&root), "patterns": ["*.txt"], "debounce_seconds": 0.2}],
+    }));
+    let want = format!("watching {}", winpath(&root));
+    wait_for(60, "the root to be watched", || {
+        d.stderr().contains(&want).then_some(())
+    });
+    std::fs::write(root.join("skip.log"), "no").unwrap();
+    std::fs::write(root.join("a.txt"), "yes").unwrap();
+    let r = d.wait_run("files", 60, "a file_change run", |r| {
+        !matches!(r["status"].as_str(), Some("queued" | "running"))
+    });
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["trigger"]["type"], "file_change", "{r}");
+    assert_eq!(r["trigger"]["changed_files"], json!(["a.txt"]), "{r}");
 }
 
 #[test]
