@@ -17,6 +17,9 @@ pub const JOB_OBJECTS: bool = false;
 /// Whether this is Windows (the Task Scheduler is there to register with).
 pub const WINDOWS: bool = false;
 
+/// Whether the file watcher reports the removal of a watched root itself (inotify reports it (IN_DELETE_SELF); FSEvents is not tested).
+pub const WATCHER_SEES_ROOT_REMOVAL: bool = true;
+
 /// What `stop` sends the daemon, for its message.
 pub const STOP_REQUEST: &str = "SIGTERM";
 

@@ -25,8 +25,9 @@ use windows_sys::Win32::Security::{
     OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    LockFileEx, MoveFileExW, FILE_ALL_ACCESS, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
-    MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH,
+    GetFileInformationByHandle, LockFileEx, MoveFileExW, BY_HANDLE_FILE_INFORMATION,
+    FILE_ALL_ACCESS, FILE_ATTRIBUTE_DIRECTORY, FILE_FLAG_BACKUP_SEMANTICS, LOCKFILE_EXCLUSIVE_LOCK,
+    LOCKFILE_FAIL_IMMEDIATELY, MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH,
 };
 use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT, CTRL_LOGOFF_EVENT,
@@ -55,6 +56,9 @@ pub const JOB_OBJECTS: bool = true;
 
 /// Whether this is Windows (the Task Scheduler is there to register with).
 pub const WINDOWS: bool = true;
+
+/// Whether the file watcher reports the removal of a watched root itself (ReadDirectoryChangesW says nothing).
+pub const WATCHER_SEES_ROOT_REMOVAL: bool = false;
 
 /// What `stop` sends the daemon, for its message.
 pub const STOP_REQUEST: &str = "a stop request (its named event)";
@@ -521,9 +525,25 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// No inode numbers in stable std: a directory is itself (a replaced root is not noticed).
+/// (volume serial number, file index) of a directory, Windows' (device, inode); None if `p`
+/// is not one.
 pub fn dir_identity(p: &Path) -> Option<(u64, u64)> {
-    p.is_dir().then_some((0, 0))
+    use std::os::windows::fs::OpenOptionsExt;
+    // No access asked, only the handle; backup semantics: a directory can be opened.
+    let f = OpenOptions::new()
+        .access_mode(0)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(p)
+        .ok()?;
+    let mut info = BY_HANDLE_FILE_INFORMATION::default();
+    // SAFETY: a valid handle and an out-struct of the right type.
+    if unsafe { GetFileInformationByHandle(f.as_raw_handle() as HANDLE, &mut info) } == 0 {
+        return None;
+    }
+    (info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY != 0).then_some((
+        u64::from(info.dwVolumeSerialNumber),
+        u64::from(info.nFileIndexHigh) << 32 | u64::from(info.nFileIndexLow),
+    ))
 }
 
 /// The default data dir is `%APPDATA%\bog-agents\daemon`.

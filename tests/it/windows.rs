@@ -308,12 +308,33 @@ fn file_change_fires_through_the_windows_watcher() {
     });
     std::fs::write(root.join("skip.log"), "no").unwrap();
     std::fs::write(root.join("a.txt"), "yes").unwrap();
-    let r = d.wait_run("files", 60, "a file_change run", |r| {
-        !matches!(r["status"].as_str(), Some("queued" | "running"))
-    });
+    let finished = |name: &'static str| {
+        move |r: &Value| {
+            !matches!(r["status"].as_str(), Some("queued" | "running"))
+                && r["trigger"]["changed_files"] == json!([name])
+        }
+    };
+    let r = d.wait_run("files", 60, "a file_change run", finished("a.txt"));
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(r["trigger"]["type"], "file_change", "{r}");
-    assert_eq!(r["trigger"]["changed_files"], json!(["a.txt"]), "{r}");
+    // The root removed and made again (a new directory: sys::dir_identity tells them
+    // apart) is watched again.
+    std::fs::remove_dir_all(&root).unwrap();
+    wait_for(60, "the root to be logged gone", || {
+        d.stderr().contains("files.root_gone").then_some(())
+    });
+    std::fs::create_dir(&root).unwrap();
+    wait_for(60, "the new root to be watched", || {
+        (d.stderr().matches(&want).count() >= 2).then_some(())
+    });
+    std::fs::write(root.join("b.txt"), "yes").unwrap();
+    let r = d.wait_run(
+        "files",
+        60,
+        "a file_change run in the new root",
+        finished("b.txt"),
+    );
+    assert_eq!(r["status"], "succeeded", "{r}");
 }
 
 #[test]
