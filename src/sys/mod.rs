@@ -1,5 +1,5 @@
 //! The operating system, in one place: everything that differs between Unix (Linux, macOS)
-//! and Windows lives in [`unix`](self) or [`windows`](self), behind the same names, so the
+//! and Windows lives in `unix.rs` or `windows.rs`, behind the same names, so the
 //! rest of the crate has no `cfg` and no `unsafe` of its own (the one exception is
 //! [`crate::contain`]'s Linux-only cgroup and Landlock code, behind `contain`'s interface).
 //!
@@ -94,8 +94,8 @@ pub struct Limits {
     pub max_processes: Option<u64>,
 }
 
-/// What the Linux containment does in the child between fork and exec, after the signal
-/// mask is cleared and before the rlimits (ignored elsewhere).
+/// What the Linux containment does in the child between fork and exec (ignored elsewhere):
+/// `join_fds` after the signal mask is cleared and before the rlimits, `last` after them.
 #[derive(Default)]
 #[cfg_attr(windows, allow(dead_code))]
 pub struct PreExec {
