@@ -27,14 +27,16 @@ const EXE_VAR: &str = "BOG_WINE_DAEMON_EXE";
 /// A Wine prefix and a directory holding the daemon and the test agents.
 struct Wine {
     wine: String,
-    /// Holds `prefix/`, `daemon.exe` (a link to the build), the DLL shim and the agents.
-    root: tempfile::TempDir,
+    /// Holds `prefix/`, `daemon.exe` (a link to the build), the DLL shim and the agents:
+    /// `wine/` in cargo's temp dir for tests, made anew by each run (a static is never
+    /// dropped, so a temp dir would be left behind).
+    root: PathBuf,
 }
 
 impl Wine {
     fn cmd(&self) -> Command {
         let mut c = Command::new(&self.wine);
-        c.env("WINEPREFIX", self.root.path().join("prefix"))
+        c.env("WINEPREFIX", self.root.join("prefix"))
             .env("WINEDEBUG", "-all")
             // No Mono or Gecko installer at the first start; no window anywhere.
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
@@ -44,7 +46,7 @@ impl Wine {
     }
 
     fn exe(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
+        self.root.join(name)
     }
 }
 
@@ -64,11 +66,12 @@ fn wine() -> Option<&'static Wine> {
         };
         let exe = std::fs::canonicalize(&exe)
             .unwrap_or_else(|e| panic!("{EXE_VAR}={exe:?}: {e}"));
-        let root = tempfile::Builder::new()
-            .prefix("bogwine")
-            .tempdir()
-            .expect("temp dir");
-        std::os::unix::fs::symlink(&exe, root.path().join("daemon.exe")).expect("link exe");
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wine");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).expect("remove the last run's wine dir");
+        }
+        std::fs::create_dir_all(&root).expect("wine dir");
+        std::os::unix::fs::symlink(&exe, root.join("daemon.exe")).expect("link exe");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine");
         for (out, source, extra) in [
             ("bcryptprimitives.dll", "bcryptprimitives.c", &["-shared", "-ladvapi32"][..]),
@@ -78,7 +81,7 @@ fn wine() -> Option<&'static Wine> {
             let st = Command::new("x86_64-w64-mingw32-gcc")
                 .arg("-O2")
                 .arg("-o")
-                .arg(root.path().join(out))
+                .arg(root.join(out))
                 .arg(src.join(source))
                 .args(extra)
                 .status()
@@ -104,7 +107,7 @@ fn wine() -> Option<&'static Wine> {
         let server = std::env::var("BOG_WINESERVER").unwrap_or_else(|_| "wineserver".into());
         let st = Command::new(&server)
             .arg("-w")
-            .env("WINEPREFIX", w.root.path().join("prefix"))
+            .env("WINEPREFIX", w.root.join("prefix"))
             .status()
             .unwrap_or_else(|e| panic!("cannot run {server}: {e}"));
         assert!(st.success(), "{server} -w: {st}");
