@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::contain::{self, Jail};
+use crate::sys::Stop;
 
 /// Seconds between SIGTERM and SIGKILL when a run is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -69,7 +70,6 @@ pub struct Outcome {
     /// Total stdout bytes written, captured or not.
     pub stdout_total: u64,
     pub stderr_tail: Vec<u8>,
-    pub duration: Duration,
     /// A process that escaped the group kept the output pipes open past the agent's exit.
     pub pipes_held_open: bool,
     /// Processes outside the agent's group that were killed when the run ended.
@@ -94,6 +94,72 @@ impl Control {
     }
 }
 
+/// Why an agent could not start, or could not be waited for; its text goes into the run
+/// record.
+#[derive(Debug)]
+pub enum Error {
+    EmptyCommand,
+    NoWorkingDir(PathBuf),
+    /// The run's containment could not be made (fail closed).
+    Contain(contain::PrepareError),
+    NotFound(String),
+    NotExecutable {
+        program: String,
+        source: io::Error,
+    },
+    Spawn {
+        program: String,
+        source: io::Error,
+    },
+    /// A thread of the run (`stdin`, `output`, `wait`) could not be started.
+    Thread {
+        what: &'static str,
+        source: io::Error,
+    },
+    Wait(io::Error),
+    WaitThreadGone,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::EmptyCommand => write!(f, "the agent command is empty"),
+            Error::NoWorkingDir(d) => write!(
+                f,
+                "working directory {} does not exist or is not a directory",
+                d.display()
+            ),
+            Error::Contain(e) => write!(f, "{e}"),
+            Error::NotFound(p) => write!(
+                f,
+                "agent command {p:?} not found (is it installed and on the daemon's PATH?)"
+            ),
+            Error::NotExecutable { program, source } => {
+                write!(f, "agent command {program:?} is not executable: {source}")
+            }
+            Error::Spawn { program, source } => {
+                write!(f, "cannot start agent command {program:?}: {source}")
+            }
+            Error::Thread { what, source } => write!(f, "cannot start {what} thread: {source}"),
+            Error::Wait(e) => write!(f, "waiting for the agent failed: {e}"),
+            Error::WaitThreadGone => write!(f, "agent wait thread vanished"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Contain(e) => Some(e),
+            Error::NotExecutable { source, .. }
+            | Error::Spawn { source, .. }
+            | Error::Thread { source, .. }
+            | Error::Wait(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Spawns and waits for the agent. `on_spawn` receives the process-group id as soon as the
 /// process exists (it has exec'd: `Command::spawn` returns after the exec), and how long the
 /// fork and exec took. Errors are reasons the agent could not start, in words for the run
@@ -102,17 +168,14 @@ pub fn run(
     spec: &Spec,
     control: &Control,
     on_spawn: impl FnOnce(i32, Duration),
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Error> {
     let Some(program) = spec.argv.first() else {
-        return Err("the agent command is empty".into());
+        return Err(Error::EmptyCommand);
     };
     if !spec.cwd.is_dir() {
-        return Err(format!(
-            "working directory {} does not exist or is not a directory",
-            spec.cwd.display()
-        ));
+        return Err(Error::NoWorkingDir(spec.cwd.clone()));
     }
-    let jail = contain::current()
+    let mut jail = contain::current()
         .prepare(&contain::Request {
             name: &spec.name,
             memory_mb: spec.memory_mb,
@@ -120,7 +183,7 @@ pub fn run(
             cpu_seconds: spec.cpu_seconds,
             confine_writes_to: spec.confine_writes.then_some(spec.cwd.as_path()),
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Contain)?;
     let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .current_dir(&spec.cwd)
@@ -134,29 +197,28 @@ pub fn run(
         } else {
             Stdio::null()
         });
-    jail.configure(&mut cmd);
 
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!(
-            "agent command {program:?} not found (is it installed and on the daemon's PATH?)"
-        ),
-        io::ErrorKind::PermissionDenied => {
-            format!("agent command {program:?} is not executable: {e}")
+    let mut child = jail.spawn(&mut cmd).map_err(|source| {
+        let program = program.clone();
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(program),
+            io::ErrorKind::PermissionDenied => Error::NotExecutable { program, source },
+            _ => Error::Spawn { program, source },
         }
-        _ => format!("cannot start agent command {program:?}: {e}"),
     })?;
-    let pgid = child.id() as i32;
-    on_spawn(pgid, started.elapsed());
+    on_spawn(jail.id().unwrap_or(0), started.elapsed());
 
     if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
-        thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("agent-stdin".into())
             .spawn(move || {
                 // EPIPE (the agent ignored its stdin) is not an error worth reporting.
                 let _ = stdin.write_all(&input);
-            })
-            .map_err(|e| format!("cannot start stdin thread: {e}"))?;
+            });
+        if let Err(source) = spawned {
+            return Err(abandon(&jail, &mut child, spec, "stdin", source));
+        }
     }
 
     let out = Arc::new(Mutex::new(Capture::new(spec.max_output_bytes, false)));
@@ -202,10 +264,8 @@ pub fn run(
                 }
                 let _ = done.send(());
             });
-        if let Err(e) = spawned {
-            jail.kill_all(pgid, spec.marker.as_deref());
-            let _ = child.wait();
-            return Err(format!("cannot start output thread: {e}"));
+        if let Err(source) = spawned {
+            return Err(abandon(&jail, &mut child, spec, "output", source));
         }
     }
     drop(done_tx);
@@ -216,9 +276,12 @@ pub fn run(
         .spawn(move || {
             let _ = exit_tx.send(child.wait());
         })
-        .map_err(|e| {
-            jail.kill_all(pgid, spec.marker.as_deref());
-            format!("cannot start wait thread: {e}")
+        .map_err(|source| {
+            jail.kill_all(spec.marker.as_deref());
+            Error::Thread {
+                what: "wait",
+                source,
+            }
         })?;
 
     let mut outcome = Outcome {
@@ -226,25 +289,17 @@ pub fn run(
         ..Outcome::default()
     };
     let deadline = spec.timeout.map(|t| started + t);
-    let status = wait_or_stop(
-        &exit_rx,
-        &control.kill_rx,
-        deadline,
-        pgid,
-        &jail,
-        &mut outcome,
-    );
+    let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, &jail, &mut outcome);
     // Whatever the agent left running, in its group or escaped from it, goes with it.
-    let left = jail.kill_all(pgid, spec.marker.as_deref());
+    let left = jail.kill_all(spec.marker.as_deref());
     outcome.escaped_killed = left.escaped;
     outcome.verdict = jail.verdict();
     drop(jail);
     let status = status?;
-    outcome.duration = started.elapsed();
     if let Some(code) = status.code() {
         outcome.exit_code = Some(code);
     }
-    outcome.signal = exit_signal(&status);
+    outcome.signal = crate::sys::exit_signal(&status);
 
     // Pipes close when every holder is gone; a process that left the group (setsid) may
     // keep them open, so do not wait for it forever.
@@ -262,63 +317,56 @@ pub fn run(
     Ok(outcome)
 }
 
+/// Ends a run whose `what` thread could not be started: kills it, reaps the agent.
+fn abandon(
+    jail: &Jail,
+    child: &mut Child,
+    spec: &Spec,
+    what: &'static str,
+    source: io::Error,
+) -> Error {
+    jail.kill_all(spec.marker.as_deref());
+    let _ = child.wait();
+    Error::Thread { what, source }
+}
+
 fn wait_or_stop(
     exit_rx: &Receiver<io::Result<ExitStatus>>,
     kill_rx: &Receiver<()>,
     deadline: Option<Instant>,
-    pgid: i32,
     jail: &Jail,
     outcome: &mut Outcome,
-) -> Result<ExitStatus, String> {
-    let wait_err = |e: io::Error| format!("waiting for the agent failed: {e}");
+) -> Result<ExitStatus, Error> {
+    let wait_err = Error::Wait;
     // Phase 1: until exit, timeout, or kill request.
     let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
     crossbeam_channel::select! {
-        recv(exit_rx) -> r => return r.map_err(|_| "agent wait thread vanished".to_string())?.map_err(wait_err),
+        recv(exit_rx) -> r => return r.map_err(|_| Error::WaitThreadGone)?.map_err(wait_err),
         recv(kill_rx) -> _ => outcome.killed = true,
         default(deadline.unwrap_or(far).saturating_duration_since(Instant::now())) => outcome.timed_out = true,
     }
     // Phase 2: SIGTERM the run, SIGKILL after the grace.
-    jail.signal(pgid, libc::SIGTERM);
+    jail.signal(Stop::Term);
     match exit_rx.recv_timeout(KILL_GRACE) {
         Ok(r) => return r.map_err(wait_err),
-        Err(RecvTimeoutError::Disconnected) => return Err("agent wait thread vanished".into()),
+        Err(RecvTimeoutError::Disconnected) => return Err(Error::WaitThreadGone),
         Err(RecvTimeoutError::Timeout) => {}
     }
-    jail.signal(pgid, libc::SIGKILL);
+    jail.signal(Stop::Kill);
     exit_rx
         .recv()
-        .map_err(|_| "agent wait thread vanished".to_string())?
+        .map_err(|_| Error::WaitThreadGone)?
         .map_err(wait_err)
 }
 
-fn exit_signal(status: &ExitStatus) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal()
+/// What a timeout or shutdown does to a run's processes, for its record.
+pub fn how_stopped() -> String {
+    crate::sys::how_stopped(KILL_GRACE)
 }
 
 /// The conventional name of a signal number, e.g. `SIGKILL`.
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
+    crate::sys::signal_name(sig)
 }
 
 /// Bounded capture of a pipe: the first `limit` bytes (or, for a tail, the last).
@@ -417,11 +465,15 @@ mod tests {
         let (c, _tx) = Control::new();
         let mut s = spec("true");
         s.argv = vec!["/nonexistent/agent-binary".into()];
-        assert!(run(&s, &c, |_, _| {}).unwrap_err().contains("not found"));
+        assert!(run(&s, &c, |_, _| {})
+            .unwrap_err()
+            .to_string()
+            .contains("not found"));
         let mut s = spec("true");
         s.cwd = "/nonexistent/dir".into();
         assert!(run(&s, &c, |_, _| {})
             .unwrap_err()
+            .to_string()
             .contains("does not exist"));
     }
 

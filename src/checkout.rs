@@ -22,7 +22,6 @@
 
 use std::fmt;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,8 +215,8 @@ fn remove_worktree(git_dir: &Path, path: &Path) -> Result<(), Error> {
 /// whole group is killed. Its stderr is the error.
 fn git_cmd(git_dir: &Path, args: &[&str], stop: Option<&Receiver<()>>) -> Result<(), Error> {
     let what = || format!("git {}", args.first().copied().unwrap_or(""));
-    let mut child = Command::new("git")
-        .arg("--git-dir")
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
         .arg(git_dir)
         .args(["-c", "core.hooksPath=/dev/null"])
         .args(args)
@@ -228,13 +227,18 @@ fn git_cmd(git_dir: &Path, args: &[&str], stop: Option<&Receiver<()>>) -> Result
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Error::Git {
-            what: format!("git {}", args.join(" ")),
-            detail: format!("cannot run git: {e}"),
-        })?;
+        .stderr(Stdio::piped());
+    // A process tree of its own (a process group; a job object on Windows), so a timeout or
+    // a stop ends git and whatever it started (hooks are off, but filters and helpers run).
+    let (mut child, tree) = crate::sys::Tree::spawn(
+        &mut cmd,
+        crate::sys::Limits::default(),
+        crate::sys::PreExec::default(),
+    )
+    .map_err(|e| Error::Git {
+        what: format!("git {}", args.join(" ")),
+        detail: format!("cannot run git: {e}"),
+    })?;
     // Read on its own thread so a chatty git never blocks on a full pipe; bounded.
     let stderr = child.stderr.take().map(|mut pipe| {
         std::thread::spawn(move || {
@@ -278,7 +282,7 @@ fn git_cmd(git_dir: &Path, args: &[&str], stop: Option<&Receiver<()>>) -> Result
         }
     };
     if ended.is_err() {
-        crate::contain::kill_group(child.id() as i32, libc::SIGKILL);
+        tree.stop(crate::sys::Stop::Kill);
         let _ = child.kill();
         let _ = child.wait();
     }

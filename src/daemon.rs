@@ -34,8 +34,10 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
 pub fn run(opts: RunOptions) -> i32 {
-    signals::block();
-    limit_malloc_arenas();
+    if let Err(e) = signals::block() {
+        return fail(&format!("cannot set up signal handling: {e}"));
+    }
+    crate::sys::tune_allocator();
     let dir = match store::resolve_data_dir(opts.data_dir.as_deref()) {
         Ok(d) => d,
         Err(e) => return fail(&e.to_string()),
@@ -211,13 +213,13 @@ pub fn run(opts: RunOptions) -> i32 {
                 engine.reload_all();
             }
             Ok(Signal::Stop(s)) => break s,
-            Err(_) => break libc::SIGTERM,
+            Err(_) => break "SIGTERM",
         }
     };
 
     // Stop intake.
     log::info!(event = "daemon.stopping", running = engine.running_count(), grace_seconds = grace.as_secs();
-        "{}: no new runs; waiting up to {}s for running agents", crate::agent::signal_name(sig), grace.as_secs());
+        "{sig}: no new runs; waiting up to {}s for running agents", grace.as_secs());
     // The API keeps answering while the daemon drains (/health, reads; firings get 503).
     engine.begin_shutdown();
     for w in engine.take_all_pending() {
@@ -262,38 +264,6 @@ pub fn run(opts: RunOptions) -> i32 {
     0
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core); the daemon's
-/// short-lived agent and connection threads then spread small allocations over many arenas
-/// that are never returned. Two are plenty for this workload.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        // A fixed mmap threshold: large buffers (request bodies, webhook payloads, agent
-        // output) are mapped and given back to the OS when freed. glibc's default raises the
-        // threshold after the first such free, and the memory then stays in the heap.
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-/// The soft value of a resource limit, `None` when unlimited or unknown. (A macro: the
-/// resource constants' type differs between C libraries.)
-macro_rules! soft_limit {
-    ($resource:expr) => {{
-        let mut r = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we pass.
-        if unsafe { libc::getrlimit($resource, &mut r) } != 0 || r.rlim_cur == libc::RLIM_INFINITY {
-            None
-        } else {
-            usize::try_from(r.rlim_cur).ok()
-        }
-    }};
-}
-
 /// The API's connection limits from `config.json` `"http"`, and the body memory budget.
 /// The connection cap is lowered to fit the process's limits: each connection takes a file
 /// descriptor and a thread, and agents, job files and outputs need theirs too.
@@ -305,13 +275,7 @@ fn http_limits(
     let h = &cfg.http;
     let reserve = 64 + 8 * settings.workers;
     let mut max = h.max_connections.unwrap_or(1024).max(1);
-    for n in [
-        soft_limit!(libc::RLIMIT_NOFILE),
-        soft_limit!(libc::RLIMIT_NPROC),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for n in crate::sys::resource_caps() {
         max = max.min(n.saturating_sub(reserve).max(8));
     }
     let body_memory = h
@@ -337,23 +301,9 @@ fn http_limits(
 /// Binds the API socket. TCP_NODELAY is set on the listener (and again on each accepted
 /// connection): without it Nagle's algorithm meets the client's delayed ACK and answers
 /// written in more than one piece wait 40 ms.
-fn listen(addr: &str) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::io::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own, with a pointer to a local c_int.
-        unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    crate::sys::set_listener_nodelay(&listener);
     Ok(listener)
 }
 

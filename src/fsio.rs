@@ -4,6 +4,10 @@
 //! restart after `kill -9` or power loss) sees either the old content or the new, never a
 //! torn file. Nothing here knows about jobs or runs.
 //!
+//! On Windows the rename is MoveFileExW with `MOVEFILE_REPLACE_EXISTING |
+//! MOVEFILE_WRITE_THROUGH` and there is no directory fsync (NTFS journals the rename);
+//! modes are Unix's only ([`crate::sys`]).
+//!
 //! Group commit: the directory fsync that makes a rename durable is shared by every writer
 //! of that directory that renamed while another writer's directory fsync was running
 //! ([`sync_dir_grouped`]). Each writer still fsyncs its own file before its rename (writers
@@ -17,6 +21,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// An I/O error and the file it concerned: "cannot {what} {path}: {source}".
+#[derive(Debug)]
+pub struct PathError {
+    /// What was being done: `create`, `write`, `remove`, …
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl PathError {
+    /// Makes the error of doing `what` to `path` (for `map_err`).
+    pub fn at(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PathError {
+        let path = path.to_path_buf();
+        move |source| PathError { what, path, source }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.what,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// Writes `data` to `path` durably: a temp file in the same directory is written and
 /// fsynced, renamed over `path`, and the directory is fsynced so the rename survives a crash.
@@ -52,7 +91,7 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()>
             f.sync_all()?;
         }
         drop(f);
-        fs::rename(&tmp, path)?;
+        crate::sys::rename_durable(&tmp, path)?;
         if durable {
             sync_dir_grouped(&dir)?;
         }
@@ -74,9 +113,10 @@ pub fn remove_durable(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Fsyncs a directory so that renames, creations and removals in it are durable.
+/// Fsyncs a directory so that renames, creations and removals in it are durable (Windows
+/// cannot: [`crate::sys::sync_dir`]).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::sys::sync_dir(dir)
 }
 
 /// The writers of one directory that wait for the same directory fsync.
@@ -157,7 +197,7 @@ pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
         }
     }
     let mut b = fs::DirBuilder::new();
-    set_dir_mode(&mut b, mode);
+    crate::sys::set_dir_mode(&mut b, mode);
     match b.create(dir) {
         Ok(()) => sync_dir(&parent_dir(dir)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -169,7 +209,7 @@ pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
 pub fn append_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let mut o = OpenOptions::new();
     o.append(true).create(true);
-    set_file_mode(&mut o, mode);
+    crate::sys::set_file_mode(&mut o, mode);
     let mut f = o.open(path)?;
     f.write_all(data)?;
     f.sync_data()
@@ -178,7 +218,7 @@ pub fn append_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 fn open_new(path: &Path, mode: u32) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.write(true).create_new(true);
-    set_file_mode(&mut o, mode);
+    crate::sys::set_file_mode(&mut o, mode);
     o.open(path)
 }
 
@@ -195,25 +235,9 @@ fn parent_dir(path: &Path) -> PathBuf {
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let mut o = OpenOptions::new();
     o.write(true).create_new(true);
-    set_file_mode(&mut o, mode);
+    crate::sys::set_file_mode(&mut o, mode);
     o.open(path)?.write_all(data)
 }
-
-#[cfg(unix)]
-fn set_file_mode(o: &mut OpenOptions, mode: u32) {
-    use std::os::unix::fs::OpenOptionsExt;
-    o.mode(mode);
-}
-#[cfg(not(unix))]
-fn set_file_mode(_o: &mut OpenOptions, _mode: u32) {}
-
-#[cfg(unix)]
-fn set_dir_mode(b: &mut fs::DirBuilder, mode: u32) {
-    use std::os::unix::fs::DirBuilderExt;
-    b.mode(mode);
-}
-#[cfg(not(unix))]
-fn set_dir_mode(_b: &mut fs::DirBuilder, _mode: u32) {}
 
 #[cfg(test)]
 mod tests {

@@ -408,7 +408,7 @@ pub fn exec(engine: &Engine, job: &Job, mut p: Prepared, trigger: Value) -> RunR
             let (control, kill_tx) = Control::new();
             engine.register_running(&p.run_id, kill_tx);
             log::info!(event = "test.exec", job = job.name.as_str(), run = p.run_id.as_str(); "job test: running the agent once (nothing delivered, nothing recorded)");
-            let r = agent::run(&spec, &control, |_, _| {});
+            let r = agent::run(&spec, &control, |_, _| {}).map_err(|e| e.to_string());
             engine.unregister_running(&p.run_id);
             r
         }

@@ -27,6 +27,7 @@ mod schedule;
 mod service;
 mod signals;
 mod store;
+mod sys;
 mod template;
 mod time;
 mod triggers;

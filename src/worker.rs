@@ -18,6 +18,7 @@ use crate::engine::{Engine, Extra, Work};
 use crate::job::{Filesystem, Job, PromptVia};
 use crate::metrics::Metrics;
 use crate::run::{RunRecord, RunStatus};
+use crate::sys::sig;
 
 /// Starts `n` workers. Each exits when shutdown begins (after marking the runs still
 /// waiting in the queue `interrupted`) or when the work channel closes.
@@ -243,7 +244,8 @@ fn execute(engine: &Engine, w: Work) {
                         fork_exec_us = fork_exec.as_micros() as u64,
                         at_us = chrono::Utc::now().timestamp_micros();
                         "agent process started");
-                }),
+                })
+                .map_err(|e| e.to_string()),
             };
             if let Some(w) = writer {
                 let _ = w.join();
@@ -384,9 +386,9 @@ pub fn apply_outcome(
         (
             RunStatus::TimedOut,
             Some(format!(
-                "timed out after timeout_seconds = {}; every process of the run got SIGTERM, then SIGKILL after {} s",
+                "timed out after timeout_seconds = {}; {}",
                 job.limits.timeout_seconds.unwrap_or(0),
-                agent::KILL_GRACE.as_secs()
+                agent::how_stopped()
             )),
         )
     } else if o.verdict.oom_kills > 0 {
@@ -409,7 +411,7 @@ pub fn apply_outcome(
     } else if let Some(sig) = o.signal {
         let mut e = format!("the agent was killed by {}", agent::signal_name(sig));
         match job.limits.cpu_seconds {
-            Some(cpu) if sig == libc::SIGXCPU || sig == libc::SIGKILL => e.push_str(&format!(
+            Some(cpu) if sig == sig::SIGXCPU || sig == sig::SIGKILL => e.push_str(&format!(
                 ": cpu_seconds limit of {cpu} s reached (RLIMIT_CPU)"
             )),
             _ => e.push_str(&limit_hints(job, cgroup, &o)),
@@ -443,11 +445,11 @@ fn limit_hints(job: &Job, cgroup: bool, o: &agent::Outcome) -> String {
     let mut h = Vec::new();
     if let Some(mb) = job.limits.memory_mb {
         const SIGNALS: [i32; 5] = [
-            libc::SIGSEGV,
-            libc::SIGABRT,
-            libc::SIGBUS,
-            libc::SIGTRAP,
-            libc::SIGKILL,
+            sig::SIGSEGV,
+            sig::SIGABRT,
+            sig::SIGBUS,
+            sig::SIGTRAP,
+            sig::SIGKILL,
         ];
         const WORDS: [&str; 6] = [
             "memoryerror",
@@ -505,14 +507,13 @@ fn argv_problem(
             MAX_ARG_BYTES - 1
         ));
     }
-    // SAFETY: sysconf has no memory arguments.
-    let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let arg_max = crate::sys::arg_max().unwrap_or(usize::MAX);
     let total: usize = argv.iter().map(|a| a.len() + 1 + 8).sum::<usize>()
         + env
             .iter()
             .map(|(k, v)| k.len() + v.len() + 2 + 8)
             .sum::<usize>();
-    if arg_max > 0 && total > arg_max as usize {
+    if total > arg_max {
         return Some(format!(
             "the agent command and environment are {total} bytes once the prompt is rendered, over the system's limit of {arg_max} (E2BIG): use \"prompt_via\": \"stdin\", or {{prompt_file}} in agent.command"
         ));
@@ -975,7 +976,7 @@ mod tests {
         assert_eq!(e, "the agent exited with code 3");
         let (_, e) = error_for(&j, ended(pg, Some(1), None, "MemoryError"));
         assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
-        let (_, e) = error_for(&j, ended(pg, None, Some(libc::SIGABRT), ""));
+        let (_, e) = error_for(&j, ended(pg, None, Some(sig::SIGABRT), ""));
         assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
         let (_, e) = error_for(&j, ended(pg, Some(134), None, ""));
         assert!(e.contains("memory_mb limit is 500 MiB"), "{e}");
@@ -983,7 +984,7 @@ mod tests {
         let v1 = Mode::CgroupV1;
         let (_, e) = error_for(&j, ended(v1, Some(1), None, "MemoryError"));
         assert!(!e.contains("memory_mb"), "{e}");
-        let mut o = ended(v1, None, Some(libc::SIGKILL), "");
+        let mut o = ended(v1, None, Some(sig::SIGKILL), "");
         o.verdict = Verdict {
             oom_kills: 1,
             pids_max_hits: 0,

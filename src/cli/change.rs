@@ -679,13 +679,10 @@ fn edit_file_path(name: &str) -> PathBuf {
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    crate::sys::set_file_mode(&mut o, 0o600);
+    let mut f = o.open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }

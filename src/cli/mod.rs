@@ -64,7 +64,8 @@ pub enum Cmd {
     UninstallMan(service::ManArgs),
     /// Is a daemon running on the data dir? (exit 0 running, 1 not, 3 stale lock)
     Status,
-    /// Stop the daemon running on the data dir (SIGTERM, then wait for it to drain)
+    /// Stop the daemon running on the data dir (SIGTERM, or its stop event on Windows, then
+    /// wait for it to drain)
     Stop(service::StopArgs),
 }
 
@@ -167,12 +168,8 @@ pub struct NextArgs {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Run(_)) {
-        // A command whose output goes into `| head` ends quietly when the reader does,
-        // as other Unix tools do, instead of panicking on EPIPE.
-        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        // A command whose output goes into `| head` ends quietly when the reader does.
+        crate::sys::restore_sigpipe();
     }
     match cli.cmd {
         Cmd::Run(a) => daemon::run(RunOptions {

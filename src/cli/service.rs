@@ -76,21 +76,76 @@ pub struct StopArgs {
     pub timeout: u64,
 }
 
-fn home() -> Result<PathBuf, String> {
+/// Why an installer, uninstaller or `install-man` failed.
+#[derive(Debug)]
+enum Error {
+    NoHome,
+    /// `install-systemd --system` without `--run-as`, `$SUDO_USER` or `$USER`.
+    NoUser,
+    UnknownUser(String),
+    /// This binary's path is unknown; `flag` names the flag that gives it instead.
+    CurrentExe {
+        flag: &'static str,
+        source: Option<std::io::Error>,
+    },
+    DataDir(std::io::Error),
+    /// `config.json` does not load.
+    Config(String),
+    File(service::FileError),
+    Schtasks(std::io::Error),
+    SchtasksFailed(std::process::ExitStatus),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NoHome => write!(f, "HOME is not set"),
+            Error::NoUser => write!(
+                f,
+                "cannot tell which user the service runs as; pass --run-as"
+            ),
+            Error::UnknownUser(u) => write!(f, "user {u} does not exist"),
+            Error::CurrentExe {
+                flag,
+                source: Some(e),
+            } => write!(f, "cannot find this binary's path: {e}; pass {flag}"),
+            Error::CurrentExe { flag, source: None } => {
+                write!(f, "cannot find this binary's directory; pass {flag}")
+            }
+            Error::DataDir(e) => write!(f, "{e}"),
+            Error::Config(e) => write!(f, "{e} (fix it, or pass --grace)"),
+            Error::File(e) => write!(f, "{e}"),
+            Error::Schtasks(e) => write!(f, "cannot run schtasks: {e}"),
+            Error::SchtasksFailed(st) => write!(f, "schtasks /Create failed ({st})"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<service::FileError> for Error {
+    fn from(e: service::FileError) -> Error {
+        Error::File(e)
+    }
+}
+
+fn home() -> Result<PathBuf, Error> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| "HOME is not set".to_string())
+        .ok_or(Error::NoHome)
 }
 
-fn options(a: &InstallArgs, data_dir: Option<&Path>, home: PathBuf) -> Result<Options, String> {
+fn options(a: &InstallArgs, data_dir: Option<&Path>, home: PathBuf) -> Result<Options, Error> {
     let binary = match &a.binary {
         Some(b) => b.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find this binary's path: {e}; pass --binary"))?,
+        None => std::env::current_exe().map_err(|e| Error::CurrentExe {
+            flag: "--binary",
+            source: Some(e),
+        })?,
     };
     let data_dir = match data_dir {
-        Some(d) => Some(resolve_data_dir(Some(d)).map_err(|e| e.to_string())?),
+        Some(d) => Some(resolve_data_dir(Some(d)).map_err(Error::DataDir)?),
         None => None,
     };
     let mut o = Options {
@@ -104,8 +159,7 @@ fn options(a: &InstallArgs, data_dir: Option<&Path>, home: PathBuf) -> Result<Op
     };
     // The daemon reads config.json at each start; only the stop timeout has to be known
     // now, so the unit waits longer than the grace the daemon will take.
-    let cfg = crate::config::load(&o.effective_data_dir())
-        .map_err(|e| format!("{e} (fix it, or pass --grace)"))?;
+    let cfg = crate::config::load(&o.effective_data_dir()).map_err(Error::Config)?;
     o.grace_seconds = a
         .grace
         .or(cfg.grace_seconds)
@@ -134,27 +188,13 @@ fn describe(o: &Options) -> String {
     )
 }
 
-fn report(r: Result<(), String>) -> i32 {
+fn report(r: Result<(), Error>) -> i32 {
     match r {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
             1
         }
-    }
-}
-
-/// The home directory of a user, from the password database.
-fn home_of(user: &str) -> Option<PathBuf> {
-    let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; read immediately.
-    unsafe {
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-        Some(PathBuf::from(dir.to_string_lossy().into_owned()))
     }
 }
 
@@ -167,8 +207,8 @@ pub fn install_systemd(data_dir: Option<&Path>, a: &SystemdArgs) -> i32 {
                 .clone()
                 .or_else(|| std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()))
                 .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-                .ok_or("cannot tell which user the service runs as; pass --run-as")?;
-            let h = home_of(&user).ok_or_else(|| format!("user {user} does not exist"))?;
+                .ok_or(Error::NoUser)?;
+            let h = crate::sys::home_of(&user).ok_or_else(|| Error::UnknownUser(user.clone()))?;
             (Some(user), h)
         } else {
             (None, home()?)
@@ -279,9 +319,9 @@ pub fn uninstall_launchd() -> i32 {
 }
 
 /// Creates the data dir (and missing parents) with mode 0700, as `run` does.
-fn create_data_dir(dir: &Path) -> Result<(), String> {
+fn create_data_dir(dir: &Path) -> Result<(), Error> {
     crate::fsio::create_dir_all_mode(dir, 0o700)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .map_err(|e| Error::File(crate::fsio::PathError::at("create", dir)(e)))
 }
 
 fn task_file(data_dir: &Path) -> PathBuf {
@@ -291,8 +331,14 @@ fn task_file(data_dir: &Path) -> PathBuf {
 /// `install-windows-task`.
 pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
     report((|| {
-        let mut o = options(a, data_dir, home().unwrap_or_default())?;
-        if a.binary.is_none() && !cfg!(windows) {
+        // On Windows the task runs as this user: name the data dir this user's daemon uses
+        // (%APPDATA%, or $BOG_AGENTS_HOME), which is not under a HOME.
+        let data_dir = match data_dir {
+            None if crate::sys::WINDOWS => Some(resolve_data_dir(None).map_err(Error::DataDir)?),
+            d => d.map(Path::to_path_buf),
+        };
+        let mut o = options(a, data_dir.as_deref(), home().unwrap_or_default())?;
+        if a.binary.is_none() && !crate::sys::WINDOWS {
             // Elsewhere the XML is for another machine: name the Windows binary.
             o.binary = PathBuf::from(r"C:\Program Files\bog-agents-daemon\bog-agents-daemon.exe");
         }
@@ -300,7 +346,7 @@ pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
             print!("{}", windows::task_xml(&o));
             return Ok(());
         }
-        let dir = resolve_data_dir(data_dir).map_err(|e| e.to_string())?;
+        let dir = resolve_data_dir(data_dir.as_deref()).map_err(Error::DataDir)?;
         create_data_dir(&dir)?;
         let path = task_file(&dir);
         service::write_file(&path, &windows::task_file(&o))?;
@@ -310,24 +356,21 @@ pub fn install_windows_task(data_dir: Option<&Path>, a: &InstallArgs) -> i32 {
     })())
 }
 
-#[cfg(windows)]
-fn register(path: &Path) -> Result<(), String> {
-    let st = std::process::Command::new("schtasks")
-        .args(["/Create", "/XML"])
-        .arg(path)
-        .args(["/TN", windows::TASK, "/F"])
-        .status()
-        .map_err(|e| format!("cannot run schtasks: {e}"))?;
-    if st.success() {
+/// Registers the task with `schtasks` on Windows; elsewhere says how.
+fn register(path: &Path) -> Result<(), Error> {
+    if crate::sys::WINDOWS {
+        let st = std::process::Command::new("schtasks")
+            .args(["/Create", "/XML"])
+            .arg(path)
+            .args(["/TN", windows::TASK, "/F"])
+            .status()
+            .map_err(Error::Schtasks)?;
+        if !st.success() {
+            return Err(Error::SchtasksFailed(st));
+        }
         println!("registered task {}", windows::TASK);
-        Ok(())
-    } else {
-        Err(format!("schtasks /Create failed ({st})"))
+        return Ok(());
     }
-}
-
-#[cfg(not(windows))]
-fn register(path: &Path) -> Result<(), String> {
     println!("register it on the Windows machine with:");
     println!(
         "  schtasks /Create /XML {} /TN {} /F",
@@ -340,20 +383,19 @@ fn register(path: &Path) -> Result<(), String> {
 /// `uninstall-windows-task`.
 pub fn uninstall_windows_task(data_dir: Option<&Path>) -> i32 {
     report((|| {
-        #[cfg(windows)]
-        {
+        if crate::sys::WINDOWS {
             let _ = std::process::Command::new("schtasks")
                 .args(["/Delete", "/TN", windows::TASK, "/F"])
                 .status();
         }
-        let dir = resolve_data_dir(data_dir).map_err(|e| e.to_string())?;
+        let dir = resolve_data_dir(data_dir).map_err(Error::DataDir)?;
         let path = task_file(&dir);
         if service::remove_file(&path)? {
             println!("removed {}", path.display());
         } else {
             println!("nothing to remove: {} does not exist", path.display());
         }
-        if !cfg!(windows) {
+        if !crate::sys::WINDOWS {
             println!("on Windows: schtasks /Delete /TN {} /F", windows::TASK);
         }
         Ok(())
@@ -448,18 +490,15 @@ pub fn stop(data_dir: Option<&Path>, a: &StopArgs) -> i32 {
             return 1;
         }
     };
-    // SAFETY: kill(2) on the pid recorded by the daemon that holds the lock right now.
-    if unsafe { libc::kill(info.pid as i32, libc::SIGTERM) } != 0 {
-        eprintln!(
-            "error: cannot signal pid {}: {}",
-            info.pid,
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = crate::sys::request_stop(info.pid) {
+        eprintln!("error: cannot signal pid {}: {e}", info.pid);
         return 1;
     }
     println!(
-        "sent SIGTERM to pid {}; waiting up to {} s for it to drain and exit",
-        info.pid, a.timeout
+        "sent {} to pid {}; waiting up to {} s for it to drain and exit",
+        crate::sys::STOP_REQUEST,
+        info.pid,
+        a.timeout
     );
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let mut delay = Duration::from_millis(20);
@@ -493,16 +532,22 @@ pub struct ManArgs {
     pub print: bool,
 }
 
-fn man_dir(a: &ManArgs) -> Result<PathBuf, String> {
+fn man_dir(a: &ManArgs) -> Result<PathBuf, Error> {
     if let Some(d) = &a.dir {
         return Ok(d.clone());
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this binary's path: {e}; pass --dir"))?;
-    let bin = exe
-        .parent()
-        .ok_or("cannot find this binary's directory; pass --dir")?;
-    let prefix = bin.parent().ok_or("the binary is in /; pass --dir")?;
+    let exe = std::env::current_exe().map_err(|e| Error::CurrentExe {
+        flag: "--dir",
+        source: Some(e),
+    })?;
+    let bin = exe.parent().ok_or(Error::CurrentExe {
+        flag: "--dir",
+        source: None,
+    })?;
+    let prefix = bin.parent().ok_or(Error::CurrentExe {
+        flag: "--dir",
+        source: None,
+    })?;
     Ok(prefix.join("share").join("man"))
 }
 

@@ -32,33 +32,64 @@ pub enum Tree {
 
 /// Why no cgroup layout could be used (for the start-up log and `/health`).
 #[derive(Debug)]
-pub struct NotAvailable(pub String);
-
-/// A failure while making or using a run's cgroup, with the file it concerned.
-#[derive(Debug)]
-pub struct CgroupError {
-    pub path: PathBuf,
-    pub what: &'static str,
-    pub source: io::Error,
+pub enum NotAvailable {
+    /// `/proc/self/cgroup` or `/proc/self/mountinfo` could not be read.
+    Proc(io::Error),
+    /// Neither version can be used, and why.
+    Neither { v2: Unusable, v1: Unusable },
 }
 
-impl std::fmt::Display for CgroupError {
+impl std::fmt::Display for NotAvailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {}",
-            self.what,
-            self.path.display(),
-            self.source
-        )
+        match self {
+            NotAvailable::Proc(e) => write!(
+                f,
+                "cannot read /proc/self/cgroup or /proc/self/mountinfo: {e}"
+            ),
+            NotAvailable::Neither { v2, v1 } => write!(f, "cgroup v2: {v2}; cgroup v1: {v1}"),
+        }
     }
 }
 
-impl std::error::Error for CgroupError {}
+impl std::error::Error for NotAvailable {}
+
+/// Why one cgroup version cannot be used.
+#[derive(Debug)]
+pub enum Unusable {
+    NoV2Membership,
+    NoV2Mount,
+    /// The daemon's v2 cgroup does not offer `memory` and `pids`.
+    MissingControllers(PathBuf),
+    /// The daemon is in no v1 hierarchy of this controller.
+    NoHierarchy(&'static str),
+    /// The controller's v1 hierarchy is not mounted where the daemon can see it.
+    NotMounted(&'static str),
+    /// A file of the hierarchy could not be made or written.
+    Io(CgroupError),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::NoV2Membership => write!(f, "the daemon is in no cgroup v2 hierarchy"),
+            Unusable::NoV2Mount => write!(f, "no cgroup2 mount shows the daemon's cgroup"),
+            Unusable::MissingControllers(dir) => write!(
+                f,
+                "{} does not offer the memory and pids controllers (delegate them: Delegate=yes)",
+                dir.display()
+            ),
+            Unusable::NoHierarchy(ctl) => write!(f, "no {ctl} hierarchy"),
+            Unusable::NotMounted(ctl) => write!(f, "the {ctl} hierarchy is not mounted here"),
+            Unusable::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A failure while making or using a run's cgroup, with the file it concerned.
+pub type CgroupError = crate::fsio::PathError;
 
 fn cg_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> CgroupError {
-    let path = path.to_path_buf();
-    move |source| CgroupError { path, what, source }
+    crate::fsio::PathError::at(what, path)
 }
 
 /// One line of `/proc/self/cgroup`: hierarchy id, controllers, path.
@@ -162,11 +193,7 @@ fn dir_of(m: &Mount, path: &str) -> Option<PathBuf> {
 pub fn detect() -> Result<Tree, NotAvailable> {
     let (ms, mounts) = match (memberships(), mounts()) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            return Err(NotAvailable(format!(
-                "cannot read /proc/self/cgroup or /proc/self/mountinfo: {e}"
-            )))
-        }
+        (Err(e), _) | (_, Err(e)) => return Err(NotAvailable::Proc(e)),
     };
     let v2_reason = match detect_v2(&ms, &mounts) {
         Ok(t) => return Ok(t),
@@ -174,29 +201,24 @@ pub fn detect() -> Result<Tree, NotAvailable> {
     };
     match detect_v1(&ms, &mounts) {
         Ok(t) => Ok(t),
-        Err(v1_reason) => Err(NotAvailable(format!(
-            "cgroup v2: {v2_reason}; cgroup v1: {v1_reason}"
-        ))),
+        Err(v1) => Err(NotAvailable::Neither { v2: v2_reason, v1 }),
     }
 }
 
-fn detect_v2(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, String> {
+fn detect_v2(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, Unusable> {
     let own = ms
         .iter()
         .find(|m| m.controllers.is_empty())
-        .ok_or("the daemon is in no cgroup v2 hierarchy")?;
+        .ok_or(Unusable::NoV2Membership)?;
     let dir = mounts
         .iter()
         .filter(|m| m.v2)
         .find_map(|m| dir_of(m, &own.path))
-        .ok_or("no cgroup2 mount shows the daemon's cgroup")?;
+        .ok_or(Unusable::NoV2Mount)?;
     let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| available.split_whitespace().any(|x| x == c);
     if !(has("memory") && has("pids")) {
-        return Err(format!(
-            "{} does not offer the memory and pids controllers (delegate them: Delegate=yes)",
-            dir.display()
-        ));
+        return Err(Unusable::MissingControllers(dir));
     }
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
     let on = |c: &str| enabled.split_whitespace().any(|x| x == c);
@@ -209,33 +231,33 @@ fn detect_v2(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, String> {
     match fs::create_dir(&leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", leaf.display())),
+        Err(e) => return Err(Unusable::Io(cg_err(&leaf, "create")(e))),
     }
     write_file(&leaf.join("cgroup.procs"), b"0")
-        .map_err(|e| format!("cannot move the daemon into {}: {e}", leaf.display()))?;
+        .map_err(|e| Unusable::Io(cg_err(&leaf, "move the daemon into")(e)))?;
     if let Err(e) = write_file(&dir.join("cgroup.subtree_control"), b"+memory +pids") {
         // Other processes share the daemon's cgroup: go back and give up on v2.
         let _ = write_file(&dir.join("cgroup.procs"), b"0");
         let _ = fs::remove_dir(&leaf);
-        return Err(format!(
-            "cannot enable memory and pids in {}: {e}",
-            dir.join("cgroup.subtree_control").display()
-        ));
+        return Err(Unusable::Io(cg_err(
+            &dir.join("cgroup.subtree_control"),
+            "enable memory and pids in",
+        )(e)));
     }
     probe_dir(&dir).map(|()| Tree::V2 { base: dir })
 }
 
-fn detect_v1(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, String> {
-    let find = |ctl: &str| -> Result<PathBuf, String> {
+fn detect_v1(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, Unusable> {
+    let find = |ctl: &'static str| -> Result<PathBuf, Unusable> {
         let own = ms
             .iter()
             .find(|m| m.controllers.iter().any(|c| c == ctl))
-            .ok_or_else(|| format!("no {ctl} hierarchy"))?;
+            .ok_or(Unusable::NoHierarchy(ctl))?;
         let dir = mounts
             .iter()
             .filter(|m| !m.v2 && m.options.iter().any(|o| o == ctl))
             .find_map(|m| dir_of(m, &own.path))
-            .ok_or_else(|| format!("the {ctl} hierarchy is not mounted here"))?;
+            .ok_or(Unusable::NotMounted(ctl))?;
         probe_dir(&dir)?;
         Ok(dir)
     };
@@ -250,9 +272,9 @@ fn detect_v1(ms: &[Membership], mounts: &[Mount]) -> Result<Tree, String> {
 }
 
 /// Checks that a child cgroup can be made (and removed) in `dir`.
-fn probe_dir(dir: &Path) -> Result<(), String> {
+fn probe_dir(dir: &Path) -> Result<(), Unusable> {
     let p = dir.join(format!("bog-probe-{}", std::process::id()));
-    fs::create_dir(&p).map_err(|e| format!("cannot create a cgroup in {}: {e}", dir.display()))?;
+    fs::create_dir(&p).map_err(|e| Unusable::Io(cg_err(dir, "create a cgroup in")(e)))?;
     let _ = fs::remove_dir(&p);
     Ok(())
 }

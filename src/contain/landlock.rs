@@ -7,12 +7,14 @@
 //! only makes the two system calls that apply it, which are safe between fork and exec.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use landlock::{
     path_beneath_rules, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, ABI,
 };
+
+use super::LandlockUnavailable as Unavailable;
 
 /// Device files every program may write, when they exist.
 const DEVICES: &[&str] = &[
@@ -25,7 +27,7 @@ const DEVICES: &[&str] = &[
 ];
 
 /// The Landlock ABI version of the running kernel, or why there is none.
-pub fn probe() -> Result<i32, String> {
+pub fn probe() -> Result<i32, Unavailable> {
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only returns
     // a number; no memory is passed.
     let v = unsafe {
@@ -41,43 +43,75 @@ pub fn probe() -> Result<i32, String> {
     }
     let e = std::io::Error::last_os_error();
     Err(match e.raw_os_error() {
-        Some(libc::ENOSYS) => "the kernel has no Landlock support (ENOSYS; Linux 5.13+ built with CONFIG_SECURITY_LANDLOCK)".into(),
-        Some(libc::EOPNOTSUPP) => "Landlock is built into the kernel but not enabled (add landlock to the lsm= boot parameter)".into(),
-        Some(libc::EPERM) => "a seccomp filter (container runtime?) forbids the Landlock system calls".into(),
-        _ => format!("the Landlock probe failed: {e}"),
+        Some(libc::ENOSYS) => Unavailable::NotInKernel,
+        Some(libc::EOPNOTSUPP) => Unavailable::NotEnabled,
+        Some(libc::EPERM) => Unavailable::Forbidden,
+        code => Unavailable::ProbeFailed(code.unwrap_or(0)),
     })
 }
+
+/// Why the Landlock ruleset could not be built.
+#[derive(Debug)]
+pub enum RulesetError {
+    /// The landlock crate refused a step (for `path`, when it was about one).
+    Build {
+        path: Option<PathBuf>,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The kernel made no ruleset.
+    NotCreated(Unavailable),
+}
+
+impl std::fmt::Display for RulesetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RulesetError::Build {
+                path: Some(p),
+                source,
+            } => write!(
+                f,
+                "cannot build the Landlock ruleset: {}: {source}",
+                p.display()
+            ),
+            RulesetError::Build { path: None, source } => {
+                write!(f, "cannot build the Landlock ruleset: {source}")
+            }
+            RulesetError::NotCreated(why) => write!(f, "Landlock is not available: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RulesetError {}
 
 /// Builds the ruleset that confines writes to `writable` (directories that must exist)
 /// and the device files. The returned descriptor is applied in the child by
 /// [`restrict_self`].
-pub fn write_ruleset(writable: &[&Path]) -> Result<OwnedFd, String> {
+pub fn write_ruleset(writable: &[&Path]) -> Result<OwnedFd, RulesetError> {
     let handled: BitFlags<AccessFs> = AccessFs::from_write(ABI::V3);
-    let fail = |e: &dyn std::fmt::Display| format!("cannot build the Landlock ruleset: {e}");
+    fn fail<E: std::error::Error + Send + Sync + 'static>(e: E) -> RulesetError {
+        RulesetError::Build {
+            path: None,
+            source: Box::new(e),
+        }
+    }
     let mut rs = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(handled)
-        .map_err(|e| fail(&e))?
+        .map_err(fail)?
         .create()
-        .map_err(|e| fail(&e))?;
+        .map_err(fail)?;
     for dir in writable {
-        let fd = PathFd::new(dir).map_err(|e| fail(&format!("{}: {e}", dir.display())))?;
-        rs = rs
-            .add_rule(PathBeneath::new(fd, handled))
-            .map_err(|e| fail(&e))?;
+        let fd = PathFd::new(dir).map_err(|e| RulesetError::Build {
+            path: Some(dir.to_path_buf()),
+            source: Box::new(e),
+        })?;
+        rs = rs.add_rule(PathBeneath::new(fd, handled)).map_err(fail)?;
     }
     rs = rs
         .add_rules(path_beneath_rules(DEVICES, handled))
-        .map_err(|e| fail(&e))?;
+        .map_err(fail)?;
     let fd: Option<OwnedFd> = rs.into();
-    fd.ok_or_else(|| {
-        format!(
-            "Landlock is not available: {}",
-            probe()
-                .err()
-                .unwrap_or_else(|| "the ruleset was not created".into())
-        )
-    })
+    fd.ok_or_else(|| RulesetError::NotCreated(probe().err().unwrap_or(Unavailable::NotCreated)))
 }
 
 /// Applies the ruleset to the calling process. Only system calls: safe after fork.

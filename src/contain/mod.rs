@@ -10,12 +10,15 @@
 //!   a child cgroup with `memory.max` and `pids.max`, ended with `cgroup.kill`.
 //! - `cgroup_v1`: the `memory`, `pids` and `freezer` hierarchies are writable; each run
 //!   gets a cgroup in each, ended with freeze, SIGKILL to every member, thaw.
-//! - `process_group`: neither; the run is its process group plus `RLIMIT_DATA` and
-//!   `RLIMIT_NPROC`, and processes that left the group are found by their `BOG_RUN_ID`
-//!   entry in `/proc`.
+//! - `process_group`: neither (or not Linux); the run is its process group plus
+//!   `RLIMIT_DATA` and `RLIMIT_NPROC`, and (Linux only) processes that left the group are
+//!   found by their `BOG_RUN_ID` entry in `/proc`.
+//! - `job_object` (Windows): the run is a job object with the job's memory, active process
+//!   and CPU time limits; every descendant is in it and dies with it.
 //!
-//! Landlock, for `limits.filesystem: "working_dir"`, is independent of the mode. A port
-//! to another OS adds its mode here (a Windows job object, say) and leaves the callers be.
+//! Landlock, for `limits.filesystem: "working_dir"`, is independent of the mode (Linux
+//! only). The process tree and the rlimits or job limits are [`crate::sys::Tree`]'s; this
+//! module adds the Linux cgroups and Landlock (the only `cfg` and `unsafe` outside `sys`).
 
 pub mod env;
 
@@ -25,7 +28,7 @@ mod cgroup;
 mod landlock;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -34,9 +37,12 @@ use serde_json::{json, Value};
 /// How runs are contained on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     CgroupV2,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     CgroupV1,
     ProcessGroup,
+    JobObject,
 }
 
 impl Mode {
@@ -46,12 +52,13 @@ impl Mode {
             Mode::CgroupV2 => "cgroup_v2",
             Mode::CgroupV1 => "cgroup_v1",
             Mode::ProcessGroup => "process_group",
+            Mode::JobObject => "job_object",
         }
     }
 
     /// Whether runs get a cgroup.
     pub fn is_cgroup(self) -> bool {
-        self != Mode::ProcessGroup
+        matches!(self, Mode::CgroupV1 | Mode::CgroupV2)
     }
 }
 
@@ -73,19 +80,66 @@ pub struct Containment {
     /// Why there is no cgroup (None when there is one).
     no_cgroup: Option<String>,
     /// The Landlock ABI version, or why Landlock cannot be used.
-    landlock: &'static Result<i32, String>,
+    landlock: &'static Result<i32, LandlockUnavailable>,
 }
+
+/// Why Landlock cannot be used on this machine. (Linux makes all but `NotLinux`, other
+/// systems only that one.)
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LandlockUnavailable {
+    /// Not Linux.
+    NotLinux,
+    /// ENOSYS from the probe.
+    NotInKernel,
+    /// EOPNOTSUPP: built in, not enabled.
+    NotEnabled,
+    /// EPERM: a seccomp filter forbids it.
+    Forbidden,
+    /// Another errno from the probe.
+    ProbeFailed(i32),
+    /// The probe said yes, but no ruleset was made.
+    NotCreated,
+}
+
+impl std::fmt::Display for LandlockUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LandlockUnavailable::NotLinux => write!(f, "Landlock is Linux only"),
+            LandlockUnavailable::NotInKernel => write!(f, "the kernel has no Landlock support (ENOSYS; Linux 5.13+ built with CONFIG_SECURITY_LANDLOCK)"),
+            LandlockUnavailable::NotEnabled => write!(f, "Landlock is built into the kernel but not enabled (add landlock to the lsm= boot parameter)"),
+            LandlockUnavailable::Forbidden => write!(f, "a seccomp filter (container runtime?) forbids the Landlock system calls"),
+            LandlockUnavailable::ProbeFailed(code) => write!(
+                f,
+                "the Landlock probe failed: {}",
+                std::io::Error::from_raw_os_error(*code)
+            ),
+            LandlockUnavailable::NotCreated => write!(f, "the ruleset was not created"),
+        }
+    }
+}
+
+impl std::error::Error for LandlockUnavailable {}
 
 /// The Landlock ABI version, or why Landlock cannot be used. Probed once, with no side
 /// effect (unlike [`init`]), so the CLI may ask too.
-pub fn landlock_status() -> &'static Result<i32, String> {
-    static LANDLOCK: OnceLock<Result<i32, String>> = OnceLock::new();
+pub fn landlock_status() -> &'static Result<i32, LandlockUnavailable> {
+    static LANDLOCK: OnceLock<Result<i32, LandlockUnavailable>> = OnceLock::new();
     LANDLOCK.get_or_init(|| {
         #[cfg(target_os = "linux")]
         return landlock::probe();
         #[cfg(not(target_os = "linux"))]
-        return Err("Landlock is Linux only".to_string());
+        return Err(LandlockUnavailable::NotLinux);
     })
+}
+
+/// The containment without cgroups: the OS's process tree ([`crate::sys::Tree`]).
+fn fallback_mode() -> Mode {
+    if crate::sys::JOB_OBJECTS {
+        Mode::JobObject
+    } else {
+        Mode::ProcessGroup
+    }
 }
 
 static CURRENT: OnceLock<Containment> = OnceLock::new();
@@ -107,14 +161,14 @@ impl Containment {
         let landlock = landlock_status();
         let (mode, tree, no_cgroup) = match pref {
             Preference::ProcessGroup => (
-                Mode::ProcessGroup,
+                fallback_mode(),
                 None,
                 Some("config.json sets containment to process_group".to_string()),
             ),
             Preference::Auto => match cgroup::detect() {
                 Ok(t @ cgroup::Tree::V2 { .. }) => (Mode::CgroupV2, Some(t), None),
                 Ok(t @ cgroup::Tree::V1 { .. }) => (Mode::CgroupV1, Some(t), None),
-                Err(cgroup::NotAvailable(why)) => (Mode::ProcessGroup, None, Some(why)),
+                Err(why) => (fallback_mode(), None, Some(why.to_string())),
             },
         };
         Containment {
@@ -128,7 +182,7 @@ impl Containment {
     #[cfg(not(target_os = "linux"))]
     fn detect(_pref: Preference) -> Containment {
         Containment {
-            mode: Mode::ProcessGroup,
+            mode: fallback_mode(),
             no_cgroup: Some("cgroups are Linux only".into()),
             landlock: landlock_status(),
         }
@@ -151,9 +205,11 @@ impl Containment {
                 if self.mode == Mode::CgroupV2 { "v2" } else { "v1 memory+pids+freezer" }
             ),
             Mode::ProcessGroup => format!(
-                "no cgroup ({}); each run is a process group with RLIMIT_DATA for memory_mb and RLIMIT_NPROC for max_processes, escapees found by BOG_RUN_ID",
-                self.no_cgroup.as_deref().unwrap_or("")
+                "no cgroup ({}); each run is a process group with RLIMIT_DATA for memory_mb and RLIMIT_NPROC for max_processes{}",
+                self.no_cgroup.as_deref().unwrap_or(""),
+                if cfg!(target_os = "linux") { ", escapees found by BOG_RUN_ID" } else { "" }
             ),
+            Mode::JobObject => "each run is a job object (memory_mb: job memory limit, max_processes: active process limit, cpu_seconds: job CPU time limit, every process killed at the run's end)".to_string(),
         };
         let ll = match self.landlock {
             Ok(v) => format!("Landlock ABI {v}: filesystem \"working_dir\" is enforced"),
@@ -175,7 +231,7 @@ impl Containment {
         }
         match self.landlock {
             Ok(abi) => v["landlock_abi"] = (*abi).into(),
-            Err(e) => v["landlock_reason"] = e.clone().into(),
+            Err(e) => v["landlock_reason"] = e.to_string().into(),
         }
         v
     }
@@ -191,23 +247,24 @@ impl Containment {
             #[cfg(target_os = "linux")]
             landlock: None,
             tmpdir: None,
-            cpu_seconds: req.cpu_seconds,
-            rlimit_data_mb: None,
-            rlimit_nproc: None,
+            limits: crate::sys::Limits {
+                cpu_seconds: req.cpu_seconds,
+                ..Default::default()
+            },
+            tree: None,
             escaped_signalled: AtomicUsize::new(0),
         };
         if let Some(work) = req.confine_writes_to {
             if let Err(e) = self.landlock {
-                return Err(PrepareError::NoLandlock(e.clone()));
+                return Err(PrepareError::NoLandlock(*e));
             }
             let tmp = std::env::temp_dir().join(format!("bog-run-{}-{unique}", req.name));
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&tmp)
-                .map_err(|source| PrepareError::TmpDir {
-                    path: tmp.clone(),
-                    source,
-                })?;
+            let mut dir = std::fs::DirBuilder::new();
+            crate::sys::set_dir_mode(&mut dir, 0o700);
+            dir.create(&tmp).map_err(|source| PrepareError::TmpDir {
+                path: tmp.clone(),
+                source,
+            })?;
             jail.tmpdir = Some(tmp.clone());
             #[cfg(target_os = "linux")]
             {
@@ -218,9 +275,9 @@ impl Containment {
             let _ = work;
         }
         match self.mode {
-            Mode::ProcessGroup => {
-                jail.rlimit_data_mb = req.memory_mb;
-                jail.rlimit_nproc = req.max_processes;
+            Mode::ProcessGroup | Mode::JobObject => {
+                jail.limits.memory_mb = req.memory_mb;
+                jail.limits.max_processes = req.max_processes;
             }
             Mode::CgroupV1 | Mode::CgroupV2 =>
             {
@@ -251,19 +308,18 @@ impl Containment {
         if let Some(t) = &self.tree {
             killed += cgroup::kill_leftovers(t, run_id);
         }
-        killed + sweep_marked(&format!("BOG_RUN_ID={run_id}"))
+        killed + crate::sys::sweep_marked(&format!("BOG_RUN_ID={run_id}"))
     }
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Why a run's containment could not be made; the agent is not started (fail closed).
 #[derive(Debug)]
 pub enum PrepareError {
     /// `limits.filesystem: "working_dir"` on a machine without Landlock, and why.
-    NoLandlock(String),
+    NoLandlock(LandlockUnavailable),
     /// The Landlock ruleset could not be built.
-    Landlock(String),
+    #[cfg(target_os = "linux")]
+    Landlock(landlock::RulesetError),
     /// The private `$TMPDIR` could not be made.
     TmpDir {
         path: PathBuf,
@@ -281,6 +337,7 @@ impl std::fmt::Display for PrepareError {
                 f,
                 "limits.filesystem is \"working_dir\" but this machine cannot enforce it: {why}; the agent was not started"
             ),
+            #[cfg(target_os = "linux")]
             PrepareError::Landlock(e) => write!(f, "{e}; the agent was not started"),
             PrepareError::TmpDir { path, source } => write!(
                 f,
@@ -318,12 +375,14 @@ pub struct Jail {
     #[cfg(target_os = "linux")]
     landlock: Option<std::os::fd::OwnedFd>,
     tmpdir: Option<PathBuf>,
-    cpu_seconds: Option<u64>,
-    rlimit_data_mb: Option<u64>,
-    rlimit_nproc: Option<u64>,
+    /// The rlimits (process-group mode; only `cpu_seconds` with a cgroup) or job limits.
+    limits: crate::sys::Limits,
+    /// The run's processes, once spawned.
+    tree: Option<crate::sys::Tree>,
     /// Escaped processes (outside the run's process group) that a SIGKILL to the whole
     /// cgroup (a timeout or shutdown) already killed, so that [`Jail::kill_all`] still counts
     /// them: they may be gone from the cgroup by the time it looks.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     escaped_signalled: AtomicUsize,
 }
 
@@ -358,96 +417,77 @@ impl Jail {
         }
     }
 
-    /// New process group, clean signal mask, the run's cgroup, rlimits and Landlock,
-    /// applied in the child between fork and exec.
-    pub fn configure(&self, cmd: &mut Command) {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
+    /// Starts the agent in the run's process tree ([`crate::sys::Tree`]: a new process
+    /// group with a clean signal mask and the rlimits, or a job object), with the run's
+    /// cgroup joined and Landlock applied between fork and exec (Linux).
+    pub fn spawn(&mut self, cmd: &mut Command) -> std::io::Result<Child> {
+        #[allow(unused_mut)]
+        let mut pre = crate::sys::PreExec::default();
         #[cfg(target_os = "linux")]
-        let join: Vec<i32> = self
-            .cgroup
-            .as_ref()
-            .map(|c| c.join_fds())
-            .unwrap_or_default();
-        #[cfg(target_os = "linux")]
-        let landlock_fd: Option<i32> = self.landlock.as_ref().map(landlock::raw);
-        let cpu_seconds = self.cpu_seconds;
-        let data_mb = self.rlimit_data_mb;
-        let nproc = self.rlimit_nproc;
-        // SAFETY: the closure only makes system calls (sigprocmask, write, setrlimit, prctl,
-        // landlock_restrict_self) on values computed before the fork; it does not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                // Into the cgroup first: from here on every descendant is the run's.
-                #[cfg(target_os = "linux")]
-                for fd in &join {
-                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if let Some(cpu) = cpu_seconds {
-                    // SIGXCPU at the soft limit, SIGKILL a few seconds later.
-                    set_rlimit(libc::RLIMIT_CPU, cpu, cpu.saturating_add(5))?;
-                }
-                if let Some(mb) = data_mb {
-                    // RLIMIT_DATA counts private writable memory, not reserved address space
-                    // (RLIMIT_AS would stop V8, which reserves far more than it uses).
-                    let b = mb.saturating_mul(1024 * 1024);
-                    set_rlimit(libc::RLIMIT_DATA, b, b)?;
-                }
-                if let Some(n) = nproc {
-                    set_rlimit(libc::RLIMIT_NPROC, n, n)?;
-                }
-                #[cfg(target_os = "linux")]
-                if let Some(fd) = landlock_fd {
-                    landlock::restrict_self(fd)?;
-                }
-                Ok(())
-            });
+        {
+            pre.join_fds = self
+                .cgroup
+                .as_ref()
+                .map(|c| c.join_fds())
+                .unwrap_or_default();
+            pre.last = self
+                .landlock
+                .as_ref()
+                .map(|fd| (landlock::restrict_self as _, landlock::raw(fd)));
         }
+        let (child, tree) = crate::sys::Tree::spawn(cmd, self.limits, pre)?;
+        self.tree = Some(tree);
+        Ok(child)
     }
 
-    /// Sends `sig` to the agent's process group and to every other process of the run.
-    pub fn signal(&self, pgid: i32, sig: i32) {
-        kill_group(pgid, sig);
+    /// The agent's process (group) id, once spawned.
+    pub fn id(&self) -> Option<i32> {
+        self.tree.as_ref().map(|t| t.id())
+    }
+
+    /// Stops the agent's process tree and every other process of the run.
+    pub fn signal(&self, how: crate::sys::Stop) {
+        let Some(tree) = &self.tree else { return };
+        tree.stop(how);
         #[cfg(target_os = "linux")]
         if let Some(c) = &self.cgroup {
-            if sig == libc::SIGKILL {
+            if how == crate::sys::Stop::Kill {
                 let escaped = c
                     .members()
                     .iter()
-                    // SAFETY: getpgid(2) on a pid; a pid that is gone gives -1.
-                    .filter(|p| unsafe { libc::getpgid(**p) } != pgid)
+                    .filter(|p| crate::sys::process_group_of(**p) != tree.id())
                     .count();
                 self.escaped_signalled.fetch_max(escaped, Ordering::Relaxed);
             }
-            c.signal_all(sig);
+            c.signal_all(crate::sys::raw_signal(how));
         }
     }
 
     /// Kills every process of the run that is still alive (the agent has ended or is being
-    /// killed): the cgroup, or else the process group and the processes carrying `marker`.
-    pub fn kill_all(&self, pgid: i32, marker: Option<&str>) -> Leftovers {
+    /// killed): the cgroup, or else the process tree and the processes carrying `marker`.
+    pub fn kill_all(&self, marker: Option<&str>) -> Leftovers {
+        let Some(tree) = &self.tree else {
+            return Leftovers::default();
+        };
         #[cfg(target_os = "linux")]
         if let Some(c) = &self.cgroup {
             let found = c.kill_all();
             let escaped = found
                 .iter()
-                // SAFETY: getpgid(2) on a pid; a pid that is gone gives -1.
-                .filter(|p| unsafe { libc::getpgid(**p) } != pgid)
+                .filter(|p| crate::sys::process_group_of(**p) != tree.id())
                 .count()
                 .max(self.escaped_signalled.load(Ordering::Relaxed));
-            kill_group(pgid, libc::SIGKILL);
+            tree.stop(crate::sys::Stop::Kill);
             return Leftovers {
                 killed: found.len(),
                 escaped,
             };
         }
-        kill_group(pgid, libc::SIGKILL);
-        let escaped = marker.map(sweep_marked).unwrap_or(0);
+        tree.stop(crate::sys::Stop::Kill);
+        let escaped = match marker {
+            Some(m) if tree.may_leak() => crate::sys::sweep_marked(m),
+            _ => 0,
+        };
         Leftovers {
             killed: escaped,
             escaped,
@@ -481,77 +521,4 @@ impl Drop for Jail {
             }
         }
     }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-type Resource = libc::__rlimit_resource_t;
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-type Resource = libc::c_int;
-
-/// setrlimit(2) for the child; only a system call.
-fn set_rlimit(res: Resource, soft: u64, hard: u64) -> std::io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
-    };
-    // SAFETY: setrlimit with a pointer to a local struct.
-    if unsafe { libc::setrlimit(res, &lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Sends `sig` to process group `pgid`; a group that is already gone is fine.
-pub fn kill_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
-
-/// Kills (SIGKILL) every other process whose environment holds `marker`; returns how many.
-/// Repeats a few times, since one of them may fork while the sweep runs. The
-/// process-group mode's way to find escapees; cgroup modes do not need it.
-#[cfg(target_os = "linux")]
-pub fn sweep_marked(marker: &str) -> usize {
-    let me = std::process::id();
-    let needle = marker.as_bytes();
-    let mut killed = 0;
-    for _ in 0..5 {
-        let mut found = 0;
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return killed;
-        };
-        for e in rd.filter_map(|e| e.ok()) {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if env.split(|b| *b == 0).any(|kv| kv == needle) {
-                // SAFETY: kill(2) on a pid; no memory involved.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
-                found += 1;
-            }
-        }
-        killed += found;
-        if found == 0 {
-            break;
-        }
-    }
-    killed
-}
-
-/// Without `/proc` there is nothing to sweep; the process group kill still applies.
-#[cfg(not(target_os = "linux"))]
-pub fn sweep_marked(_marker: &str) -> usize {
-    0
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::SmtpTransportBuilder;
 use lettre::{Message, SmtpTransport, Transport};
 
 use super::error::{AddressRole, DeliveryError, SmtpSettingsError};
@@ -149,25 +149,53 @@ fn is_loopback(host: &str) -> bool {
 }
 
 fn transport(s: &Settings) -> Result<SmtpTransport, DeliveryError> {
+    let b = SmtpTransport::builder_dangerous(s.host.as_str())
+        .port(s.port)
+        .timeout(Some(COMMAND_TIMEOUT));
+    let mut b = with_tls(b, s)?;
+    if let Some((u, p)) = &s.credentials {
+        b = b.credentials(Credentials::new(u.clone(), p.clone()));
+    }
+    Ok(b.build())
+}
+
+/// The connection's TLS as `s.security` asks.
+#[cfg(feature = "tls")]
+fn with_tls(b: SmtpTransportBuilder, s: &Settings) -> Result<SmtpTransportBuilder, DeliveryError> {
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
     let tls_params = || {
         TlsParameters::new(s.host.clone()).map_err(|source| DeliveryError::TlsSetup {
             host: s.host.clone(),
             source,
         })
     };
-    let tls = match s.security {
+    Ok(b.tls(match s.security {
         Security::StartTls => Tls::Required(tls_params()?),
         Security::Implicit => Tls::Wrapper(tls_params()?),
         Security::Plain => Tls::None,
-    };
-    let mut b = SmtpTransport::builder_dangerous(s.host.as_str())
-        .port(s.port)
-        .tls(tls)
-        .timeout(Some(COMMAND_TIMEOUT));
-    if let Some((u, p)) = &s.credentials {
-        b = b.credentials(Credentials::new(u.clone(), p.clone()));
+    }))
+}
+
+/// A build without the `tls` feature (Cargo.toml) sends in clear text only.
+#[cfg(not(feature = "tls"))]
+fn with_tls(b: SmtpTransportBuilder, s: &Settings) -> Result<SmtpTransportBuilder, DeliveryError> {
+    match s.security {
+        Security::Plain => Ok(b),
+        _ => Err(DeliveryError::Config(
+            "this build of the daemon has no TLS (built without the `tls` feature); use TLS=none with a loopback relay, or a build with TLS; nothing was sent",
+        )),
     }
-    Ok(b.build())
+}
+
+/// Whether the error is the TLS layer's (never, without the `tls` feature).
+fn is_tls(e: &lettre::transport::smtp::Error) -> bool {
+    #[cfg(feature = "tls")]
+    return e.is_tls();
+    #[cfg(not(feature = "tls"))]
+    return {
+        let _ = e;
+        false
+    };
 }
 
 /// One SMTP conversation on a helper thread, waited for at most `left` (and at most
@@ -223,7 +251,7 @@ fn classify(e: lettre::transport::smtp::Error, shown: &str, s: &Settings) -> Fai
         )
     } else if e.is_transient() {
         (None, true)
-    } else if e.is_tls() {
+    } else if is_tls(&e) {
         let hint = match s.security {
             Security::Implicit => format!("{p}TLS=tls expects implicit TLS (usually port 465); for port 587 use starttls"),
             _ => format!("{p}TLS=starttls; for implicit TLS (usually port 465) use tls; the certificate must be valid for {}", s.host),

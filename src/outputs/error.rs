@@ -74,7 +74,8 @@ pub enum DeliveryError {
         /// Slack's error code (`not_in_channel`).
         code: String,
     },
-    /// lettre could not set up TLS for the SMTP host.
+    /// lettre could not set up TLS for the SMTP host (only a build with the `tls` feature).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     TlsSetup {
         host: String,
         source: lettre::transport::smtp::Error,

@@ -69,27 +69,32 @@ impl Options {
 /// Seconds the daemon waits for running agents on SIGTERM by default.
 pub const DRAIN_GRACE_SECONDS: u64 = 30;
 
+/// A service file (or its directory) that could not be written or removed.
+pub type FileError = crate::fsio::PathError;
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FileError {
+    crate::fsio::PathError::at(what, path)
+}
+
 /// Writes `text` to `path` with mode 0644 (creating parent directories). Returns false if
 /// the file already had exactly this content.
-pub fn write_file(path: &Path, text: &[u8]) -> Result<bool, String> {
+pub fn write_file(path: &Path, text: &[u8]) -> Result<bool, FileError> {
     if std::fs::read(path).is_ok_and(|old| old == text) {
         return Ok(false);
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(file_err("create", parent))?;
     }
-    crate::fsio::write_atomic(path, text, 0o644)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::fsio::write_atomic(path, text, 0o644).map_err(file_err("write", path))?;
     Ok(true)
 }
 
 /// Removes `path`; returns false if it was not there.
-pub fn remove_file(path: &Path) -> Result<bool, String> {
+pub fn remove_file(path: &Path) -> Result<bool, FileError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        Err(e) => Err(file_err("remove", path)(e)),
     }
 }
 

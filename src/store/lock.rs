@@ -1,4 +1,4 @@
-//! `daemon.lock`: held (flock) for the daemon's lifetime so a second daemon on the same data
+//! `daemon.lock`: held (flock; LockFileEx on Windows: [`crate::sys::try_lock_file`]) for the daemon's lifetime so a second daemon on the same data
 //! dir refuses to start. Its content, `{"pid", "port", "bind", "started_at"}`, tells the CLI
 //! where the running daemon listens.
 
@@ -52,9 +52,9 @@ impl DaemonLock {
     pub fn acquire(dir: &Path) -> io::Result<DaemonLock> {
         let path = lock_path(dir);
         let file = open(&path)?;
-        if !try_flock(&file)? {
+        if !crate::sys::try_lock_file(&file)? {
             let named = read_pid(&path);
-            if let Some(pid) = named.filter(|p| pid_alive(*p)) {
+            if let Some(pid) = named.filter(|p| crate::sys::pid_alive(*p)) {
                 let info = read_info(&path)
                     .filter(|i| i.pid == pid)
                     .map(|i| format!(", listening on {}:{}", i.bind, i.port))
@@ -71,7 +71,7 @@ impl DaemonLock {
             let mut locked = false;
             while !locked && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
-                locked = try_flock(&file)?;
+                locked = crate::sys::try_lock_file(&file)?;
             }
             if !locked {
                 let who = match named {
@@ -81,7 +81,7 @@ impl DaemonLock {
                 return Err(io::Error::new(
                     io::ErrorKind::WouldBlock,
                     format!(
-                        "{} is locked by a process that is not a running daemon ({who}); waited {} s for it to let go. Find it with `fuser {}`",
+                        "{} is locked by a process that is not a running daemon ({who}); waited {} s for it to let go. Find it with `fuser {}` (Unix)",
                         path.display(),
                         LEFTOVER_WAIT.as_secs(),
                         path.display()
@@ -132,7 +132,7 @@ pub fn holder(dir: &Path) -> io::Result<Holder> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Holder::Free { stale: None }),
         Err(e) => return Err(e),
     };
-    if try_flock(&file)? {
+    if crate::sys::try_lock_file(&file)? {
         // Nobody held it; ours is released when `file` drops.
         Ok(Holder::Free {
             stale: read_info(&path),
@@ -149,25 +149,6 @@ fn read_pid(path: &Path) -> Option<u32> {
     v.get("pid")?.as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
-/// Whether a process with this pid exists (EPERM: it exists, owned by someone else).
-#[cfg(unix)]
-fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-#[cfg(not(unix))]
-fn pid_alive(_pid: u32) -> bool {
-    true
-}
-
 fn read_info(path: &Path) -> Option<LockInfo> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;
@@ -177,34 +158,9 @@ fn read_info(path: &Path) -> Option<LockInfo> {
 fn open(path: &Path) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
+    crate::sys::set_file_mode(&mut o, 0o600);
     o.open(path)
         .map_err(|e| super::ctx(e, "cannot open lock file", path))
-}
-
-#[cfg(unix)]
-fn try_flock(f: &File) -> io::Result<bool> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a valid, owned descriptor.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}
-
-#[cfg(not(unix))]
-fn try_flock(_f: &File) -> io::Result<bool> {
-    Ok(true)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub struct Store {
 }
 
 /// Where the data dir is: `--data-dir`, else `$BOG_AGENTS_HOME/daemon`, else
-/// `~/.bog-agents/daemon`.
+/// `~/.bog-agents/daemon` (Windows: `%APPDATA%\bog-agents\daemon`).
 pub fn resolve_data_dir(flag: Option<&Path>) -> io::Result<PathBuf> {
     if let Some(d) = flag {
         return Ok(absolute(d));
@@ -39,12 +39,7 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> io::Result<PathBuf> {
     if let Some(h) = std::env::var_os("BOG_AGENTS_HOME").filter(|h| !h.is_empty()) {
         return Ok(absolute(&PathBuf::from(h).join("daemon")));
     }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".bog-agents").join("daemon")),
-        None => Err(io::Error::other(
-            "cannot find the data dir: HOME is not set; pass --data-dir or set BOG_AGENTS_HOME",
-        )),
-    }
+    crate::sys::default_data_dir()
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -54,19 +49,8 @@ fn absolute(p: &Path) -> PathBuf {
 /// Sets an existing data dir that this user owns to mode 0700 when group or others have any
 /// access to it (one made by hand, or by an older installer). Returns the mode it had when it
 /// was changed; a dir owned by someone else is left alone.
-#[cfg(unix)]
 pub fn tighten_data_dir(dir: &Path) -> io::Result<Option<u32>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let m = fs::metadata(dir).map_err(|e| ctx(e, "cannot read", dir))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let mode = m.mode() & 0o7777;
-    if m.uid() != me || mode & 0o077 == 0 {
-        return Ok(None);
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| ctx(e, "cannot set mode 0700 on", dir))?;
-    Ok(Some(mode))
+    crate::sys::tighten_private_dir(dir).map_err(|e| ctx(e, "cannot set mode 0700 on", dir))
 }
 
 /// Adds the path to an I/O error so the user knows which file failed.

@@ -17,7 +17,9 @@
 //!   event on a root itself (deleted, moved, swapped) is checked against the (device, inode)
 //!   recorded when the watch began: a root deleted and at once recreated, or exchanged with
 //!   another directory (`renameat2` RENAME_EXCHANGE), is logged `files.root_gone` and the
-//!   directory now at that path is watched at once.
+//!   directory now at that path is watched at once. Where the OS's watcher says nothing
+//!   when a root goes (Windows: `crate::sys::WATCHER_SEES_ROOT_REMOVAL`), every root's
+//!   identity is also checked every [`MISSING_RECHECK`].
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -202,6 +204,9 @@ impl FileWatcher {
         match self.watcher.watch(root, RecursiveMode::Recursive) {
             Ok(()) => {
                 self.inodes.insert(root.to_path_buf(), id);
+                if !crate::sys::WATCHER_SEES_ROOT_REMOVAL && self.next_recheck.is_none() {
+                    self.next_recheck = Some(Instant::now() + MISSING_RECHECK);
+                }
                 log::debug!(event = "files.watching", root = root.display().to_string().as_str(); "watching {}", root.display());
             }
             Err(e) => {
@@ -226,6 +231,14 @@ impl FileWatcher {
 
     fn recheck_missing(&mut self) {
         self.next_recheck = None;
+        if !crate::sys::WATCHER_SEES_ROOT_REMOVAL {
+            let watched: Vec<PathBuf> = self.inodes.keys().cloned().collect();
+            for r in watched {
+                if !self.same_root(&r) {
+                    self.root_gone(&r);
+                }
+            }
+        }
         let roots: Vec<PathBuf> = self.missing.iter().cloned().collect();
         for r in roots {
             if r.is_dir() {
@@ -234,7 +247,8 @@ impl FileWatcher {
                 self.start_watch(&r, None);
             }
         }
-        if !self.missing.is_empty() && self.next_recheck.is_none() {
+        let poll = !crate::sys::WATCHER_SEES_ROOT_REMOVAL && !self.inodes.is_empty();
+        if (poll || !self.missing.is_empty()) && self.next_recheck.is_none() {
             self.next_recheck = Some(Instant::now() + MISSING_RECHECK);
         }
     }
@@ -420,18 +434,8 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
 }
 
 /// (device, inode) of a directory; None if `p` is not one.
-#[cfg(unix)]
 fn dir_id(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p)
-        .ok()
-        .filter(|m| m.is_dir())
-        .map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn dir_id(p: &Path) -> Option<(u64, u64)> {
-    p.is_dir().then_some((0, 0))
+    crate::sys::dir_identity(p)
 }
 
 fn under_git(rel: &Path) -> bool {

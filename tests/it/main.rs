@@ -32,3 +32,4 @@ mod service;
 mod smoke;
 mod torture;
 mod triggers;
+mod windows;

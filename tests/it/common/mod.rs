@@ -102,9 +102,38 @@ impl Daemon {
             cmd.env(k, v);
         }
         tweak(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn daemon");
+        let child = cmd.spawn().expect("spawn daemon");
         let pid = child.id();
-        let port = wait_for(20, "daemon.lock with this pid and a port", || {
+        Self::attach_to(child, data, stdout_path, stderr_path, Some(pid), 20)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// A daemon started some other way (under Wine: `tests/it/windows.rs`): waits until
+    /// `data/daemon.lock` names a port (whatever pid: Wine's are not Linux's) and /health
+    /// answers. The daemon's stdout and stderr are in the given files.
+    pub fn attach(
+        child: Child,
+        data: PathBuf,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+    ) -> Daemon {
+        Self::attach_to(child, data, stdout_path, stderr_path, None, 60)
+    }
+
+    /// Waits until `data/daemon.lock` names `pid` (any, when None) and a port, and /health
+    /// answers, each for at most `secs`.
+    fn attach_to(
+        mut child: Child,
+        data: PathBuf,
+        stdout_path: PathBuf,
+        stderr_path: PathBuf,
+        pid: Option<u32>,
+        secs: u64,
+    ) -> Daemon {
+        let port = wait_for(secs, "daemon.lock with this pid and a port", || {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(
                     "daemon exited early with {st}: {}",
@@ -113,9 +142,10 @@ impl Daemon {
             }
             let s = std::fs::read_to_string(data.join("daemon.lock")).ok()?;
             let v: Value = serde_json::from_str(&s).ok()?;
-            (v["pid"].as_u64()? == pid as u64)
-                .then(|| v["port"].as_u64())?
-                .map(|p| p as u16)
+            if pid.is_some_and(|p| v["pid"].as_u64() != Some(p as u64)) {
+                return None;
+            }
+            v["port"].as_u64().map(|p| p as u16)
         });
         let token = std::fs::read_to_string(data.join(".token"))
             .expect("token file")
@@ -132,14 +162,10 @@ impl Daemon {
                 .timeout(Duration::from_secs(30))
                 .build(),
         };
-        wait_for(20, "GET /health 200", || {
+        wait_for(secs, "GET /health 200", || {
             (d.get("/health").0 == 200).then_some(())
         });
         d
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
     }
 
     /// A request with the daemon's token; returns status and JSON body (Null if empty).
@@ -284,12 +310,12 @@ impl Drop for Daemon {
 
 /// Runs the CLI with `--data-dir`; returns (exit code, stdout, stderr).
 pub fn cli(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run cli");
+    output_of(Command::new(BIN).arg("--data-dir").arg(data).args(args))
+}
+
+/// Runs a command to its end: (exit code, stdout, stderr).
+pub fn output_of(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run command");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -561,6 +561,8 @@ fn accept_loop(
             refuse(sock);
             continue;
         };
+        // (Irrefutable where there are no Unix sockets: Windows.)
+        #[allow(irrefutable_let_patterns)]
         if let Connection::Tcp(ref s) = sock {
             let _ = s.set_nodelay(true);
         }
