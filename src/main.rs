@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod backoff;
 mod cli;
+mod cluster;
 mod config;
 mod contain;
 mod daemon;

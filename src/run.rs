@@ -76,6 +76,9 @@ pub struct RunRecord {
     pub stderr_tail: String,
     pub error: Option<String>,
     pub dispatch_errors: Vec<DispatchError>,
+    /// Cluster mode: the node the agent ran on (README "Running a cluster").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl RunRecord {
@@ -100,6 +103,7 @@ impl RunRecord {
             stderr_tail: String::new(),
             error: None,
             dispatch_errors: Vec::new(),
+            node: None,
         }
     }
 

@@ -64,6 +64,7 @@ fn job_error(e: JobError) -> Resp {
             log::error!(event = "store.error"; "{e}");
             Resp::error(500, format!("could not store the job: {e}"))
         }
+        JobError::Unavailable(e) => Resp::error(503, e),
     }
 }
 
@@ -229,5 +230,6 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
         Err(FireError::Disabled) => Resp::error(409, "the job is disabled"),
         Err(FireError::ShuttingDown) => Resp::error(503, "the daemon is shutting down"),
         Err(FireError::Store(e)) => Resp::error(500, format!("could not record the run: {e}")),
+        Err(FireError::Unavailable(e)) => Resp::error(503, e),
     }
 }

@@ -29,6 +29,7 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(FireError::ShuttingDown);
         }
+        self.cluster_ready()?;
         let job = self.job(id_or_name).ok_or(FireError::NoSuchJob)?;
         if !job.enabled && !manual {
             return Err(FireError::Disabled);
@@ -103,6 +104,9 @@ impl Engine {
             | Err(FireError::Disabled)
             | Err(FireError::NoSuchJob)
             | Err(FireError::ShuttingDown) => {}
+            Err(FireError::Unavailable(e)) => {
+                log::warn!(event = "fire.unavailable", job = job_id; "{e}")
+            }
             Err(FireError::Store(e)) => {
                 log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
             }
@@ -171,6 +175,7 @@ impl Engine {
         match self.job_by_id(&w.job.id) {
             Some(job) => {
                 w.run.job_name = job.name.clone();
+                w.run.node = self.cluster().map(|c| c.node().to_string());
                 w.job = job;
                 Some(w)
             }

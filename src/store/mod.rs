@@ -142,6 +142,26 @@ impl std::error::Error for IoContext {
     }
 }
 
+/// A stored job (a job file's bytes, or a cluster's `jobs/<id>` value) read and validated;
+/// its `"id"` must be `expected_id`.
+pub fn job_from_json(data: &[u8], expected_id: &str) -> Result<Job, JobFileError> {
+    let v: Value = serde_json::from_slice(data).map_err(JobFileError::Json)?;
+    let stem = expected_id.to_string();
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    if id != stem {
+        return Err(JobFileError::IdMismatch {
+            id: id.to_string(),
+            stem,
+        });
+    }
+    let created = v
+        .get("created_at")
+        .and_then(Value::as_str)
+        .filter(|s| crate::time::parse_rfc3339(s).is_some())
+        .ok_or(JobFileError::CreatedAt)?;
+    validate_job(&v, id, created).map_err(JobFileError::Invalid)
+}
+
 /// A file that could not be loaded and was moved aside.
 #[derive(Debug)]
 pub struct Quarantined {
@@ -213,10 +233,19 @@ impl Store {
             Err(e) => return Err(e),
         }
         let t = crate::ids::new_token()?;
+        self.save_token(&t)?;
+        Ok((t, true))
+    }
+
+    /// Writes the token file (mode 0600): a new token, or a cluster node's copy of the
+    /// cluster's, so the CLI on that node finds it as on a single machine.
+    pub fn save_token(&self, t: &str) -> io::Result<()> {
+        if self.read_token().is_ok_and(|old| old == t) {
+            return Ok(());
+        }
         let p = self.token_path();
         fsio::write_atomic(&p, format!("{t}\n").as_bytes(), 0o600)
-            .map_err(|e| ctx(e, "cannot write token file", &p))?;
-        Ok((t, true))
+            .map_err(|e| ctx(e, "cannot write token file", &p))
     }
 
     /// Reads the token file.
@@ -298,24 +327,11 @@ impl Store {
     /// Reads and validates one job file; the error says why it is unusable.
     pub fn load_job_file(&self, path: &Path) -> Result<Job, JobFileError> {
         let data = fs::read(path).map_err(JobFileError::Read)?;
-        let v: Value = serde_json::from_slice(&data).map_err(JobFileError::Json)?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
-        if id != stem {
-            return Err(JobFileError::IdMismatch {
-                id: id.to_string(),
-                stem,
-            });
-        }
-        let created = v
-            .get("created_at")
-            .and_then(Value::as_str)
-            .filter(|s| crate::time::parse_rfc3339(s).is_some())
-            .ok_or(JobFileError::CreatedAt)?;
-        validate_job(&v, id, created).map_err(JobFileError::Invalid)
+        job_from_json(&data, &stem)
     }
 
     /// Moves `path` aside to `<path>.corrupt` (or `.corrupt.N` if taken).

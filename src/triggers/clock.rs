@@ -46,6 +46,11 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
     // Subscribed before the first plan: no change can fall between the two.
     let changes = engine.subscribe();
     let stop = engine.shutdown_signal();
+    // Cluster mode: told when this node starts or stops leading (it catches up then).
+    let leading = match engine.cluster() {
+        Some(c) => c.subscribe_leadership(),
+        None => crossbeam_channel::never(),
+    };
     thread::Builder::new().name("clock".into()).spawn(move || {
         let mut clock = Clock {
             state: engine.store.load_state(),
@@ -53,20 +58,26 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
             queue: BTreeSet::new(),
             jobs: HashMap::new(),
         };
-        clock.catch_up();
+        if clock.engine.cluster().is_none() {
+            clock.catch_up();
+        }
         for j in clock.engine.jobs() {
             clock.plan(&j.id);
         }
-        clock.run(&changes, &stop);
+        if clock.engine.cluster().is_some_and(|c| c.is_leader()) {
+            clock.cluster_catch_up();
+        }
+        clock.run(&changes, &stop, &leading);
     })
 }
 
 impl Clock {
-    fn run(&mut self, changes: &Receiver<String>, stop: &Receiver<()>) {
+    fn run(&mut self, changes: &Receiver<String>, stop: &Receiver<()>, leading: &Receiver<bool>) {
         enum Msg {
             Job(String),
             Due,
             Stop,
+            Leading(bool),
         }
         loop {
             let timer = match self.queue.first() {
@@ -80,6 +91,7 @@ impl Clock {
                 recv(changes) -> m => m.map(Msg::Job).unwrap_or(Msg::Stop),
                 recv(stop) -> _ => Msg::Stop,
                 recv(timer) -> _ => Msg::Due,
+                recv(leading) -> m => m.map(Msg::Leading).unwrap_or(Msg::Stop),
             };
             let step = catch_unwind(AssertUnwindSafe(|| match msg {
                 Msg::Job(id) => {
@@ -92,6 +104,11 @@ impl Clock {
                     self.fire_due();
                     true
                 }
+                Msg::Leading(true) => {
+                    self.cluster_catch_up();
+                    true
+                }
+                Msg::Leading(false) => true,
             }));
             match step {
                 Ok(true) => {}
@@ -168,7 +185,7 @@ impl Clock {
             }
             let next_fire = entries.iter().map(|s| s.next).min();
             self.engine.set_next_fire(&job_id, next_fire);
-            self.fire(&job_id, kind, scheduled, ctx, key);
+            self.fire(&job_id, index, kind, scheduled, ctx, key);
         }
         if fired {
             Metrics::inc(&self.engine.metrics.scheduler_wakeups_total);
@@ -177,14 +194,32 @@ impl Clock {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fire(
         &mut self,
         job_id: &str,
+        index: usize,
         kind: &str,
         scheduled: DateTime<Utc>,
         mut ctx: Map<String, Value>,
         state_key: Option<String>,
     ) {
+        let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
+        if let Some(c) = self.engine.cluster() {
+            // Only the leader fires, and only a slot it claims in etcd (README "Running a
+            // cluster"); the slot's record there replaces state.json.
+            let expr = ctx.get("cron").and_then(Value::as_str).filter(|_| catch_up);
+            if c.may_fire_slot(job_id, index, scheduled, expr) {
+                let mut trigger = super::context(kind);
+                trigger.append(&mut ctx);
+                trigger.insert(
+                    "scheduled_at".into(),
+                    crate::time::rfc3339(scheduled).into(),
+                );
+                self.engine.fire_from_trigger(job_id, trigger);
+            }
+            return;
+        }
         let mut trigger = super::context(kind);
         trigger.append(&mut ctx);
         trigger.insert(
@@ -192,7 +227,6 @@ impl Clock {
             crate::time::rfc3339(scheduled).into(),
         );
         self.engine.fire_from_trigger(job_id, trigger);
-        let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
         if let (Some(key), true) = (state_key, catch_up) {
             self.state
                 .last_fire
@@ -239,7 +273,7 @@ impl Clock {
                     ctx.insert("timezone".into(), zone.name().into());
                 }
                 ctx.insert("catch_up".into(), true.into());
-                self.fire(&job.id, "cron", missed, ctx, Some(key));
+                self.fire(&job.id, index, "cron", missed, ctx, Some(key));
             }
         }
         // Drop entries of deleted jobs or changed triggers.
@@ -247,6 +281,50 @@ impl Clock {
             self.state.last_fire.retain(|k, _| keep.contains_key(k));
             if let Err(e) = self.engine.store.save_state(&self.state) {
                 log::error!(event = "store.error"; "{e}");
+            }
+        }
+    }
+
+    /// Cluster mode, when this node starts leading: one run per `catch_up` cron trigger whose
+    /// slot passed since the last one fired anywhere in the cluster (the `catch_up` rule of a
+    /// single daemon, with etcd's record instead of `state.json`). The slot is claimed like
+    /// any other, so a slot the previous leader fired is not fired again.
+    fn cluster_catch_up(&mut self) {
+        let Some(c) = self.engine.cluster().cloned() else {
+            return;
+        };
+        let now = Utc::now();
+        for job in self.engine.jobs() {
+            if !job.catch_up || !job.enabled {
+                continue;
+            }
+            for (index, t) in job.triggers.iter().enumerate() {
+                let Trigger::Cron { cron, .. } = t else {
+                    continue;
+                };
+                let last = match c.last_slot(&job.id, index, cron) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::warn!(event = "clock.catch_up", job = job.name.as_str(); "cannot read the last slot fired: {e}");
+                        continue;
+                    }
+                };
+                let Some(plan) = make_plan(&job, t, self.engine.started_at) else {
+                    continue;
+                };
+                let missed = match next_after(&plan, last) {
+                    Some(m) if m <= now => m,
+                    _ => continue,
+                };
+                log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while no node led; firing once now", crate::time::rfc3339(missed));
+                let mut ctx = Map::new();
+                ctx.insert("cron".into(), cron.clone().into());
+                if let Plan::Cron { zone, .. } = &plan {
+                    ctx.insert("timezone".into(), zone.name().into());
+                }
+                ctx.insert("catch_up".into(), true.into());
+                self.fire(&job.id, index, "cron", missed, ctx, None);
             }
         }
     }

@@ -117,6 +117,8 @@ pub enum Outcome {
     ShuttingDown,
     /// A run record could not be written (500).
     StoreFailed(std::io::Error),
+    /// Cluster mode, and etcd cannot be reached (503).
+    Unavailable(String),
 }
 
 /// Checks one request against one secret. `now` is Unix seconds.
@@ -255,7 +257,17 @@ impl Intake {
             .map(str::to_string);
         let delivery = delivery.as_deref();
         if let Some(id) = delivery {
-            if !self.first_delivery(id) {
+            // Cluster mode: the id is claimed in etcd, whichever node the delivery reached.
+            let first = match engine.cluster() {
+                Some(c) => match c.first_delivery(id) {
+                    Ok(first) => first,
+                    Err(e) => {
+                        return Outcome::Unavailable(format!("{} ({e})", c.unavailable_text()))
+                    }
+                },
+                None => self.first_delivery(id),
+            };
+            if !first {
                 Metrics::inc(&engine.metrics.webhooks_duplicate_total);
                 return Outcome::Duplicate(id.to_string());
             }
@@ -292,12 +304,16 @@ impl Intake {
             match engine.fire(&job.id, trigger.clone(), extra, false) {
                 Ok(f) => run_ids.push(f.run_id().to_string()),
                 Err(FireError::ShuttingDown) => {
-                    self.forget_delivery(delivery);
+                    self.forget_delivery(engine, delivery);
                     return Outcome::ShuttingDown;
                 }
                 Err(FireError::Store(e)) => {
-                    self.forget_delivery(delivery);
+                    self.forget_delivery(engine, delivery);
                     return Outcome::StoreFailed(e);
+                }
+                Err(FireError::Unavailable(e)) => {
+                    self.forget_delivery(engine, delivery);
+                    return Outcome::Unavailable(e);
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }
@@ -307,8 +323,10 @@ impl Intake {
     }
 
     /// Forgets a delivery id that was recorded but could not be queued.
-    fn forget_delivery(&self, id: Option<&str>) {
-        if let Some(id) = id {
+    fn forget_delivery(&self, engine: &Engine, id: Option<&str>) {
+        if let (Some(c), Some(id)) = (engine.cluster(), id) {
+            c.forget_delivery(id);
+        } else if let Some(id) = id {
             lock(&self.seen).remove(id);
         }
     }

@@ -10,6 +10,7 @@ mod support;
 mod api;
 mod cache;
 mod cli;
+mod cluster;
 mod containment;
 mod dashboard;
 mod durability;

@@ -1,0 +1,453 @@
+//! Cluster mode (README "Running a cluster"): a real 3-member etcd cluster on loopback and
+//! three real daemons joined to it. Skipped, with a message, when `etcd` is not installed
+//! (`.ci/run` installs Debian's etcd-server, so in CI they run).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{heavy, tempdir, wait_for, Daemon};
+
+/// A local etcd cluster of `n` members, each a real `etcd` process with its own data dir.
+struct Etcd {
+    dir: PathBuf,
+    members: Vec<Member>,
+    initial: String,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn etcd_installed() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Etcd {
+    fn start(dir: &Path, n: usize) -> Etcd {
+        std::fs::create_dir_all(dir).unwrap();
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut e = Etcd {
+            dir: dir.to_path_buf(),
+            members,
+            initial,
+        };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        for i in 0..n {
+            e.wait_healthy(i);
+        }
+        e
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.dir.join(&m.name))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+            ])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "bogtest"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let url = format!("http://127.0.0.1:{}/health", self.members[i].client);
+        wait_for(30, &format!("etcd member {i} healthy"), || {
+            let r = ureq::get(&url)
+                .timeout(Duration::from_secs(2))
+                .call()
+                .ok()?;
+            let v: Value = serde_json::from_str(&r.into_string().ok()?).ok()?;
+            (v["health"] == "true").then_some(())
+        });
+    }
+
+    /// Stops member `i` (SIGKILL: as a crash or a lost machine).
+    fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
+    fn urls(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop(i);
+        }
+    }
+}
+
+/// A 3-member etcd cluster and three daemons `a`, `b`, `c` joined to it; None (with a
+/// message) when etcd is not installed.
+struct Setup {
+    _dir: tempfile::TempDir,
+    etcd: Etcd,
+    nodes: Vec<Daemon>,
+}
+
+fn setup(env: &[(&str, &str)]) -> Option<Setup> {
+    if !etcd_installed() {
+        eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server); the cluster tests need a real etcd");
+        return None;
+    }
+    let dir = tempdir();
+    let etcd = Etcd::start(&dir.path().join("etcd"), 3);
+    let urls = etcd.urls();
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        nodes.push(Daemon::start_env(
+            &d,
+            &["--etcd", &urls, "--node", name, "--workers", "2"],
+            env,
+        ));
+    }
+    Some(Setup {
+        _dir: dir,
+        etcd,
+        nodes,
+    })
+}
+
+fn cluster_health(d: &Daemon) -> Value {
+    let (st, h) = d.get("/health");
+    assert_eq!(st, 200, "{h}");
+    h["cluster"].clone()
+}
+
+/// Waits until every live node agrees on one leader among `alive` nodes; returns its index.
+fn leader(s: &Setup, alive: &[usize]) -> usize {
+    wait_for(20, "the nodes to agree on a leader", || {
+        let views: Vec<Value> = alive.iter().map(|&i| cluster_health(&s.nodes[i])).collect();
+        let l = views[0]["leader"].as_str()?.to_string();
+        let all = views.iter().all(|v| {
+            v["leader"] == l.as_str()
+                && v["etcd"] == "ok"
+                && v["nodes"].as_array().map(Vec::len) == Some(alive.len())
+        });
+        let i = ["a", "b", "c"].iter().position(|n| *n == l)?;
+        (all && alive.contains(&i)).then_some(i)
+    })
+}
+
+/// Every run record of `job` in each node's data dir (read from the files, so a killed
+/// node's records count too), as (node index, record).
+fn all_runs(s: &Setup, job: &str) -> Vec<(usize, Value)> {
+    let mut out = Vec::new();
+    for (i, d) in s.nodes.iter().enumerate() {
+        let Ok(rd) = std::fs::read_dir(d.dir.join("runs").join(job)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&p).unwrap()) {
+                    out.push((i, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs per `scheduled_at` second.
+fn by_slot(runs: &[(usize, Value)]) -> BTreeMap<i64, Vec<usize>> {
+    let mut m: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, r) in runs {
+        let at = r["trigger"]["scheduled_at"].as_str().unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .timestamp();
+        m.entry(t).or_default().push(*i);
+    }
+    m
+}
+
+#[test]
+fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_over() {
+    let _h = heavy();
+    let Some(mut s) = setup(&[]) else { return };
+    let l = leader(&s, &[0, 1, 2]);
+    // The same token everywhere (it lives in etcd), and `token --etcd` prints it.
+    assert!(s.nodes.iter().all(|d| d.token == s.nodes[0].token));
+    let (code, out, _) = crate::common::cli(&s.nodes[0].dir, &["token", "--etcd", &s.etcd.urls()]);
+    assert_eq!((code, out.trim()), (0, s.nodes[0].token.as_str()));
+
+    // Created on a follower: live on every node within a second or two.
+    let f = (l + 1) % 3;
+    let job = s.nodes[f].create(&json!({
+        "name": "tick", "prompt": "p", "agent": {"command": ["true"]},
+        "triggers": [{"type": "cron", "cron": "* * * * * *"}],
+    }));
+    let id = job["id"].as_str().unwrap().to_string();
+    for d in &s.nodes {
+        wait_for(5, "the job on every node", || {
+            (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
+        });
+    }
+
+    // ~20 s of an every-second cron: exactly one run per second, all on the leader.
+    let start = Instant::now();
+    wait_for(40, "20 slots fired", || {
+        (by_slot(&all_runs(&s, &id)).len() >= 20).then_some(())
+    });
+    let slots = by_slot(&all_runs(&s, &id));
+    let first = *slots.keys().next().unwrap();
+    let last = *slots.keys().last().unwrap();
+    for t in first..=last {
+        let on = slots.get(&t).cloned().unwrap_or_default();
+        assert_eq!(
+            on,
+            vec![l],
+            "slot {t} fired on nodes {on:?} (leader {l}) after {:?}",
+            start.elapsed()
+        );
+    }
+    let run = &all_runs(&s, &id)[0].1;
+    assert_eq!(run["node"], ["a", "b", "c"][l], "{run}");
+
+    // kill -9 of the leader: another node leads and fires within 10 s (lease TTL 5 s).
+    let killed_at = chrono::Utc::now().timestamp();
+    s.nodes[l].kill9();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    let new = leader(&s, &alive);
+    assert_ne!(new, l);
+    let fired = wait_for(15, "a slot fired by the new leader", || {
+        by_slot(&all_runs(&s, &id))
+            .into_iter()
+            .find(|(_, on)| on.contains(&new))
+            .map(|(t, _)| t)
+    });
+    assert!(
+        fired - killed_at <= 10,
+        "failover took {}s",
+        fired - killed_at
+    );
+    // A few more seconds on the new leader; no slot ever fired twice.
+    wait_for(20, "5 slots on the new leader", || {
+        (by_slot(&all_runs(&s, &id))
+            .values()
+            .filter(|on| on.contains(&new))
+            .count()
+            >= 5)
+            .then_some(())
+    });
+    let slots = by_slot(&all_runs(&s, &id));
+    for (t, on) in &slots {
+        assert_eq!(on.len(), 1, "slot {t} fired {} times: {on:?}", on.len());
+    }
+    // From the new leader's first slot on, none is missed.
+    let from = *slots.iter().find(|(_, on)| on.contains(&new)).unwrap().0;
+    let to = *slots.keys().last().unwrap();
+    for t in from..=to {
+        assert!(slots.contains_key(&t), "slot {t} missed after the failover");
+    }
+}
+
+#[test]
+fn a_webhook_delivery_runs_once_whichever_nodes_it_reaches() {
+    let _h = heavy();
+    let Some(s) = setup(&[("HOOK_SECRET", "s3cret")]) else {
+        return;
+    };
+    leader(&s, &[0, 1, 2]);
+    let job = s.nodes[0].create(&json!({
+        "name": "hooked", "prompt": "p", "agent": {"command": ["true"]},
+        "triggers": [{"type": "webhook", "path": "/hooks/push", "secret_env": "HOOK_SECRET"}],
+    }));
+    let id = job["id"].as_str().unwrap().to_string();
+    for d in &s.nodes {
+        wait_for(5, "the job on every node", || {
+            (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
+        });
+    }
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let sig = crate::common::github_signature("s3cret", body);
+    let send = |d: &Daemon, delivery: &str| {
+        d.raw(
+            "POST",
+            "/hooks/push",
+            Some(body),
+            &[
+                ("X-Hub-Signature-256", sig.as_str()),
+                ("X-GitHub-Delivery", delivery),
+                ("Content-Type", "application/json"),
+            ],
+        )
+        .0
+    };
+    assert_eq!(send(&s.nodes[1], "d-1"), 202);
+    assert_eq!(
+        send(&s.nodes[2], "d-1"),
+        200,
+        "the same delivery to another node"
+    );
+    assert_eq!(send(&s.nodes[0], "d-1"), 200, "and to a third");
+    assert_eq!(send(&s.nodes[0], "d-2"), 202, "another delivery runs");
+    wait_for(10, "both runs final", || {
+        let r = all_runs(&s, &id);
+        (r.len() == 2
+            && r.iter()
+                .all(|(_, v)| v["status"] != "queued" && v["status"] != "running"))
+        .then_some(())
+    });
+    let runs = all_runs(&s, &id);
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for (_, r) in &runs {
+        *per.entry(r["trigger"]["delivery"].as_str().unwrap().into())
+            .or_default() += 1;
+        assert_eq!(r["status"], "succeeded", "{r}");
+    }
+    assert_eq!(per, HashMap::from([("d-1".into(), 1), ("d-2".into(), 1)]));
+}
+
+#[test]
+fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_back() {
+    let _h = heavy();
+    let Some(mut s) = setup(&[]) else { return };
+    leader(&s, &[0, 1, 2]);
+    let job = |name: &str| {
+        json!({
+            "name": name, "prompt": "p", "agent": {"command": ["true"]},
+            "triggers": [{"type": "cron", "cron": "* * * * * *"}],
+        })
+    };
+    // One member down: writes, the watch and firing go on.
+    s.etcd.stop(0);
+    let id = s.nodes[0].create(&job("one-down"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(10, "the job on node c", || {
+        (s.nodes[2].get(&format!("/jobs/{id}")).0 == 200).then_some(())
+    });
+    wait_for(15, "a run with one member down", || {
+        (!all_runs(&s, &id).is_empty()).then_some(())
+    });
+
+    // Every member down: reads answer, writes get 503, /health says so, nothing fires.
+    s.etcd.stop(1);
+    s.etcd.stop(2);
+    for d in &s.nodes {
+        wait_for(15, "etcd unavailable in /health", || {
+            (cluster_health(d)["etcd"] == "unavailable").then_some(())
+        });
+    }
+    let (st, body) = s.nodes[1].post("/jobs", &job("refused"));
+    assert_eq!(st, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
+    let (st, body) = s.nodes[1].post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(s.nodes[2].get(&format!("/jobs/{id}")).0, 200);
+    assert_eq!(s.nodes[0].get("/jobs").0, 200);
+
+    // Back: without a restart of any daemon, writes and firing resume.
+    for i in 0..3 {
+        s.etcd.restart(i);
+    }
+    for i in 0..3 {
+        s.etcd.wait_healthy(i);
+    }
+    for d in &s.nodes {
+        wait_for(20, "etcd ok in /health again", || {
+            (cluster_health(d)["etcd"] == "ok").then_some(())
+        });
+    }
+    let back = chrono::Utc::now().timestamp();
+    let id2 = s.nodes[1].create(&job("after"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(10, "the new job on node a", || {
+        (s.nodes[0].get(&format!("/jobs/{id2}")).0 == 200).then_some(())
+    });
+    wait_for(20, "the first job fires again", || {
+        by_slot(&all_runs(&s, &id))
+            .keys()
+            .any(|t| *t > back)
+            .then_some(())
+    });
+    // No slot fired twice through it all.
+    for (t, on) in by_slot(&all_runs(&s, &id)) {
+        assert_eq!(on.len(), 1, "slot {t} fired on {on:?}");
+    }
+}
