@@ -88,6 +88,11 @@ pub fn run(opts: RunOptions) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    // Cluster mode: run records are shared through etcd as well.
+    let store = match &cluster {
+        Some(c) => store.share_runs(c.clone()),
+        None => store,
+    };
     let token = match cluster.as_ref().map(|c| cluster_token(c, &store)) {
         Some(Ok(t)) => Ok((t, false)),
         Some(Err(e)) => return fail(&e),

@@ -74,6 +74,7 @@ pub enum Op<'a> {
         value: &'a [u8],
         lease: i64,
     },
+    Delete(&'a str),
 }
 
 /// A client of one etcd cluster (its client URLs).
@@ -224,6 +225,24 @@ impl Etcd {
         Ok((kvs(&v)?, int(&v["header"]["revision"])))
     }
 
+    /// At most `limit` keys under `prefix`, the greatest first (`keys_only`: without values).
+    pub fn range_prefix_desc(
+        &self,
+        prefix: &str,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<Vec<Kv>, EtcdError> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({
+                "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)),
+                "limit": limit.to_string(), "sort_order": "DESCEND", "sort_target": "KEY",
+                "keys_only": keys_only,
+            }),
+        )?;
+        kvs(&v)
+    }
+
     /// Writes a key (under `lease`, 0 for none).
     pub fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<(), EtcdError> {
         let mut body = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
@@ -274,6 +293,7 @@ impl Etcd {
                     }
                     json!({ "request_put": p })
                 }
+                Op::Delete(k) => json!({ "request_delete_range": { "key": b64(k.as_bytes()) } }),
             })
             .collect();
         let v = self.call(

@@ -8,6 +8,8 @@
 //!   `nodes/`, leader election on the `leader` key, the cluster's view for `/health`, the
 //!   shared API token, and whether etcd is reachable at all;
 //! - `jobs.rs` — jobs under `jobs/<id>` and the watch that feeds every node's table;
+//! - `runs.rs` — run records under `runs/<job>/<run>`, and the leader's reaping of the runs
+//!   of nodes whose lease expired;
 //! - `claims.rs` — the transactions that make a firing happen once in the whole cluster:
 //!   cron/interval slots (only by the leader) and webhook delivery ids.
 //!
@@ -16,6 +18,7 @@
 pub mod claims;
 pub mod etcd;
 pub mod jobs;
+pub mod runs;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -341,6 +344,9 @@ impl Cluster {
             .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
             .collect();
         names.sort();
+        if leading {
+            self.reap(&names)?;
+        }
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             leader: leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
             nodes: names,

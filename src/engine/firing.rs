@@ -43,6 +43,7 @@ impl Engine {
             &job.name,
             Value::Object(trigger),
         );
+        rec.node = self.cluster().map(|c| c.node().to_string());
         match decide(&runs, job.overlap) {
             Decision::Skip => {
                 // A skipped record is final and no worker will touch it: write it outside

@@ -451,3 +451,48 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
         assert_eq!(on.len(), 1, "slot {t} fired on {on:?}");
     }
 }
+
+#[test]
+fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_clusters_runs() {
+    let _h = heavy();
+    let Some(mut s) = setup(&[]) else { return };
+    let l = leader(&s, &[0, 1, 2]);
+    let v = (l + 1) % 3;
+    let w = (l + 2) % 3;
+    let id = s.nodes[l].create(&json!({
+        "name": "long", "prompt": "p", "agent": {"command": ["sleep", "20"]},
+        "triggers": [{"type": "webhook", "path": "/hooks/long", "secret_env": "UNSET_SECRET"}],
+    }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(5, "the job on the victim", || {
+        (s.nodes[v].get(&format!("/jobs/{id}")).0 == 200).then_some(())
+    });
+    let (st, r) = s.nodes[v].post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let run = r["run_id"].as_str().unwrap().to_string();
+    // Another node sees the run, running on the victim.
+    let rec = wait_for(10, "the run running, seen from another node", || {
+        let (st, r) = s.nodes[w].get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let victim = ["a", "b", "c"][v];
+    assert_eq!(rec["node"], victim, "{rec}");
+    s.nodes[v].kill9();
+    // Lease TTL (5 s) + 5 s: the leader closes it.
+    let rec = wait_for(10, "the run interrupted", || {
+        let (st, r) = s.nodes[w].get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "interrupted").then_some(r)
+    });
+    assert_eq!(rec["node"], victim, "{rec}");
+    let err = rec["error"].as_str().unwrap();
+    assert!(err.contains(&format!("node {victim}")), "{err}");
+    // Listed the same from every live node.
+    for i in [l, w] {
+        let (st, runs) = s.nodes[i].get(&format!("/jobs/{id}/runs"));
+        assert_eq!(st, 200);
+        assert_eq!(runs[0]["id"], run.as_str(), "{runs}");
+        assert_eq!(runs[0]["status"], "interrupted");
+    }
+}

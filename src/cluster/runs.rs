@@ -1,0 +1,154 @@
+//! Run records in cluster mode: `runs/<job>/<run-id>` holds each record (its output capped
+//! by the job's `max_output_kb`, as in a file), so every node's API lists the cluster's
+//! runs; `active/<run-id>` names the node of each run that is `queued` or `running`, written
+//! in the same transaction as the record. The leader reaps: a run whose node's lease has
+//! expired (the node died or lost etcd for longer than the lease) is closed `interrupted`,
+//! with the node and the reason.
+
+use serde_json::{json, Value};
+
+use super::etcd::{EtcdError, Op};
+use super::Cluster;
+use crate::run::RunRecord;
+use crate::store::SharedRuns;
+
+impl Cluster {
+    fn run_key(&self, job_id: &str, run_id: &str) -> String {
+        self.key(&format!("runs/{job_id}/{run_id}"))
+    }
+
+    fn active_key(&self, run_id: &str) -> String {
+        self.key(&format!("active/{run_id}"))
+    }
+
+    fn save_run(&self, rec: &RunRecord) -> Result<(), EtcdError> {
+        let data = serde_json::to_vec(rec)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let key = self.run_key(&rec.job_id, &rec.id);
+        let active = self.active_key(&rec.id);
+        let marker = json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node())})
+            .to_string();
+        let mark = if rec.status.is_final() {
+            Op::Delete(&active)
+        } else {
+            Op::Put {
+                key: &active,
+                value: marker.as_bytes(),
+                lease: 0,
+            }
+        };
+        self.etcd
+            .txn(
+                &[],
+                &[
+                    Op::Put {
+                        key: &key,
+                        value: &data,
+                        lease: 0,
+                    },
+                    mark,
+                ],
+            )
+            .map(drop)
+            .inspect_err(|e| self.failed(e))
+    }
+
+    /// The leader's round: closes the runs of nodes that are gone (not in `alive`).
+    pub(super) fn reap(&self, alive: &[String]) -> Result<(), EtcdError> {
+        let prefix = self.key("active/");
+        let (kvs, _) = self.etcd.range_prefix(&prefix)?;
+        for kv in kvs {
+            let Some(run_id) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let (Some(job), Some(node)) = (v["job"].as_str(), v["node"].as_str()) else {
+                self.etcd.delete(&kv.key)?;
+                continue;
+            };
+            if alive.iter().any(|n| n == node) {
+                continue;
+            }
+            let rec = self
+                .etcd
+                .get(&self.run_key(job, run_id))?
+                .and_then(|r| serde_json::from_slice::<RunRecord>(&r.value).ok());
+            match rec {
+                Some(mut r) if !r.status.is_final() => {
+                    let was = r.status;
+                    r.interrupt(format!(
+                        "node {node} stopped answering (its etcd lease expired) while this run was {}",
+                        was.as_str()
+                    ));
+                    r.node = Some(node.to_string());
+                    log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), node = node;
+                        "node {node} is gone; its run is marked interrupted");
+                    self.save_run(&r)?;
+                }
+                _ => self.etcd.delete(&kv.key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
+    kvs.into_iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect()
+}
+
+impl SharedRuns for Cluster {
+    fn save(&self, rec: &RunRecord) -> Result<(), String> {
+        self.save_run(rec).map_err(|e| e.to_string())
+    }
+
+    fn ids(&self, job_id: &str, limit: usize) -> Option<Vec<String>> {
+        // Out of reach: the node's own records answer (its cache).
+        if !self.available() {
+            return None;
+        }
+        let prefix = self.key(&format!("runs/{job_id}/"));
+        let kvs = self.etcd.range_prefix_desc(&prefix, limit, true).ok()?;
+        Some(
+            kvs.into_iter()
+                .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
+                .collect(),
+        )
+    }
+
+    fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>> {
+        // Out of reach: the node's own records answer (its cache).
+        if !self.available() {
+            return None;
+        }
+        let prefix = self.key(&format!("runs/{job_id}/"));
+        self.etcd
+            .range_prefix_desc(&prefix, limit, false)
+            .ok()
+            .map(records)
+    }
+
+    fn load(&self, job_id: &str, run_id: &str) -> Option<Option<RunRecord>> {
+        // Out of reach: the node's own records answer (its cache).
+        if !self.available() {
+            return None;
+        }
+        let kv = self.etcd.get(&self.run_key(job_id, run_id)).ok()?;
+        Some(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+    }
+
+    fn remove(&self, job_id: &str, run_ids: &[String]) {
+        for id in run_ids {
+            if self.etcd.delete(&self.run_key(job_id, id)).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn remove_all(&self, job_id: &str) {
+        let _ = self
+            .etcd
+            .delete_prefix(&self.key(&format!("runs/{job_id}/")));
+    }
+}
