@@ -92,7 +92,9 @@ pub fn create(api: &Api, req: &Req) -> Resp {
         Err(e) => return Resp::error(500, format!("cannot make a job id: {e}")),
     };
     let now = crate::time::now_rfc3339();
-    match api.engine.put_job(None, |_| validate_job(&body, &id, &now)) {
+    match api.engine.put_job(None, |_| {
+        validate_job(&body, &id, &now).and_then(|j| api.engine.check_for_cluster(j))
+    }) {
         Ok(Ok(job)) => {
             log::info!(event = "job.created", job = job.name.as_str(), id = job.id.as_str(); "job created");
             crate::engine::log_job_warnings(&job);
@@ -128,7 +130,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Resp {
         })?;
         let mut v = serde_json::to_value(cur).unwrap_or(Value::Null);
         crate::job::merge_patch(&mut v, &patch);
-        validate_job(&v, &cur.id, &cur.created_at)
+        validate_job(&v, &cur.id, &cur.created_at).and_then(|j| api.engine.check_for_cluster(j))
     });
     match r {
         Ok(Ok(job)) => {

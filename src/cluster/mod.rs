@@ -60,12 +60,7 @@ impl Options {
             None => host_name()
                 .ok_or("--node is not given and the host name cannot be read; pass --node NAME")?,
         };
-        if node.is_empty()
-            || node.len() > 64
-            || !node
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !crate::job::validate::valid_node_name(&node) {
             return Err(format!(
                 "--node {node:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
             ));

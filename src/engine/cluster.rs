@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::{lock, log_job_warnings, Engine, FireError, JobError};
 use crate::cluster::jobs::JobEvent;
 use crate::cluster::EtcdError;
-use crate::job::Job;
+use crate::job::{FieldError, Job, Trigger};
 
 impl Engine {
     fn unavailable(&self, e: &EtcdError) -> String {
@@ -36,6 +36,32 @@ impl Engine {
             c.forget_slots(id);
         }
         Ok(())
+    }
+
+    /// Cluster mode's extra rule for a job about to be stored: a file_change trigger names
+    /// the node whose files it watches.
+    pub fn check_for_cluster(&self, job: Job) -> Result<Job, FieldError> {
+        if self.cluster().is_none() {
+            return Ok(job);
+        }
+        for (i, t) in job.triggers.iter().enumerate() {
+            if let Trigger::FileChange { node: None, .. } = t {
+                return Err(FieldError {
+                    field: format!("triggers[{i}].node"),
+                    error: "is required in cluster mode: a file_change trigger watches the files of one machine; name its node, like \"node\": \"a\"".into(),
+                });
+            }
+        }
+        Ok(job)
+    }
+
+    /// Whether this node watches the files of a file_change trigger: always on a single
+    /// machine; in cluster mode only the node it names.
+    pub fn watches_files_here(&self, t: &Trigger) -> bool {
+        match (self.cluster(), t) {
+            (Some(c), Trigger::FileChange { node, .. }) => node.as_deref() == Some(c.node()),
+            _ => true,
+        }
     }
 
     /// Cluster mode: firings need etcd (claims, the shared records); Err while it is out of

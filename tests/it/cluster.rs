@@ -375,6 +375,44 @@ fn a_webhook_delivery_runs_once_whichever_nodes_it_reaches() {
         assert_eq!(r["status"], "succeeded", "{r}");
     }
     assert_eq!(per, HashMap::from([("d-1".into(), 1), ("d-2".into(), 1)]));
+
+    // file_change triggers watch one machine's files: they name the node, which alone fires.
+    let root = s.nodes[1].dir.join("watched");
+    std::fs::create_dir_all(&root).unwrap();
+    let fc = |node: Option<&str>| {
+        let mut t = json!({"type": "file_change", "patterns": ["*.txt"],
+            "root": root.to_str().unwrap(), "debounce_seconds": 0.1});
+        if let Some(n) = node {
+            t["node"] = n.into();
+        }
+        json!({"name": "files", "prompt": "p", "agent": {"command": ["true"]}, "triggers": [t]})
+    };
+    let (st, body) = s.nodes[0].post("/jobs", &fc(None));
+    assert_eq!(
+        (st, body["field"].as_str()),
+        (400, Some("triggers[0].node")),
+        "{body}"
+    );
+    let fid = s.nodes[0].create(&fc(Some("b")))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(5, "the file job on node b", || {
+        (s.nodes[1].get(&format!("/jobs/{fid}")).0 == 200).then_some(())
+    });
+    // The watcher is set up asynchronously; write until the run appears.
+    let mut n = 0;
+    let runs = wait_for(15, "a file_change run on node b", || {
+        n += 1;
+        std::fs::write(root.join(format!("f{n}.txt")), "x").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let r = all_runs(&s, &fid);
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(
+        runs.iter().all(|(i, r)| *i == 1 && r["node"] == "b"),
+        "{runs:?}"
+    );
 }
 
 #[test]
