@@ -432,6 +432,8 @@ fn start_cluster(
         move |ev| e.apply_cluster_jobs(ev),
         engine.shutdown_signal(),
     )?;
+    let e = engine.clone();
+    c.spawn_queue(move || e.take_cluster_runs(), engine.shutdown_signal())?;
     Ok(())
 }
 

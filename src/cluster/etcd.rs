@@ -65,6 +65,8 @@ pub enum Compare<'a> {
     Absent(&'a str),
     /// The key holds exactly this value.
     ValueIs(&'a str, &'a [u8]),
+    /// The key exists.
+    Present(&'a str),
 }
 
 /// A write of a transaction.
@@ -275,6 +277,10 @@ impl Etcd {
             .map(|c| match c {
                 Compare::Absent(k) => json!({
                     "key": b64(k.as_bytes()), "target": "CREATE", "result": "EQUAL",
+                    "create_revision": "0",
+                }),
+                Compare::Present(k) => json!({
+                    "key": b64(k.as_bytes()), "target": "CREATE", "result": "GREATER",
                     "create_revision": "0",
                 }),
                 Compare::ValueIs(k, v) => json!({

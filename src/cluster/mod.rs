@@ -10,6 +10,8 @@
 //! - `jobs.rs` — jobs under `jobs/<id>` and the watch that feeds every node's table;
 //! - `runs.rs` — run records under `runs/<job>/<run>`, and the leader's reaping of the runs
 //!   of nodes whose lease expired;
+//! - `queue.rs` — the cluster's run queue: firings queued by any node, claimed by any node's
+//!   idle workers under its lease, the overlap policy kept with `busy/` and `pending/` keys;
 //! - `claims.rs` — the transactions that make a firing happen once in the whole cluster:
 //!   cron/interval slots (only by the leader) and webhook delivery ids.
 //!
@@ -18,6 +20,7 @@
 pub mod claims;
 pub mod etcd;
 pub mod jobs;
+pub mod queue;
 pub mod runs;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -155,12 +158,18 @@ pub struct Cluster {
     leadership: Mutex<Vec<Sender<bool>>>,
     slot_lease: SharedLease,
     dedupe_lease: SharedLease,
+    /// Runs this node claimed from the queue and has not finished.
+    claimed: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the `cluster-queue` thread.
+    kick_tx: Sender<()>,
+    kick_rx: Receiver<()>,
 }
 
 impl Cluster {
     /// Joins the cluster: a lease, this node's key, an attempt at leadership. Waits up to
     /// 15 s for etcd to answer.
     pub fn connect(opts: Options) -> Result<Arc<Cluster>, String> {
+        let (kick_tx, kick_rx) = crossbeam_channel::bounded(1);
         let c = Arc::new(Cluster {
             etcd: Etcd::new(opts.endpoints.clone()),
             opts,
@@ -171,6 +180,9 @@ impl Cluster {
             leadership: Mutex::new(Vec::new()),
             slot_lease: SharedLease::new(2 * 3600, Duration::from_secs(3600)),
             dedupe_lease: SharedLease::new(25 * 3600, Duration::from_secs(3600)),
+            claimed: Mutex::default(),
+            kick_tx,
+            kick_rx,
         });
         let deadline = Instant::now() + CONNECT_WAIT;
         loop {
@@ -341,6 +353,7 @@ impl Cluster {
         names.sort();
         if leading {
             self.reap(&names)?;
+            self.heal_busy()?;
         }
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             leader: leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
@@ -384,6 +397,7 @@ impl Cluster {
 
 /// `token --etcd …`: the cluster's token, made if missing.
 pub fn token(opts: Options) -> Result<String, EtcdError> {
+    let (kick_tx, kick_rx) = crossbeam_channel::bounded(1);
     let c = Cluster {
         etcd: Etcd::new(opts.endpoints.clone()),
         opts,
@@ -394,6 +408,9 @@ pub fn token(opts: Options) -> Result<String, EtcdError> {
         leadership: Mutex::new(Vec::new()),
         slot_lease: SharedLease::new(1, Duration::ZERO),
         dedupe_lease: SharedLease::new(1, Duration::ZERO),
+        claimed: Mutex::default(),
+        kick_tx,
+        kick_rx,
     };
     c.ensure_token().map(|(t, _)| t)
 }

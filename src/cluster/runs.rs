@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::etcd::{EtcdError, Op};
 use super::Cluster;
-use crate::run::RunRecord;
+use crate::run::{RunRecord, RunStatus};
 use crate::store::SharedRuns;
 
 impl Cluster {
@@ -26,29 +26,32 @@ impl Cluster {
             .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
         let key = self.run_key(&rec.job_id, &rec.id);
         let active = self.active_key(&rec.id);
+        let queue = self.key(&format!("queue/{}", rec.id));
+        let claim = self.key(&format!("claims/{}", rec.id));
         let marker = json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node())})
             .to_string();
-        let mark = if rec.status.is_final() {
-            Op::Delete(&active)
-        } else {
-            Op::Put {
+        let mut ops = vec![Op::Put {
+            key: &key,
+            value: &data,
+            lease: 0,
+        }];
+        match rec.status {
+            // A queued run belongs to the cluster's queue, not to a node.
+            RunStatus::Queued => {}
+            RunStatus::Running => ops.push(Op::Put {
                 key: &active,
                 value: marker.as_bytes(),
                 lease: 0,
+            }),
+            // A final record ends the run everywhere: nobody claims it again.
+            _ => {
+                ops.push(Op::Delete(&active));
+                ops.push(Op::Delete(&queue));
+                ops.push(Op::Delete(&claim));
             }
-        };
+        }
         self.etcd
-            .txn(
-                &[],
-                &[
-                    Op::Put {
-                        key: &key,
-                        value: &data,
-                        lease: 0,
-                    },
-                    mark,
-                ],
-            )
+            .txn(&[], &ops)
             .map(drop)
             .inspect_err(|e| self.failed(e))
     }
@@ -84,6 +87,7 @@ impl Cluster {
                     log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), node = node;
                         "node {node} is gone; its run is marked interrupted");
                     self.save_run(&r)?;
+                    self.release(job, &r.id)?;
                 }
                 _ => self.etcd.delete(&kv.key)?,
             }
@@ -101,20 +105,6 @@ fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
 impl SharedRuns for Cluster {
     fn save(&self, rec: &RunRecord) -> Result<(), String> {
         self.save_run(rec).map_err(|e| e.to_string())
-    }
-
-    fn ids(&self, job_id: &str, limit: usize) -> Option<Vec<String>> {
-        // Out of reach: the node's own records answer (its cache).
-        if !self.available() {
-            return None;
-        }
-        let prefix = self.key(&format!("runs/{job_id}/"));
-        let kvs = self.etcd.range_prefix_desc(&prefix, limit, true).ok()?;
-        Some(
-            kvs.into_iter()
-                .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
-                .collect(),
-        )
     }
 
     fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>> {

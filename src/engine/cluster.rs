@@ -5,10 +5,17 @@
 
 use std::collections::HashSet;
 
-use super::{lock, log_job_warnings, Engine, FireError, JobError};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{lock, log_job_warnings, Engine, Extra, FireError, Fired, JobError, Work};
 use crate::cluster::jobs::JobEvent;
+use crate::cluster::queue::{Enqueued, Gate};
 use crate::cluster::EtcdError;
-use crate::job::{FieldError, Job, Trigger};
+use crate::job::{FieldError, Job, Overlap, Trigger};
+use crate::metrics::Metrics;
+use crate::run::RunRecord;
 
 impl Engine {
     fn unavailable(&self, e: &EtcdError) -> String {
@@ -34,6 +41,7 @@ impl Engine {
             c.delete_job(id)
                 .map_err(|e| JobError::Unavailable(self.unavailable(&e)))?;
             c.forget_slots(id);
+            c.forget_queue(id);
         }
         Ok(())
     }
@@ -135,4 +143,128 @@ impl Engine {
             }
         }
     }
+
+    /// Cluster mode: a firing goes to the cluster's queue, under the job's overlap policy
+    /// kept in etcd (`cluster/queue.rs`). None when it runs on this node as on one machine:
+    /// not in cluster mode, a file_change firing (its agent works on this node's files), or
+    /// a webhook body too big for an etcd value.
+    pub(super) fn fire_clustered(
+        &self,
+        job: &Arc<Job>,
+        trigger: &Map<String, Value>,
+        extra: &Extra,
+    ) -> Option<Result<Fired, FireError>> {
+        let c = self.cluster()?;
+        if trigger.get("type").and_then(Value::as_str) == Some("file_change") {
+            return None;
+        }
+        let body = match &extra.body {
+            Some(b) => match b.bytes() {
+                Ok(d) if d.len() <= QUEUE_BODY_MAX => Some(d.into_owned()),
+                _ => return None,
+            },
+            None => None,
+        };
+        let mut rec = RunRecord::queued(
+            crate::ids::new_run_id(),
+            &job.id,
+            &job.name,
+            Value::Object(trigger.clone()),
+        );
+        let gate = match job.overlap {
+            Overlap::Parallel => Gate::Parallel,
+            Overlap::Skip => Gate::Skip,
+            Overlap::Queue => Gate::Queue,
+        };
+        let r = match c.enqueue(&rec, &extra.vars, body.as_deref(), gate) {
+            Ok(Enqueued::Queued) => {
+                c.kick_queue();
+                Ok(Fired::Queued(rec.id))
+            }
+            Ok(Enqueued::Parked) => {
+                log::info!(event = "run.queued", job = job.name.as_str(), run = rec.id.as_str(); "queued behind the active run (overlap: queue)");
+                Ok(Fired::Queued(rec.id))
+            }
+            Ok(Enqueued::Coalesced(id)) => {
+                Metrics::inc(&self.metrics.runs_coalesced_total);
+                Ok(Fired::Coalesced(id))
+            }
+            Ok(Enqueued::Busy) => {
+                rec.skip("a run of this job was still active in the cluster (overlap: skip)");
+                match self.store.save_run(&rec) {
+                    Ok(()) => {
+                        Metrics::inc(&self.metrics.runs_skipped_total);
+                        log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
+                        Ok(Fired::Skipped(rec.id))
+                    }
+                    Err(e) => Err(FireError::Store(e)),
+                }
+            }
+            Err(e) => Err(FireError::Unavailable(self.unavailable(&e))),
+        };
+        Some(r)
+    }
+
+    /// The `cluster-queue` thread's round: claims queued runs for this node's idle workers
+    /// and hands them to the pool.
+    pub fn take_cluster_runs(&self) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        if self.is_shutting_down() {
+            return;
+        }
+        let busy = (self.running_count() + self.work_tx.len()).max(c.claimed_count());
+        let free = self.settings.workers.saturating_sub(busy);
+        let runs = match c.claim_runs(free) {
+            Ok(r) => r,
+            Err(e) => {
+                log::debug!(event = "cluster.queue"; "cannot claim queued runs: {e}");
+                return;
+            }
+        };
+        for q in runs {
+            let Some(job) = self.job_by_id(&q.job_id) else {
+                // Deleted meanwhile: the run never starts.
+                c.claimed_done(&q.run.id);
+                let _ = c.finish_queued(&q.job_id, &q.run.id);
+                continue;
+            };
+            let body = q.body.map(|b| {
+                Arc::new(crate::payload::Body::new(
+                    b,
+                    &self.store.dir().join("spool"),
+                ))
+            });
+            let id = q.run.id.clone();
+            let work = Work {
+                job,
+                run: q.run,
+                extra: Arc::new(Extra { vars: q.vars, body }),
+            };
+            Metrics::inc(&self.metrics.runs_queued);
+            if self.work_tx.try_send(work).is_err() {
+                Metrics::dec(&self.metrics.runs_queued);
+                c.unclaim(&id);
+            }
+        }
+    }
+
+    /// Cluster mode, as a run ends on this node: a run claimed from the queue lets go of it
+    /// (the job's pending run is queued) and the queue thread looks for more work.
+    pub(super) fn finish_cluster_run(&self, job_id: &str, run_id: &str) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        if c.claimed_done(run_id) {
+            if let Err(e) = c.finish_queued(job_id, run_id) {
+                log::warn!(event = "cluster.queue", run = run_id; "could not release the run in etcd ({e}); the leader releases it");
+            }
+            c.kick_queue();
+        }
+    }
 }
+
+/// Largest webhook body that travels through the cluster's queue (an etcd value is at most
+/// 1.5 MiB, and base64 grows it by a third); a bigger one runs on the node it reached.
+const QUEUE_BODY_MAX: usize = 512 * 1024;

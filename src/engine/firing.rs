@@ -35,6 +35,10 @@ impl Engine {
             return Err(FireError::Disabled);
         }
         Metrics::inc(&self.metrics.firings_total);
+        // Cluster mode: into the cluster's queue (engine/cluster.rs).
+        if let Some(r) = self.fire_clustered(&job, &trigger, &extra) {
+            return r;
+        }
         let slot = self.job_slot(&job.id);
         let mut runs = lock(&slot.runs);
         let mut rec = RunRecord::queued(
@@ -190,6 +194,7 @@ impl Engine {
     /// Called by a worker when a run is over. Returns the job's pending run, which the same
     /// worker executes next (it stays active, so the overlap rule keeps holding).
     pub fn finish_run(&self, job_id: &str, run_id: &str) -> Option<Work> {
+        self.finish_cluster_run(job_id, run_id);
         let slot = self.job_slot(job_id);
         let mut runs = lock(&slot.runs);
         let next = runs.pending.take();

@@ -25,8 +25,6 @@ use crate::run::RunRecord;
 pub trait SharedRuns: Send + Sync {
     /// Writes a record (an error is etcd's, in words).
     fn save(&self, rec: &RunRecord) -> Result<(), String>;
-    /// Up to `limit` run ids of a job, newest first; None when etcd cannot be reached.
-    fn ids(&self, job_id: &str, limit: usize) -> Option<Vec<String>>;
     /// Up to `limit` records of a job, newest first; None when etcd cannot be reached.
     fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>>;
     /// One record (Some(None): there is none); None when etcd cannot be reached.
@@ -486,11 +484,13 @@ impl Store {
     pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
         if let Some(s) = &self.shared {
             // The cluster's records of the job: the newest `keep` stay, wherever they ran.
-            if let Some(ids) = s.ids(job_id, 100_000) {
-                let old: Vec<String> = ids
+            // (Never one that is queued or running, on any node.)
+            if let Some(recs) = s.list(job_id, 100_000) {
+                let old: Vec<String> = recs
                     .into_iter()
                     .skip(keep)
-                    .filter(|id| !active.contains(id))
+                    .filter(|r| r.status.is_final() && !active.contains(&r.id))
+                    .map(|r| r.id)
                     .collect();
                 s.remove(job_id, &old);
             }
