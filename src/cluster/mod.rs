@@ -158,6 +158,10 @@ pub struct Cluster {
     leadership: Mutex<Vec<Sender<bool>>>,
     slot_lease: SharedLease,
     dedupe_lease: SharedLease,
+    /// Run records that could not be written to etcd, by run id (`runs.rs`).
+    backlog: Mutex<std::collections::BTreeMap<String, crate::run::RunRecord>>,
+    /// Rounds of the `cluster` thread.
+    rounds: std::sync::atomic::AtomicU64,
     /// Runs this node claimed from the queue and has not finished.
     claimed: Mutex<std::collections::HashSet<String>>,
     /// Wakes the `cluster-queue` thread.
@@ -180,6 +184,8 @@ impl Cluster {
             leadership: Mutex::new(Vec::new()),
             slot_lease: SharedLease::new(2 * 3600, Duration::from_secs(3600)),
             dedupe_lease: SharedLease::new(25 * 3600, Duration::from_secs(3600)),
+            backlog: Mutex::default(),
+            rounds: Default::default(),
             claimed: Mutex::default(),
             kick_tx,
             kick_rx,
@@ -351,9 +357,13 @@ impl Cluster {
             .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
             .collect();
         names.sort();
+        self.flush_backlog()?;
         if leading {
             self.reap(&names)?;
-            self.heal_busy()?;
+            // The busy keys are a slower check: every 10th round.
+            if self.rounds.fetch_add(1, Ordering::Relaxed) % 10 == 0 {
+                self.heal_busy()?;
+            }
         }
         *self.view.lock().unwrap_or_else(|p| p.into_inner()) = View {
             leader: leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
@@ -408,6 +418,8 @@ pub fn token(opts: Options) -> Result<String, EtcdError> {
         leadership: Mutex::new(Vec::new()),
         slot_lease: SharedLease::new(1, Duration::ZERO),
         dedupe_lease: SharedLease::new(1, Duration::ZERO),
+        backlog: Mutex::default(),
+        rounds: Default::default(),
         claimed: Mutex::default(),
         kick_tx,
         kick_rx,

@@ -70,7 +70,7 @@ impl Cluster {
         body: Option<&[u8]>,
         gate: Gate,
     ) -> Result<Enqueued, EtcdError> {
-        let r = self.enqueue_inner(rec, vars, body, gate);
+        let r = self.enqueue_inner(rec, vars, body, gate, 3);
         if let Err(e) = &r {
             self.failed(e);
         }
@@ -83,6 +83,7 @@ impl Cluster {
         vars: &Map<String, Value>,
         body: Option<&[u8]>,
         gate: Gate,
+        tries: u32,
     ) -> Result<Enqueued, EtcdError> {
         let payload = Self::payload(rec, vars, body);
         let record = serde_json::to_vec(rec)
@@ -142,8 +143,11 @@ impl Cluster {
             .and_then(|v| v["run"]["id"].as_str().map(str::to_string));
         match waiting {
             Some(id) => Ok(Enqueued::Coalesced(id)),
-            // It was promoted meanwhile: try again once, as a new firing.
-            None => self.enqueue_inner(rec, vars, body, gate),
+            // It was promoted meanwhile: try again, as a new firing.
+            None if tries > 0 => self.enqueue_inner(rec, vars, body, gate, tries - 1),
+            None => Err(EtcdError::BadAnswer(
+                "the job's queue kept changing under this firing; try again".into(),
+            )),
         }
     }
 

@@ -22,8 +22,27 @@ impl Cluster {
     }
 
     fn save_run(&self, rec: &RunRecord) -> Result<(), EtcdError> {
-        let data = serde_json::to_vec(rec)
-            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let ser = |r: &RunRecord| {
+            serde_json::to_vec(r)
+                .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))
+        };
+        let mut data = ser(rec)?;
+        if data.len() > MAX_SHARED_RECORD {
+            // An etcd value is at most 1.5 MiB: the cluster's copy keeps the output's start.
+            let mut cut = rec.clone();
+            let over = data.len() - MAX_SHARED_RECORD + 256;
+            let mut keep = cut.output.len().saturating_sub(over);
+            while !cut.output.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            cut.output.truncate(keep);
+            cut.output.push_str(&format!(
+                "\n[output cut for the cluster's store; the whole output is in the run record on node {}]\n",
+                rec.node.as_deref().unwrap_or(self.node())
+            ));
+            cut.output_truncated = true;
+            data = ser(&cut)?;
+        }
         let key = self.run_key(&rec.job_id, &rec.id);
         let active = self.active_key(&rec.id);
         let queue = self.key(&format!("queue/{}", rec.id));
@@ -38,11 +57,17 @@ impl Cluster {
         match rec.status {
             // A queued run belongs to the cluster's queue, not to a node.
             RunStatus::Queued => {}
-            RunStatus::Running => ops.push(Op::Put {
-                key: &active,
-                value: marker.as_bytes(),
-                lease: 0,
-            }),
+            // Started: it leaves the queue (no node claims it again, whatever happens to its
+            // claim); if its node dies now, the reaper closes it.
+            RunStatus::Running => {
+                ops.push(Op::Put {
+                    key: &active,
+                    value: marker.as_bytes(),
+                    lease: 0,
+                });
+                ops.push(Op::Delete(&queue));
+                ops.push(Op::Delete(&claim));
+            }
             // A final record ends the run everywhere: nobody claims it again.
             _ => {
                 ops.push(Op::Delete(&active));
@@ -102,9 +127,59 @@ fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
         .collect()
 }
 
+/// Largest run record kept in etcd (its output is cut to fit).
+const MAX_SHARED_RECORD: usize = 1 << 20;
+
+impl Cluster {
+    /// Writes the records that could not be written while etcd was out of reach (the
+    /// `cluster` thread, after a good round), oldest run first; stops at the first failure.
+    pub(super) fn flush_backlog(&self) -> Result<(), EtcdError> {
+        loop {
+            let next = {
+                let b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                b.values().next().cloned()
+            };
+            let Some(rec) = next else {
+                return Ok(());
+            };
+            match self.save_run(&rec) {
+                Ok(()) => {}
+                // etcd refuses this one for good: it stays in the node's data dir only.
+                Err(
+                    e @ EtcdError::Server {
+                        status: 400..=499, ..
+                    },
+                )
+                | Err(e @ EtcdError::BadAnswer(_)) => {
+                    log::error!(event = "store.error", run = rec.id.as_str(); "run record not written to etcd: {e}; it stays in this node's data dir");
+                }
+                Err(e) => return Err(e),
+            }
+            let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            // Unless a newer version of it was queued meanwhile.
+            if b.get(&rec.id) == Some(&rec) {
+                b.remove(&rec.id);
+            }
+        }
+    }
+}
+
 impl SharedRuns for Cluster {
     fn save(&self, rec: &RunRecord) -> Result<(), String> {
-        self.save_run(rec).map_err(|e| e.to_string())
+        let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        match self.save_run(rec) {
+            Ok(()) => {
+                b.remove(&rec.id);
+                Ok(())
+            }
+            Err(e) => {
+                // Kept, newest version only, and written when etcd answers again.
+                b.insert(rec.id.clone(), rec.clone());
+                Err(format!(
+                    "{e}; the record is kept and written to etcd when it answers again"
+                ))
+            }
+        }
     }
 
     fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>> {
