@@ -70,6 +70,7 @@ pub enum Compare<'a> {
 }
 
 /// A write of a transaction.
+#[derive(Clone, Copy)]
 pub enum Op<'a> {
     Put {
         key: &'a str,
@@ -77,6 +78,17 @@ pub enum Op<'a> {
         lease: i64,
     },
     Delete(&'a str),
+}
+
+impl<'a> Op<'a> {
+    /// A put without a lease.
+    pub fn put(key: &'a str, value: &'a [u8]) -> Op<'a> {
+        Op::Put {
+            key,
+            value,
+            lease: 0,
+        }
+    }
 }
 
 /// A client of one etcd cluster (its client URLs).

@@ -170,11 +170,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Joins the cluster: a lease, this node's key, an attempt at leadership. Waits up to
-    /// 15 s for etcd to answer.
-    pub fn connect(opts: Options) -> Result<Arc<Cluster>, String> {
+    /// A node of the cluster at `opts`, not joined yet.
+    fn new(opts: Options) -> Cluster {
         let (kick_tx, kick_rx) = crossbeam_channel::bounded(1);
-        let c = Arc::new(Cluster {
+        Cluster {
             etcd: Etcd::new(opts.endpoints.clone()),
             opts,
             lease: AtomicI64::new(0),
@@ -189,7 +188,13 @@ impl Cluster {
             claimed: Mutex::default(),
             kick_tx,
             kick_rx,
-        });
+        }
+    }
+
+    /// Joins the cluster: a lease, this node's key, an attempt at leadership. Waits up to
+    /// 15 s for etcd to answer.
+    pub fn connect(opts: Options) -> Result<Arc<Cluster>, String> {
+        let c = Arc::new(Cluster::new(opts));
         let deadline = Instant::now() + CONNECT_WAIT;
         loop {
             match c.tick() {
@@ -407,23 +412,7 @@ impl Cluster {
 
 /// `token --etcd …`: the cluster's token, made if missing.
 pub fn token(opts: Options) -> Result<String, EtcdError> {
-    let (kick_tx, kick_rx) = crossbeam_channel::bounded(1);
-    let c = Cluster {
-        etcd: Etcd::new(opts.endpoints.clone()),
-        opts,
-        lease: AtomicI64::new(0),
-        ok: AtomicBool::new(true),
-        leading: AtomicBool::new(false),
-        view: Mutex::new(View::default()),
-        leadership: Mutex::new(Vec::new()),
-        slot_lease: SharedLease::new(1, Duration::ZERO),
-        dedupe_lease: SharedLease::new(1, Duration::ZERO),
-        backlog: Mutex::default(),
-        rounds: Default::default(),
-        claimed: Mutex::default(),
-        kick_tx,
-        kick_rx,
-    };
+    let c = Cluster::new(opts);
     c.ensure_token().map(|(t, _)| t)
 }
 

@@ -92,25 +92,13 @@ impl Cluster {
         let queue_key = self.key(&format!("queue/{}", rec.id));
         let busy = self.key(&format!("busy/{}", rec.job_id));
         let pending = self.key(&format!("pending/{}", rec.job_id));
-        let record_op = Op::Put {
-            key: &run_key,
-            value: &record,
-            lease: 0,
-        };
-        let queue_op = Op::Put {
-            key: &queue_key,
-            value: &payload,
-            lease: 0,
-        };
+        let record_op = Op::put(&run_key, &record);
+        let queue_op = Op::put(&queue_key, &payload);
         if gate == Gate::Parallel {
             self.etcd.txn(&[], &[record_op, queue_op])?;
             return Ok(Enqueued::Queued);
         }
-        let busy_op = Op::Put {
-            key: &busy,
-            value: rec.id.as_bytes(),
-            lease: 0,
-        };
+        let busy_op = Op::put(&busy, rec.id.as_bytes());
         if self
             .etcd
             .txn(&[Compare::Absent(&busy)], &[record_op, queue_op, busy_op])?
@@ -120,16 +108,7 @@ impl Cluster {
         if gate == Gate::Skip {
             return Ok(Enqueued::Busy);
         }
-        let record_op = Op::Put {
-            key: &run_key,
-            value: &record,
-            lease: 0,
-        };
-        let pending_op = Op::Put {
-            key: &pending,
-            value: &payload,
-            lease: 0,
-        };
+        let pending_op = Op::put(&pending, &payload);
         if self
             .etcd
             .txn(&[Compare::Absent(&pending)], &[record_op, pending_op])?

@@ -18,7 +18,7 @@ use crossbeam_channel::{select, Receiver};
 use serde_json::{Map, Value};
 
 use crate::engine::Engine;
-use crate::job::Trigger;
+use crate::job::{Job, Trigger};
 use crate::metrics::Metrics;
 use crate::plan::{make_plan, next_after, Plan};
 use crate::store::state::{trigger_key, SchedState};
@@ -205,27 +205,25 @@ impl Clock {
         state_key: Option<String>,
     ) {
         let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
-        if let Some(c) = self.engine.cluster() {
-            // Only the leader fires, and only a slot it claims in etcd (README "Running a
-            // cluster"); the slot's record there replaces state.json.
-            let expr = ctx.get("cron").and_then(Value::as_str).filter(|_| catch_up);
-            if c.may_fire_slot(job_id, index, scheduled, expr) {
-                let mut trigger = super::context(kind);
-                trigger.append(&mut ctx);
-                trigger.insert(
-                    "scheduled_at".into(),
-                    crate::time::rfc3339(scheduled).into(),
-                );
-                self.engine.fire_from_trigger(job_id, trigger);
-            }
-            return;
-        }
+        let expr = ctx
+            .get("cron")
+            .and_then(Value::as_str)
+            .filter(|_| catch_up)
+            .map(str::to_string);
         let mut trigger = super::context(kind);
         trigger.append(&mut ctx);
         trigger.insert(
             "scheduled_at".into(),
             crate::time::rfc3339(scheduled).into(),
         );
+        if let Some(c) = self.engine.cluster() {
+            // Only the leader fires, and only a slot it claims in etcd (README "Running a
+            // cluster"); the slot's record there replaces state.json.
+            if c.may_fire_slot(job_id, index, scheduled, expr.as_deref()) {
+                self.engine.fire_from_trigger(job_id, trigger);
+            }
+            return;
+        }
         self.engine.fire_from_trigger(job_id, trigger);
         if let (Some(key), true) = (state_key, catch_up) {
             self.state
@@ -256,24 +254,10 @@ impl Clock {
                 if !job.catch_up || !job.enabled {
                     continue;
                 }
-                let Some(plan) = make_plan(job, t, self.engine.started_at) else {
-                    continue;
-                };
                 let Some(last_t) = crate::time::parse_rfc3339(&last) else {
                     continue;
                 };
-                let missed = match next_after(&plan, last_t) {
-                    Some(m) if m <= now => m,
-                    _ => continue,
-                };
-                log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while the daemon was down; firing once now", crate::time::rfc3339(missed));
-                let mut ctx = Map::new();
-                ctx.insert("cron".into(), cron.clone().into());
-                if let Plan::Cron { zone, .. } = &plan {
-                    ctx.insert("timezone".into(), zone.name().into());
-                }
-                ctx.insert("catch_up".into(), true.into());
-                self.fire(&job.id, index, "cron", missed, ctx, Some(key));
+                self.catch_up_slot(job, index, last_t, now, Some(key), "the daemon was down");
             }
         }
         // Drop entries of deleted jobs or changed triggers.
@@ -310,22 +294,38 @@ impl Clock {
                         continue;
                     }
                 };
-                let Some(plan) = make_plan(&job, t, self.engine.started_at) else {
-                    continue;
-                };
-                let missed = match next_after(&plan, last) {
-                    Some(m) if m <= now => m,
-                    _ => continue,
-                };
-                log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while no node led; firing once now", crate::time::rfc3339(missed));
-                let mut ctx = Map::new();
-                ctx.insert("cron".into(), cron.clone().into());
-                if let Plan::Cron { zone, .. } = &plan {
-                    ctx.insert("timezone".into(), zone.name().into());
-                }
-                ctx.insert("catch_up".into(), true.into());
-                self.fire(&job.id, index, "cron", missed, ctx, None);
+                self.catch_up_slot(&job, index, last, now, None, "no node led");
             }
         }
+    }
+
+    /// Fires once the slot of cron trigger `index` that follows `last`, when it has passed.
+    fn catch_up_slot(
+        &mut self,
+        job: &Job,
+        index: usize,
+        last: DateTime<Utc>,
+        now: DateTime<Utc>,
+        state_key: Option<String>,
+        why: &str,
+    ) {
+        let Some(t @ Trigger::Cron { cron, .. }) = job.triggers.get(index) else {
+            return;
+        };
+        let Some(plan) = make_plan(job, t, self.engine.started_at) else {
+            return;
+        };
+        let missed = match next_after(&plan, last) {
+            Some(m) if m <= now => m,
+            _ => return,
+        };
+        log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while {why}; firing once now", crate::time::rfc3339(missed));
+        let mut ctx = Map::new();
+        ctx.insert("cron".into(), cron.clone().into());
+        if let Plan::Cron { zone, .. } = &plan {
+            ctx.insert("timezone".into(), zone.name().into());
+        }
+        ctx.insert("catch_up".into(), true.into());
+        self.fire(&job.id, index, "cron", missed, ctx, state_key);
     }
 }
