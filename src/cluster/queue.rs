@@ -141,14 +141,27 @@ impl Cluster {
             .etcd
             .range_prefix(&prefix)
             .inspect_err(|e| self.failed(e))?;
+        if queued.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Runs claimed already are passed over without a transaction each.
+        let claims = self.key("claims/");
+        let (taken, _) = self.etcd.range_prefix(&claims)?;
+        let taken: std::collections::HashSet<&str> = taken
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&claims))
+            .collect();
         let mut out = Vec::new();
-        for kv in queued {
+        for kv in &queued {
             if out.len() >= n {
                 break;
             }
             let Some(run_id) = kv.key.strip_prefix(&prefix) else {
                 continue;
             };
+            if taken.contains(run_id) {
+                continue;
+            }
             let claim = self.key(&format!("claims/{run_id}"));
             let claimed = self.etcd.txn(
                 &[Compare::Absent(&claim), Compare::Present(&kv.key)],
