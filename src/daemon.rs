@@ -277,6 +277,9 @@ pub fn run(opts: RunOptions) -> i32 {
         let _ = exit_rx.recv_timeout(crate::agent::KILL_GRACE + Duration::from_secs(5));
     }
     drop(server);
+    if let Some(c) = &cluster {
+        c.leave();
+    }
     log::info!(event = "daemon.stopped"; "stopped");
     lock.clear();
     drop(lock);

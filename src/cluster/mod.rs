@@ -160,6 +160,8 @@ pub struct Cluster {
     dedupe_lease: SharedLease,
     /// Run records that could not be written to etcd, by run id (`runs.rs`).
     backlog: Mutex<std::collections::BTreeMap<String, crate::run::RunRecord>>,
+    /// Set at the end of shutdown: the `cluster` thread stops renewing the lease.
+    left: AtomicBool,
     /// Rounds of the `cluster` thread.
     rounds: std::sync::atomic::AtomicU64,
     /// Runs this node claimed from the queue and has not finished.
@@ -185,6 +187,7 @@ impl Cluster {
             dedupe_lease: SharedLease::new(25 * 3600, Duration::from_secs(3600)),
             backlog: Mutex::default(),
             rounds: Default::default(),
+            left: AtomicBool::new(false),
             claimed: Mutex::default(),
             kick_tx,
             kick_rx,
@@ -280,8 +283,36 @@ impl Cluster {
                     let r = c.tick();
                     c.note(r);
                 }
-                c.leave();
+                // Stopping: another node leads at once, but this node stays a member (its
+                // lease, and so its claims and its node key, kept alive) while its running
+                // agents drain; `leave` ends it.
+                c.resign();
+                while !c.left.load(Ordering::SeqCst) {
+                    thread::sleep(TICK);
+                    let lease = c.lease.load(Ordering::SeqCst);
+                    if lease != 0 {
+                        let _ = c.etcd.keepalive(lease);
+                    }
+                    let _ = c.flush_backlog();
+                }
             })
+    }
+
+    /// Gives up leadership (shutdown).
+    fn resign(&self) {
+        self.set_leading(false);
+        let lease = self.lease.load(Ordering::SeqCst);
+        let key = self.key("leader");
+        let me = self.node().as_bytes();
+        // Only when the key is this node's, under this node's lease.
+        if let Ok(Some(kv)) = self.etcd.get(&key) {
+            if kv.value == me && kv.lease == lease {
+                let _ = self.etcd.txn(
+                    &[etcd::Compare::ValueIs(&key, me)],
+                    &[etcd::Op::Delete(&key)],
+                );
+            }
+        }
     }
 
     /// Records the outcome of an exchange with etcd, logging when it changes.
@@ -378,8 +409,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// Leaves the cluster at shutdown: revoking the lease drops the leader and node keys.
-    fn leave(&self) {
+    /// Leaves the cluster at the end of shutdown, once the runs have drained: revoking the
+    /// lease drops this node's keys and claims.
+    pub fn leave(&self) {
+        self.left.store(true, Ordering::SeqCst);
         self.set_leading(false);
         let lease = self.lease.swap(0, Ordering::SeqCst);
         if lease != 0 {

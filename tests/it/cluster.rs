@@ -454,6 +454,14 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         (!r.is_empty()).then_some(r)
     });
     assert!(runs.iter().all(|r| r["node"] == "b"), "{runs:?}");
+
+    // A node stopped with SIGTERM leaves the cluster: the others see it go, and one leads.
+    let mut s = s;
+    let l = leader(&s, &[0, 1, 2]);
+    s.nodes[l].signal(libc::SIGTERM);
+    assert!(s.nodes[l].wait_exit(30).success());
+    let alive: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    assert_ne!(leader(&s, &alive), l);
 }
 
 #[test]
