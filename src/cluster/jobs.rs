@@ -67,6 +67,15 @@ impl Cluster {
         Ok((jobs, bad, rev))
     }
 
+    /// One job as etcd has it now (None: deleted; an error for a key that holds no usable
+    /// job, which leaves the node's version alone).
+    pub fn load_job(&self, id: &str) -> Result<Option<Job>, EtcdError> {
+        match self.etcd.get(&self.job_key(id))? {
+            None => Ok(None),
+            Some(kv) => self.parse(&kv).map(Some).map_err(EtcdError::BadAnswer),
+        }
+    }
+
     fn parse(&self, kv: &Kv) -> Result<Job, String> {
         let prefix = self.key("jobs/");
         let id = kv.key.strip_prefix(&prefix).unwrap_or("");

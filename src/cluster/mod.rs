@@ -39,7 +39,8 @@ use etcd::{Etcd, Kv};
 pub const LEASE_TTL: i64 = 5;
 /// How often the `cluster` thread renews the lease and reads the leader and the nodes.
 const TICK: Duration = Duration::from_millis(1000);
-/// How long start-up waits for etcd before giving up.
+/// How long start-up waits for etcd (and for a previous node of the same name to be gone)
+/// before giving up: more than the lease's TTL.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
 /// How the daemon joins a cluster (`run --etcd`, `--node`, `--etcd-prefix`).
@@ -199,7 +200,23 @@ impl Cluster {
     pub fn connect(opts: Options) -> Result<Arc<Cluster>, String> {
         let c = Arc::new(Cluster::new(opts));
         let deadline = Instant::now() + CONNECT_WAIT;
+        let me = c.key(&format!("nodes/{}", c.node()));
         loop {
+            // A live node of the same name (or this node's previous life, whose lease has
+            // not expired yet): wait for it to go, or refuse.
+            match c.etcd.get(&me) {
+                Ok(Some(_)) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Ok(Some(_)) => {
+                    return Err(format!(
+                        "a node named {:?} is already in the cluster (its key {me} is alive); give each node its own --node",
+                        c.node()
+                    ))
+                }
+                _ => {}
+            }
             match c.tick() {
                 Ok(()) => {
                     c.ok.store(true, Ordering::SeqCst);

@@ -97,15 +97,31 @@ impl Engine {
                 }
             }
             JobEvent::All(jobs) => {
+                // The snapshot may predate a change this node made since (the API's writes
+                // do not wait for the watch): a job that differs is read again first.
+                let Some(c) = self.cluster() else {
+                    return;
+                };
                 let ids: HashSet<String> = jobs.iter().map(|j| j.id.clone()).collect();
                 for j in self.jobs() {
                     if !ids.contains(&j.id) {
-                        self.unload(&j.id);
-                        log::info!(event = "job.removed", job = j.name.as_str(); "job no longer in the cluster; unloaded");
+                        match c.load_job(&j.id) {
+                            Ok(None) => {
+                                self.unload(&j.id);
+                                log::info!(event = "job.removed", job = j.name.as_str(); "job no longer in the cluster; unloaded");
+                            }
+                            Ok(Some(now)) => self.apply_cluster_job(now),
+                            Err(_) => {}
+                        }
                     }
                 }
                 for job in jobs {
-                    self.apply_cluster_job(job);
+                    if self.job_by_id(&job.id).as_deref() == Some(&job) {
+                        continue;
+                    }
+                    if let Ok(Some(now)) = c.load_job(&job.id) {
+                        self.apply_cluster_job(now);
+                    }
                 }
             }
         }

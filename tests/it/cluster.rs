@@ -584,4 +584,19 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
         assert_eq!(runs[0]["id"], run.as_str(), "{runs}");
         assert_eq!(runs[0]["status"], "interrupted");
     }
+
+    // A second daemon that claims the name of a live node is refused.
+    let live = names[w];
+    let dir = s.nodes[w].dir.parent().unwrap().join("twin");
+    let out = Command::new(crate::common::BIN)
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--port", "0", "--etcd", &s.etcd.urls(), "--node", live])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already in the cluster"), "{err}");
 }
