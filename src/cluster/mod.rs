@@ -165,8 +165,9 @@ pub struct Cluster {
     left: AtomicBool,
     /// Rounds of the `cluster` thread.
     rounds: std::sync::atomic::AtomicU64,
-    /// Runs this node claimed from the queue and has not finished.
-    claimed: Mutex<std::collections::HashSet<String>>,
+    /// Runs this node claimed from the queue and has not finished, with their payloads
+    /// (kept in etcd as `payload/<run>` once they start, for a retry elsewhere).
+    claimed: Mutex<std::collections::HashMap<String, Vec<u8>>>,
     /// Wakes the `cluster-queue` thread.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,

@@ -6,8 +6,9 @@
 //! transaction that creates `claims/<run>` under the node's lease. When a run ends, its
 //! queue entry and claim go, and the job's pending run (if any) becomes the busy one and is
 //! queued. A claim dies with its node's lease, so a queued run whose claimer died is claimed
-//! again; a run that had started is closed `interrupted` by the leader's reaper
-//! (`runs.rs`), which also releases the job.
+//! again. A run that starts leaves the queue, its payload kept as `payload/<run>`; if its
+//! node dies, the leader's reaper (`runs.rs`) queues it again when the job has retries left,
+//! else closes it `interrupted` and releases the job.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -174,7 +175,7 @@ impl Cluster {
             if !claimed {
                 continue;
             }
-            self.claimed(run_id);
+            self.claimed(run_id, &kv.value);
             match parse_payload(&kv.value) {
                 Some(q) => out.push(q),
                 None => {
@@ -328,12 +329,21 @@ impl Cluster {
         self.claimed_done(run_id);
     }
 
-    /// Notes a run this node claimed; the count limits further claims.
-    pub fn claimed(&self, run_id: &str) {
+    /// Notes a run this node claimed, and its payload; the count limits further claims.
+    fn claimed(&self, run_id: &str, payload: &[u8]) {
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string());
+            .insert(run_id.to_string(), payload.to_vec());
+    }
+
+    /// The payload of a run this node claimed.
+    pub(super) fn claimed_payload(&self, run_id: &str) -> Option<Vec<u8>> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned()
     }
 
     /// Forgets a claimed run; whether it was one.
@@ -342,6 +352,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(run_id)
+            .is_some()
     }
 
     /// How many claimed runs this node has not finished.

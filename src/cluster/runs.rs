@@ -47,6 +47,11 @@ impl Cluster {
         let active = self.active_key(&rec.id);
         let queue = self.key(&format!("queue/{}", rec.id));
         let claim = self.key(&format!("claims/{}", rec.id));
+        let payload_key = self.key(&format!("payload/{}", rec.id));
+        let payload = match rec.status {
+            RunStatus::Running => self.claimed_payload(&rec.id),
+            _ => None,
+        };
         let marker = json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node())})
             .to_string();
         let mut ops = vec![Op::Put {
@@ -67,12 +72,16 @@ impl Cluster {
                 });
                 ops.push(Op::Delete(&queue));
                 ops.push(Op::Delete(&claim));
+                if let Some(p) = &payload {
+                    ops.push(Op::put(&payload_key, p));
+                }
             }
             // A final record ends the run everywhere: nobody claims it again.
             _ => {
                 ops.push(Op::Delete(&active));
                 ops.push(Op::Delete(&queue));
                 ops.push(Op::Delete(&claim));
+                ops.push(Op::Delete(&payload_key));
             }
         }
         self.etcd
@@ -102,6 +111,7 @@ impl Cluster {
                 .get(&self.run_key(job, run_id))?
                 .and_then(|r| serde_json::from_slice::<RunRecord>(&r.value).ok());
             match rec {
+                Some(r) if r.status == RunStatus::Running && self.retry_elsewhere(&r, node)? => {}
                 Some(mut r) if !r.status.is_final() => {
                     let was = r.status;
                     r.interrupt(format!(
@@ -118,6 +128,54 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+}
+
+impl Cluster {
+    /// A run whose node died while executing it goes back to the queue when its job has
+    /// retries left (the attempts it made count); returns whether it did.
+    fn retry_elsewhere(&self, r: &RunRecord, node: &str) -> Result<bool, EtcdError> {
+        let payload_key = self.key(&format!("payload/{}", r.id));
+        let Some(p) = self.etcd.get(&payload_key)? else {
+            return Ok(false);
+        };
+        let Some(job) = self.load_job(&r.job_id).ok().flatten() else {
+            return Ok(false);
+        };
+        if r.attempts > job.max_retries {
+            return Ok(false);
+        }
+        let mut v: Value = match serde_json::from_slice(&p.value) {
+            Ok(v) => v,
+            Err(_) => return Ok(false),
+        };
+        let mut again = r.clone();
+        again.status = RunStatus::Queued;
+        again.node = None;
+        again.error = Some(format!(
+            "node {node} stopped answering (its etcd lease expired) during attempt {}; queued again for another node",
+            r.attempts
+        ));
+        v["run"] = serde_json::to_value(&again)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let data = serde_json::to_vec(&again)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let payload = v.to_string();
+        let run_key = self.run_key(&r.job_id, &r.id);
+        let queue = self.key(&format!("queue/{}", r.id));
+        let active = self.active_key(&r.id);
+        self.etcd.txn(
+            &[],
+            &[
+                Op::put(&run_key, &data),
+                Op::put(&queue, payload.as_bytes()),
+                Op::Delete(&active),
+                Op::Delete(&payload_key),
+            ],
+        )?;
+        log::warn!(event = "run.retry", job = r.job_name.as_str(), run = r.id.as_str(), node = node;
+            "node {node} is gone; its run is queued again for another node (attempt {} of {})", r.attempts, job.max_retries + 1);
+        Ok(true)
     }
 }
 

@@ -585,6 +585,51 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
         assert_eq!(runs[0]["status"], "interrupted");
     }
 
+    // With retries left, a run whose node dies is queued again and runs on another node.
+    let alive: Vec<usize> = (0..3).filter(|&i| i != v).collect();
+    let rid = s.nodes[w].create(&json!({
+        "name": "retried", "prompt": "p", "agent": {"command": ["sleep", "4"]},
+        "max_retries": 1,
+        "triggers": [{"type": "interval", "seconds": 3600}],
+    }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for &i in &alive {
+        wait_for(5, "the job on the live nodes", || {
+            (s.nodes[i].get(&format!("/jobs/{rid}")).0 == 200).then_some(())
+        });
+    }
+    let (st, r) = s.nodes[w].post(&format!("/jobs/{rid}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let run = r["run_id"].as_str().unwrap().to_string();
+    let rec = wait_for(10, "the retried job's run running", || {
+        let (st, r) = s.nodes[w].get(&format!("/jobs/{rid}/runs/{run}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let first = rec["node"].as_str().unwrap().to_string();
+    let f = names.iter().position(|n| *n == first).unwrap();
+    let other = alive.iter().copied().find(|&i| i != f).unwrap();
+    s.nodes[f].kill9();
+    let last = std::cell::RefCell::new(Value::Null);
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(25, "the run retried elsewhere and finished", || {
+            let (st, r) = s.nodes[other].get(&format!("/jobs/{rid}/runs/{run}"));
+            *last.borrow_mut() = r.clone();
+            (st == 200 && r["status"] == "succeeded").then_some(r)
+        })
+    }));
+    let rec = done.unwrap_or_else(|_| {
+        panic!(
+            "not retried: {}\n{}",
+            last.borrow(),
+            s.nodes[other].stderr()
+        )
+    });
+    assert_eq!(rec["node"], names[other], "{rec}");
+    assert_eq!(rec["attempts"], 2, "{rec}");
+    let w = other;
+
     // A second daemon that claims the name of a live node is refused.
     let live = names[w];
     let dir = s.nodes[w].dir.parent().unwrap().join("twin");
