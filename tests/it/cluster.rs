@@ -250,6 +250,14 @@ fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_
         "triggers": [{"type": "cron", "cron": "* * * * * *"}],
     }));
     let id = job["id"].as_str().unwrap().to_string();
+    // The same with catch_up: a new leader fires the first slot it finds missed, once.
+    let caught = s.nodes[f].create(&json!({
+        "name": "tick-catch-up", "prompt": "p", "agent": {"command": ["true"]}, "catch_up": true,
+        "triggers": [{"type": "cron", "cron": "* * * * * *"}],
+    }))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for d in &s.nodes {
         wait_for(5, "the job on every node", || {
             (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
@@ -303,6 +311,35 @@ fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_
     for t in fired..=to {
         assert!(slots.contains_key(&t), "slot {t} missed after the failover");
     }
+    // The catch_up job: one catch-up firing, for the first slot after the old leader's
+    // last, and no slot twice.
+    let runs = all_runs(&s, &caught);
+    let catch: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["trigger"]["catch_up"] == true)
+        .collect();
+    assert_eq!(catch.len(), 1, "{catch:?}");
+    let slots = by_slot(&runs);
+    for (t, runs) in &slots {
+        assert_eq!(
+            runs.len(),
+            1,
+            "catch_up job: slot {t} fired {} times",
+            runs.len()
+        );
+    }
+    let at =
+        chrono::DateTime::parse_from_rfc3339(catch[0]["trigger"]["scheduled_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    assert!(
+        slots.contains_key(&(at - 1)),
+        "the catch-up slot {at} follows the last one fired"
+    );
+    assert!(
+        at < fired + 1,
+        "the catch-up slot {at} was missed during the failover (first new slot {fired})"
+    );
     // Runs go to the workers of every live node, not only the leader's.
     wait_for(20, "runs on both live nodes", || {
         let on: std::collections::HashSet<String> = all_runs(&s, &id)
