@@ -22,27 +22,7 @@ impl Cluster {
     }
 
     fn save_run(&self, rec: &RunRecord) -> Result<(), EtcdError> {
-        let ser = |r: &RunRecord| {
-            serde_json::to_vec(r)
-                .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))
-        };
-        let mut data = ser(rec)?;
-        if data.len() > MAX_SHARED_RECORD {
-            // An etcd value is at most 1.5 MiB: the cluster's copy keeps the output's start.
-            let mut cut = rec.clone();
-            let over = data.len() - MAX_SHARED_RECORD + 256;
-            let mut keep = cut.output.len().saturating_sub(over);
-            while !cut.output.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            cut.output.truncate(keep);
-            cut.output.push_str(&format!(
-                "\n[output cut for the cluster's store; the whole output is in the run record on node {}]\n",
-                rec.node.as_deref().unwrap_or(self.node())
-            ));
-            cut.output_truncated = true;
-            data = ser(&cut)?;
-        }
+        let data = shared_copy(rec, self.node())?;
         let key = self.run_key(&rec.job_id, &rec.id);
         let active = self.active_key(&rec.id);
         let queue = self.key(&format!("queue/{}", rec.id));
@@ -188,6 +168,34 @@ fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
 /// Largest run record kept in etcd (its output is cut to fit).
 const MAX_SHARED_RECORD: usize = 1 << 20;
 
+/// The record as etcd keeps it: the JSON, its output cut to fit [`MAX_SHARED_RECORD`] (an
+/// etcd value is at most 1.5 MiB; the node's own file keeps all of it). `node` is where the
+/// whole record is when the run names no node.
+fn shared_copy(rec: &RunRecord, node: &str) -> Result<Vec<u8>, EtcdError> {
+    let ser = |r: &RunRecord| {
+        serde_json::to_vec(r)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))
+    };
+    let data = ser(rec)?;
+    if data.len() <= MAX_SHARED_RECORD {
+        return Ok(data);
+    }
+    // Each byte of output removed shortens the JSON by at least one byte.
+    let mut cut = rec.clone();
+    let over = data.len() - MAX_SHARED_RECORD + 256;
+    let mut keep = cut.output.len().saturating_sub(over);
+    while !cut.output.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    cut.output.truncate(keep);
+    cut.output.push_str(&format!(
+        "\n[output cut for the cluster's store; the whole output is in the run record on node {}]\n",
+        rec.node.as_deref().unwrap_or(node)
+    ));
+    cut.output_truncated = true;
+    ser(&cut)
+}
+
 impl Cluster {
     /// Writes the records that could not be written while etcd was out of reach (the
     /// `cluster` thread, after a good round), oldest run first; stops at the first failure.
@@ -273,5 +281,30 @@ impl SharedRuns for Cluster {
         let _ = self
             .etcd
             .delete_prefix(&self.key(&format!("runs/{job_id}/")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_record_is_cut_to_fit_etcd() {
+        let mut r = RunRecord::queued("run_1".into(), "job_1", "j", serde_json::json!({}));
+        r.output = "é".repeat(400_000) + &"\u{1}".repeat(100_000);
+        let data = shared_copy(&r, "a").unwrap();
+        assert!(data.len() <= MAX_SHARED_RECORD, "{}", data.len());
+        let back: RunRecord = serde_json::from_slice(&data).unwrap();
+        assert!(back.output_truncated);
+        assert!(
+            back.output.ends_with("on node a]\n"),
+            "{}",
+            &back.output[back.output.len() - 80..]
+        );
+        r.output = "small".into();
+        assert_eq!(
+            shared_copy(&r, "a").unwrap(),
+            serde_json::to_vec(&r).unwrap()
+        );
     }
 }
