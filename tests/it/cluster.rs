@@ -206,6 +206,20 @@ fn leader(s: &Setup, alive: &[usize]) -> usize {
     })
 }
 
+/// Waits (up to `secs`) until job `id` is live on the nodes `on`.
+fn wait_job(s: &Setup, id: &str, on: &[usize], secs: u64) {
+    for &i in on {
+        wait_for(secs, &format!("job {id} on node {i}"), || {
+            (s.nodes[i].get(&format!("/jobs/{id}")).0 == 200).then_some(())
+        });
+    }
+}
+
+/// Creates a job through `d`; its id.
+fn create_id(d: &Daemon, body: &Value) -> String {
+    d.create(body)["id"].as_str().unwrap().to_string()
+}
+
 /// The cluster's run records of `job` (from etcd, through the API of a live node).
 fn all_runs(s: &Setup, job: &str) -> Vec<Value> {
     let d = s.nodes.iter().find(|d| d.child.is_some()).unwrap();
@@ -251,18 +265,14 @@ fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_
     }));
     let id = job["id"].as_str().unwrap().to_string();
     // The same with catch_up: a new leader fires the first slot it finds missed, once.
-    let caught = s.nodes[f].create(&json!({
-        "name": "tick-catch-up", "prompt": "p", "agent": {"command": ["true"]}, "catch_up": true,
-        "triggers": [{"type": "cron", "cron": "* * * * * *"}],
-    }))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for d in &s.nodes {
-        wait_for(5, "the job on every node", || {
-            (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
-        });
-    }
+    let caught = create_id(
+        &s.nodes[f],
+        &json!({
+            "name": "tick-catch-up", "prompt": "p", "agent": {"command": ["true"]}, "catch_up": true,
+            "triggers": [{"type": "cron", "cron": "* * * * * *"}],
+        }),
+    );
+    wait_job(&s, &id, &[0, 1, 2], 5);
 
     // ~20 s of an every-second cron: exactly one run per second in the whole cluster (the
     // leader fires; any node's workers run them).
@@ -362,11 +372,7 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         "triggers": [{"type": "webhook", "path": "/hooks/push", "secret_env": "HOOK_SECRET"}],
     }));
     let id = job["id"].as_str().unwrap().to_string();
-    for d in &s.nodes {
-        wait_for(5, "the job on every node", || {
-            (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
-        });
-    }
+    wait_job(&s, &id, &[0, 1, 2], 5);
     let body = br#"{"ref":"refs/heads/main"}"#;
     let sig = crate::common::github_signature("s3cret", body);
     let send = |d: &Daemon, delivery: &str| {
@@ -405,18 +411,14 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
 
     // The overlap policy holds across the cluster: manual runs asked of three nodes.
     let serial = |name: &str, overlap: &str| {
-        let id = s.nodes[0].create(&json!({
-            "name": name, "prompt": "p", "agent": {"command": ["sleep", "1"]}, "overlap": overlap,
-            "triggers": [{"type": "interval", "seconds": 3600}],
-        }))["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        for d in &s.nodes {
-            wait_for(5, "the job on every node", || {
-                (d.get(&format!("/jobs/{id}")).0 == 200).then_some(())
-            });
-        }
+        let id = create_id(
+            &s.nodes[0],
+            &json!({
+                "name": name, "prompt": "p", "agent": {"command": ["sleep", "1"]}, "overlap": overlap,
+                "triggers": [{"type": "interval", "seconds": 3600}],
+            }),
+        );
+        wait_job(&s, &id, &[0, 1, 2], 5);
         id
     };
     let run_on = |d: &Daemon, id: &str| {
@@ -474,13 +476,8 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         (400, Some("triggers[0].node")),
         "{body}"
     );
-    let fid = s.nodes[0].create(&fc(Some("b")))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for(5, "the file job on node b", || {
-        (s.nodes[1].get(&format!("/jobs/{fid}")).0 == 200).then_some(())
-    });
+    let fid = create_id(&s.nodes[0], &fc(Some("b")));
+    wait_job(&s, &fid, &[1], 5);
     // The watcher is set up asynchronously; write until the run appears.
     let mut n = 0;
     let runs = wait_for(15, "a file_change run on node b", || {
@@ -514,13 +511,8 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
     };
     // One member down: writes, the watch and firing go on.
     s.etcd.stop(0);
-    let id = s.nodes[0].create(&job("one-down"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for(10, "the job on node c", || {
-        (s.nodes[2].get(&format!("/jobs/{id}")).0 == 200).then_some(())
-    });
+    let id = create_id(&s.nodes[0], &job("one-down"));
+    wait_job(&s, &id, &[2], 10);
     wait_for(15, "a run with one member down", || {
         (!all_runs(&s, &id).is_empty()).then_some(())
     });
@@ -557,13 +549,8 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
         });
     }
     let back = chrono::Utc::now().timestamp();
-    let id2 = s.nodes[1].create(&job("after"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for(10, "the new job on node a", || {
-        (s.nodes[0].get(&format!("/jobs/{id2}")).0 == 200).then_some(())
-    });
+    let id2 = create_id(&s.nodes[1], &job("after"));
+    wait_job(&s, &id2, &[0], 10);
     wait_for(20, "the first job fires again", || {
         by_slot(&all_runs(&s, &id))
             .keys()
@@ -581,16 +568,14 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
     let _h = heavy();
     let Some(mut s) = setup(&[]) else { return };
     leader(&s, &[0, 1, 2]);
-    let id = s.nodes[0].create(&json!({
-        "name": "long", "prompt": "p", "agent": {"command": ["sleep", "20"]},
-        "triggers": [{"type": "webhook", "path": "/hooks/long", "secret_env": "UNSET_SECRET"}],
-    }))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_for(5, "the job on node c", || {
-        (s.nodes[2].get(&format!("/jobs/{id}")).0 == 200).then_some(())
-    });
+    let id = create_id(
+        &s.nodes[0],
+        &json!({
+            "name": "long", "prompt": "p", "agent": {"command": ["sleep", "20"]},
+            "triggers": [{"type": "webhook", "path": "/hooks/long", "secret_env": "UNSET_SECRET"}],
+        }),
+    );
+    wait_job(&s, &id, &[2], 5);
     let (st, r) = s.nodes[2].post(&format!("/jobs/{id}/run"), &json!({}));
     assert_eq!(st, 202, "{r}");
     let run = r["run_id"].as_str().unwrap().to_string();
@@ -624,19 +609,15 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
 
     // With retries left, a run whose node dies is queued again and runs on another node.
     let alive: Vec<usize> = (0..3).filter(|&i| i != v).collect();
-    let rid = s.nodes[w].create(&json!({
-        "name": "retried", "prompt": "p", "agent": {"command": ["sleep", "4"]},
-        "max_retries": 1,
-        "triggers": [{"type": "interval", "seconds": 3600}],
-    }))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for &i in &alive {
-        wait_for(5, "the job on the live nodes", || {
-            (s.nodes[i].get(&format!("/jobs/{rid}")).0 == 200).then_some(())
-        });
-    }
+    let rid = create_id(
+        &s.nodes[w],
+        &json!({
+            "name": "retried", "prompt": "p", "agent": {"command": ["sleep", "4"]},
+            "max_retries": 1,
+            "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    wait_job(&s, &rid, &alive, 5);
     let (st, r) = s.nodes[w].post(&format!("/jobs/{rid}/run"), &json!({}));
     assert_eq!(st, 202, "{r}");
     let run = r["run_id"].as_str().unwrap().to_string();
