@@ -241,9 +241,10 @@ impl Engine {
         };
         for q in runs {
             let Some(job) = self.job_by_id(&q.job_id) else {
-                // Deleted meanwhile: the run never starts.
+                // Deleted meanwhile: the run never starts, and its record goes with the job.
                 c.claimed_done(&q.run.id);
                 let _ = c.finish_queued(&q.job_id, &q.run.id);
+                crate::store::SharedRuns::remove(c.as_ref(), &q.job_id, &[q.run.id]);
                 continue;
             };
             let body = q.body.map(|b| {
