@@ -30,6 +30,30 @@ pub struct FileConfig {
     /// Limits and deadlines of the API's connections.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Cluster mode: etcd client URLs (`"http://h1:2379,http://h2:2379"` or an array).
+    pub etcd: Option<Endpoints>,
+    /// Cluster mode: this node's name (default: the host name).
+    pub node: Option<String>,
+    /// Cluster mode: prefix of every etcd key (default `/bog-agents/`).
+    pub etcd_prefix: Option<String>,
+}
+
+/// `config.json` `"etcd"`: one comma-separated string or an array of URLs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Endpoints {
+    List(String),
+    Array(Vec<String>),
+}
+
+impl Endpoints {
+    /// The URLs as one comma-separated list.
+    pub fn joined(&self) -> String {
+        match self {
+            Endpoints::List(s) => s.clone(),
+            Endpoints::Array(a) => a.join(","),
+        }
+    }
 }
 
 /// `config.json` `"http"`: limits and deadlines of the API's connections (README

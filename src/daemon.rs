@@ -30,6 +30,10 @@ pub struct RunOptions {
     pub grace: Option<u64>,
     pub log_format: Option<Format>,
     pub git_poll_ms: Option<u64>,
+    /// Cluster mode (`--etcd`, `--node`, `--etcd-prefix`).
+    pub etcd: Option<String>,
+    pub node: Option<String>,
+    pub etcd_prefix: Option<String>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns the process exit code.
@@ -81,7 +85,22 @@ pub fn run(opts: RunOptions) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&e.to_string()),
     };
-    let token = match store.ensure_token() {
+    // Cluster mode: join before anything is loaded (the token and the jobs live in etcd).
+    let cluster = match join_cluster(&opts, &cfg) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    // Cluster mode: run records are shared through etcd as well.
+    let store = match &cluster {
+        Some(c) => store.share_runs(c.clone()),
+        None => store,
+    };
+    let token = match cluster.as_ref().map(|c| cluster_token(c, &store)) {
+        Some(Ok(t)) => Ok((t, false)),
+        Some(Err(e)) => return fail(&e),
+        None => store.ensure_token(),
+    };
+    let token = match token {
         Ok((t, true)) => {
             log::info!(event = "token.created", path = store.token_path().display().to_string().as_str();
                 "API token created (shown once; `bog-agents-daemon token` prints it again): {t}");
@@ -118,7 +137,21 @@ pub fn run(opts: RunOptions) -> i32 {
     // Their fresh checkouts (`checkout: true`) go too.
     let ids: Vec<&str> = recovered.iter().map(|r| r.id.as_str()).collect();
     crate::checkout::remove_leftovers(store.dir(), &ids);
-    let (jobs, bad_jobs) = store.load_jobs();
+    let (jobs, bad_jobs, jobs_rev) = match &cluster {
+        Some(c) => match c.load_jobs() {
+            Ok((jobs, bad, rev)) => {
+                for (key, why) in bad {
+                    log::error!(event = "job.invalid", key = key.as_str(); "etcd key {key} is not a usable job: {why}");
+                }
+                (jobs, Vec::new(), rev)
+            }
+            Err(e) => return fail(&format!("cannot read the jobs from etcd: {e}")),
+        },
+        None => {
+            let (jobs, bad) = store.load_jobs();
+            (jobs, bad, 0)
+        }
+    };
     for q in bad_jobs.iter().chain(&bad_runs) {
         log::error!(event = "store.quarantined", path = q.path.display().to_string().as_str();
             "{}; moved aside to {}", q.reason,
@@ -164,9 +197,15 @@ pub fn run(opts: RunOptions) -> i32 {
     let workers = settings.max_concurrent_runs;
     let grace = Duration::from_secs(settings.grace_seconds);
     let engine = Arc::new(Engine::new(store, settings, jobs, work_tx));
+    if let Some(c) = &cluster {
+        engine.set_cluster(c.clone());
+    }
 
     let (exit_tx, exit_rx) = bounded::<()>(0);
     let started = (|| -> std::io::Result<_> {
+        if let Some(c) = &cluster {
+            start_cluster(&engine, c, jobs_rev)?;
+        }
         worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
         triggers::clock::spawn(engine.clone())?;
         triggers::files::spawn(engine.clone())?;
@@ -197,6 +236,8 @@ pub fn run(opts: RunOptions) -> i32 {
         Err(e) => return fail(&format!("cannot start threads: {e}")),
     };
     let _watcher = match triggers::jobs_dir::watch(engine.clone()) {
+        // Cluster mode: jobs live in etcd, followed by the `cluster-jobs` watch.
+        _ if cluster.is_some() => None,
         Ok(w) => Some(w),
         Err(e) => {
             log::error!(event = "jobs_dir.error"; "cannot watch {}: {e}; job files written while the daemon runs need SIGHUP to load", engine.store.jobs_dir().display());
@@ -258,6 +299,9 @@ pub fn run(opts: RunOptions) -> i32 {
         }
     }
     drop(server);
+    if let Some(c) = &cluster {
+        c.leave();
+    }
     log::info!(event = "daemon.stopped"; "stopped");
     lock.clear();
     drop(lock);
@@ -305,6 +349,65 @@ fn listen(addr: &str) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     crate::sys::set_listener_nodelay(&listener);
     Ok(listener)
+}
+
+/// Cluster mode from the flags or `config.json` (None: a single machine), joined.
+fn join_cluster(
+    opts: &RunOptions,
+    cfg: &config::FileConfig,
+) -> Result<Option<Arc<crate::cluster::Cluster>>, String> {
+    let Some(urls) = opts
+        .etcd
+        .clone()
+        .or_else(|| cfg.etcd.as_ref().map(|e| e.joined()))
+    else {
+        if opts.node.is_some() || opts.etcd_prefix.is_some() {
+            return Err("--node and --etcd-prefix need --etcd (cluster mode)".into());
+        }
+        return Ok(None);
+    };
+    let o = crate::cluster::Options::new(
+        &urls,
+        opts.node.as_deref().or(cfg.node.as_deref()),
+        opts.etcd_prefix.as_deref().or(cfg.etcd_prefix.as_deref()),
+    )?;
+    let c = crate::cluster::Cluster::connect(o)?;
+    log::info!(event = "cluster.joined", node = c.node(), leader = c.is_leader(); "joined the cluster as node {}", c.node());
+    Ok(Some(c))
+}
+
+/// The cluster's API token from etcd (made by the first node), copied to this node's
+/// `.token` so the CLI finds it.
+fn cluster_token(c: &crate::cluster::Cluster, store: &Store) -> Result<String, String> {
+    let (t, made) = c
+        .ensure_token()
+        .map_err(|e| format!("cannot read or create the cluster's API token: {e}"))?;
+    if made {
+        log::info!(event = "token.created"; "the cluster's API token was created (shown once; `bog-agents-daemon token --etcd URLS` prints it again): {t}");
+    }
+    store
+        .save_token(&t)
+        .map_err(|e| format!("cannot keep the cluster's token in the data dir: {e}"))?;
+    Ok(t)
+}
+
+/// Cluster mode's threads: `cluster` (lease, leadership, view) and `cluster-jobs` (the
+/// watch of `jobs/` from the revision the jobs were read at, applied to the engine).
+fn start_cluster(
+    engine: &Arc<Engine>,
+    c: &Arc<crate::cluster::Cluster>,
+    jobs_rev: i64,
+) -> std::io::Result<()> {
+    c.spawn(engine.shutdown_signal())?;
+    let e = engine.clone();
+    c.follow_jobs(
+        jobs_rev,
+        move |ev| e.apply_cluster_jobs(ev),
+        engine.shutdown_signal(),
+    )?;
+    let e = engine.clone();
+    c.spawn_queue(move || e.take_cluster_runs(), engine.shutdown_signal())?;
+    Ok(())
 }
 
 fn fail(msg: &str) -> i32 {

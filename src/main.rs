@@ -6,6 +6,7 @@ mod api;
 mod backoff;
 mod checkout;
 mod cli;
+mod cluster;
 mod config;
 mod contain;
 mod daemon;

@@ -84,6 +84,9 @@ pub struct RunRecord {
     /// whether it was `kept` (a failed run with `keep_checkout_on_failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkout: Option<Value>,
+    /// Cluster mode: the node the agent ran on (README "Running a cluster").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl RunRecord {
@@ -109,6 +112,7 @@ impl RunRecord {
             error: None,
             dispatch_errors: Vec::new(),
             checkout: None,
+            node: None,
         }
     }
 

@@ -65,5 +65,6 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
             Resp::error(503, "the daemon is shutting down").with("Retry-After", "10")
         }
         Outcome::StoreFailed(e) => Resp::error(500, format!("could not record the run: {e}")),
+        Outcome::Unavailable(e) => Resp::error(503, e),
     }
 }

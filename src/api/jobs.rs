@@ -76,6 +76,7 @@ fn job_error(e: JobError) -> Resp {
             log::error!(event = "store.error"; "{e}");
             Resp::error(500, format!("could not store the job: {e}"))
         }
+        JobError::Unavailable(e) => Resp::error(503, e),
     }
 }
 
@@ -104,7 +105,9 @@ pub fn create(api: &Api, req: &Req) -> Resp {
         Err(e) => return Resp::error(500, format!("cannot make a job id: {e}")),
     };
     let now = crate::time::now_rfc3339();
-    match api.engine.put_job(None, |_| validate_job(&body, &id, &now)) {
+    match api.engine.put_job(None, |_| {
+        validate_job(&body, &id, &now).and_then(|j| api.engine.check_for_cluster(j))
+    }) {
         Ok(Ok(job)) => {
             log::info!(event = "job.created", job = job.name.as_str(), id = job.id.as_str(); "job created");
             crate::engine::log_job_warnings(&job);
@@ -143,7 +146,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Resp {
         })?;
         let mut v = serde_json::to_value(cur).unwrap_or(Value::Null);
         crate::job::merge_patch(&mut v, &patch);
-        validate_job(&v, &cur.id, &cur.created_at)
+        validate_job(&v, &cur.id, &cur.created_at).and_then(|j| api.engine.check_for_cluster(j))
     });
     match r {
         Ok(Ok(job)) => {
@@ -248,5 +251,6 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
         Err(FireError::Disabled) => Resp::error(409, "the job is disabled"),
         Err(FireError::ShuttingDown) => Resp::error(503, "the daemon is shutting down"),
         Err(FireError::Store(e)) => Resp::error(500, format!("could not record the run: {e}")),
+        Err(FireError::Unavailable(e)) => Resp::error(503, e),
     }
 }

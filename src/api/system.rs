@@ -6,9 +6,7 @@ use super::{Api, Req, Resp};
 
 pub fn health(api: &Api) -> Resp {
     let e = &api.engine;
-    Resp::json(
-        200,
-        &json!({
+    let mut v = json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": e.started.elapsed().as_secs(),
@@ -17,8 +15,11 @@ pub fn health(api: &Api) -> Resp {
             "workers": e.settings.workers,
             "pid": std::process::id(),
             "containment": crate::contain::current().health(),
-        }),
-    )
+    });
+    if let Some(c) = e.cluster() {
+        v["cluster"] = c.health();
+    }
+    Resp::json(200, &v)
 }
 
 pub fn metrics(api: &Api, req: &Req) -> Resp {

@@ -217,8 +217,20 @@ pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
     }
 }
 
-/// `token`: prints the API token, creating the data dir and token if needed.
-pub fn token(dir_flag: Option<&Path>) -> i32 {
+/// `token`: prints the API token, creating the data dir and token if needed; with `--etcd`,
+/// the cluster's (created in etcd if missing).
+pub fn token(dir_flag: Option<&Path>, a: &super::TokenArgs) -> i32 {
+    if let Some(urls) = &a.etcd {
+        let r = crate::cluster::Options::new(urls, Some("cli"), a.etcd_prefix.as_deref())
+            .and_then(|o| crate::cluster::token(o).map_err(|e| e.to_string()));
+        return match r {
+            Ok(t) => {
+                println!("{t}");
+                0
+            }
+            Err(e) => fail(1, &e),
+        };
+    }
     let r = store::resolve_data_dir(dir_flag).and_then(|d| Store::open(&d)?.ensure_token());
     match r {
         Ok((t, _)) => {

@@ -43,7 +43,7 @@ pub enum Cmd {
     /// Print the next fire times of a cron expression
     Next(NextArgs),
     /// Print the API token (created if missing)
-    Token,
+    Token(TokenArgs),
     /// Install a post-receive hook that tells the daemon about pushes at once
     InstallGitHook(githook::HookArgs),
     /// Install a systemd unit (user unit by default) that runs the daemon
@@ -90,6 +90,26 @@ pub struct RunArgs {
     /// Milliseconds between reads of the repositories of git_push triggers (default 1000)
     #[arg(long, value_name = "MS")]
     pub git_poll_ms: Option<u64>,
+    /// Cluster mode: etcd client URLs, comma-separated (jobs, leader, claims live there)
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// Cluster mode: this node's name (default: the host name)
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Cluster mode: prefix of every etcd key (default /bog-agents/)
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+}
+
+/// Flags of `token`.
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Print the cluster's token, kept in etcd at these client URLs (comma-separated)
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// With --etcd: prefix of the cluster's etcd keys (default /bog-agents/)
+    #[arg(long, value_name = "PREFIX", requires = "etcd")]
+    pub etcd_prefix: Option<String>,
 }
 
 /// `job` subcommands.
@@ -180,9 +200,12 @@ pub fn main() -> i32 {
             grace: a.grace,
             log_format: a.log_format,
             git_poll_ms: a.git_poll_ms,
+            etcd: a.etcd,
+            node: a.node,
+            etcd_prefix: a.etcd_prefix,
         }),
         Cmd::Next(a) => next::run(&a),
-        Cmd::Token => job::token(cli.data_dir.as_deref()),
+        Cmd::Token(a) => job::token(cli.data_dir.as_deref(), &a),
         Cmd::InstallGitHook(a) => githook::run(cli.data_dir.as_deref(), &a),
         Cmd::InstallSystemd(a) => service::install_systemd(cli.data_dir.as_deref(), &a),
         Cmd::UninstallSystemd(a) => service::uninstall_systemd(&a),

@@ -239,7 +239,10 @@ impl Containment {
     /// Makes the containment of one attempt of a run.
     pub fn prepare(&self, req: &Request<'_>) -> Result<Jail, PrepareError> {
         static UNIQUE: AtomicU64 = AtomicU64::new(1);
-        let unique = UNIQUE.fetch_add(1, Ordering::Relaxed);
+        // The pid too: in cluster mode a run retried after its node died can start again
+        // on another daemon of the same machine while the old attempt's cgroup is left.
+        let unique = (u64::from(std::process::id()) << 32)
+            | (UNIQUE.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff);
         let mut jail = Jail {
             mode: self.mode,
             #[cfg(target_os = "linux")]

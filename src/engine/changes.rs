@@ -38,13 +38,13 @@ impl Engine {
             }
         }
         if current.as_deref() != Some(&job) {
-            self.store.save_job(&job).map_err(JobError::Store)?;
+            self.persist_job(&job)?;
         }
         Ok(Ok(self.install(job)))
     }
 
     /// Puts `job` in memory (no disk write) and re-plans it.
-    fn install(&self, job: Job) -> Arc<Job> {
+    pub(super) fn install(&self, job: Job) -> Arc<Job> {
         let job = Arc::new(job);
         {
             let mut t = self.table_mut();
@@ -64,10 +64,19 @@ impl Engine {
     pub fn remove_job(&self, id_or_name: &str) -> Result<Arc<Job>, JobError> {
         let _g = lock(&self.mutate);
         let job = self.job(id_or_name).ok_or(JobError::NotFound)?;
+        self.delete_loaded(job, true)
+    }
+
+    /// Deletes a loaded job (under `mutate`): from the cluster too when `shared` (an API
+    /// deletion; a deletion seen by the cluster's watch is only applied here).
+    pub(super) fn delete_loaded(&self, job: Arc<Job>, shared: bool) -> Result<Arc<Job>, JobError> {
         let slot = self.job_slot(&job.id);
         let pending = {
             let mut runs = lock(&slot.runs);
             let mut deleted = slot.deleted.write().unwrap_or_else(|p| p.into_inner());
+            if shared {
+                self.unpersist_job(&job.id)?;
+            }
             self.store.delete_job(&job.id).map_err(JobError::Store)?;
             *deleted = true;
             runs.pending.take()
@@ -82,7 +91,7 @@ impl Engine {
 
     /// Unloads a job whose file is gone (removed by hand), keeping its records: its pending
     /// run is recorded `skipped`; runs that are executing finish and are recorded.
-    fn unload(&self, id: &str) {
+    pub(super) fn unload(&self, id: &str) {
         let pending = lock(&self.runs)
             .get(id)
             .cloned()
@@ -156,6 +165,11 @@ impl Engine {
         // A hand edit anywhere is seen: nothing cached survives a SIGHUP.
         self.views.invalidate_all();
         self.store.forget_run_index();
+        if self.cluster().is_some() {
+            // Jobs live in etcd: read them all again.
+            self.resync_cluster_jobs();
+            return;
+        }
         let files = self.store.job_files();
         let on_disk: HashSet<String> = files
             .iter()

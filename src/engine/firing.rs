@@ -45,11 +45,16 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(FireError::ShuttingDown);
         }
+        self.cluster_ready()?;
         let job = self.job(id_or_name).ok_or(FireError::NoSuchJob)?;
         if !job.enabled && !manual {
             return Err(FireError::Disabled);
         }
         Metrics::inc(&self.metrics.firings_total);
+        // Cluster mode: into the cluster's queue (engine/cluster.rs).
+        if let Some(r) = self.fire_clustered(&job, &trigger, &extra) {
+            return r;
+        }
         let slot = self.job_slot(&job.id);
         self.seed_budget(&slot, &job);
         let mut runs = lock(&slot.runs);
@@ -59,6 +64,7 @@ impl Engine {
             &job.name,
             Value::Object(trigger),
         );
+        rec.node = self.cluster().map(|c| c.node().to_string());
         let decision = decide(&runs, job.overlap);
         // Run budgets: only a firing that would become a run spends one.
         if matches!(decision, Decision::Park | Decision::Send) {
@@ -181,7 +187,7 @@ impl Engine {
     fn budget_from_records(&self, job: &Job, now: chrono::DateTime<chrono::Utc>) -> Budget {
         let horizon = now - chrono::Duration::days(1);
         let mut starts = Vec::new();
-        for id in self.store.run_ids(&job.id) {
+        for id in self.store.local_run_ids(&job.id) {
             let Some(r) = self.store.load_run(&job.id, &id) else {
                 continue;
             };
@@ -227,7 +233,7 @@ impl Engine {
         }
         let found = self
             .store
-            .run_ids(job_id)
+            .local_run_ids(job_id)
             .iter()
             .take(SUCCESS_WALK)
             .filter_map(|id| self.store.load_run(job_id, id))
@@ -285,6 +291,9 @@ impl Engine {
             | Err(FireError::Disabled)
             | Err(FireError::NoSuchJob)
             | Err(FireError::ShuttingDown) => {}
+            Err(FireError::Unavailable(e)) => {
+                log::warn!(event = "fire.unavailable", job = job_id; "{e}")
+            }
             Err(FireError::Store(e)) => {
                 log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
             }
@@ -378,6 +387,7 @@ impl Engine {
         match self.job_by_id(&w.job.id) {
             Some(job) => {
                 w.run.job_name = job.name.clone();
+                w.run.node = self.cluster().map(|c| c.node().to_string());
                 w.job = job;
                 Some(w)
             }
@@ -391,6 +401,7 @@ impl Engine {
     /// Called by a worker when a run is over. Returns the job's pending run, which the same
     /// worker executes next (it stays active, so the overlap rule keeps holding).
     pub fn finish_run(&self, job_id: &str, run_id: &str) -> Option<Work> {
+        self.finish_cluster_run(job_id, run_id);
         let slot = self.job_slot(job_id);
         let mut runs = lock(&slot.runs);
         let next = runs.pending.take();

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 
 mod changes;
+mod cluster;
 mod firing;
 mod jobs;
 mod runs;
@@ -87,6 +88,8 @@ pub enum FireError {
     ShuttingDown,
     /// The run record could not be written (the error names the file).
     Store(std::io::Error),
+    /// Cluster mode, and etcd cannot be reached: nothing fires (503; the text says so).
+    Unavailable(String),
 }
 
 /// Shared daemon state; one `Arc<Engine>` is handed to every thread.
@@ -118,6 +121,8 @@ pub struct Engine {
     /// Dropped at shutdown, which wakes every receiver of `shutdown_rx` at once.
     shutdown_tx: Mutex<Option<Sender<()>>>,
     shutdown_rx: Receiver<()>,
+    /// Cluster mode's membership (`cluster/`), set once at start-up; None on a single machine.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it.
@@ -132,6 +137,8 @@ pub enum JobError {
     NotFound,
     /// The job file could not be written or removed (the error names the file).
     Store(std::io::Error),
+    /// Cluster mode, and etcd cannot be reached: nothing was changed (503).
+    Unavailable(String),
 }
 
 impl Engine {
@@ -161,7 +168,18 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             shutdown_rx,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Puts the engine in cluster mode (once, at start-up, before any thread).
+    pub fn set_cluster(&self, c: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(c);
+    }
+
+    /// The cluster this node belongs to (None: a single machine).
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     // ---- jobs ----

@@ -139,6 +139,7 @@ pub enum TriggerIn {
         patterns: Option<Vec<String>>,
         root: Option<String>,
         debounce_seconds: Option<Number>,
+        node: Option<String>,
     },
     Webhook {
         path: Option<String>,

@@ -168,6 +168,9 @@ pub enum Trigger {
         #[serde(skip_serializing_if = "Option::is_none")]
         root: Option<String>,
         debounce_seconds: f64,
+        /// Cluster mode: the node whose files are watched (README "Running a cluster").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     Webhook {
         path: String,

@@ -272,7 +272,13 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                 patterns,
                 root,
                 debounce_seconds,
+                node,
             } => {
+                if let Some(n) = &node {
+                    if !valid_node_name(n) {
+                        return err(&f("node"), "must be a cluster node's name: 1 to 64 letters, digits, '.', '_' or '-'");
+                    }
+                }
                 let patterns = strings(patterns, &f("patterns"))?;
                 for (i, pat) in patterns.iter().enumerate() {
                     check_pattern(pat, &format!("{p}.patterns[{i}]"))?;
@@ -289,6 +295,7 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
                     root,
                     debounce_seconds: num(debounce_seconds, &f("debounce_seconds"), 0.0, 3600.0)?
                         .unwrap_or(5.0),
+                    node,
                 }
             }
             TriggerIn::Webhook {
@@ -357,6 +364,15 @@ fn trigger(v: &Value, p: &str, working_dir: Option<&str>) -> R<Trigger> {
             }
         },
     )
+}
+
+/// A cluster node's name (`run --node`, a file_change trigger's `node`): 1 to 64 letters,
+/// digits, '.', '_' or '-'.
+pub fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// A `file_change` pattern: relative to the root, and a glob the watcher can compile.

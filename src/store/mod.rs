@@ -19,6 +19,28 @@ use crate::fsio;
 use crate::job::{validate_job, Job};
 use crate::run::RunRecord;
 
+/// Where run records are shared in cluster mode (`cluster/runs.rs`): every node writes
+/// its records there as well as in its own data dir, and reads the cluster's from there
+/// (its own files when etcd is out of reach).
+pub trait SharedRuns: Send + Sync {
+    /// Writes a record (an error is etcd's, in words).
+    fn save(&self, rec: &RunRecord) -> Result<(), String>;
+    /// Up to `limit` records of a job, newest first; None when etcd cannot be reached.
+    fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>>;
+    /// One record (Some(None): there is none); None when etcd cannot be reached.
+    fn load(&self, job_id: &str, run_id: &str) -> Option<Option<RunRecord>>;
+    /// Deletes records of a job.
+    fn remove(&self, job_id: &str, run_ids: &[String]);
+    /// Deletes every record of a job.
+    fn remove_all(&self, job_id: &str);
+}
+
+impl std::fmt::Debug for dyn SharedRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedRuns")
+    }
+}
+
 /// Handle on one data directory.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -28,6 +50,8 @@ pub struct Store {
     /// directory. A job's entry is loaded on first use (a daemon at rest holds none) with the
     /// lock held, so a record saved meanwhile is either in the listing or added after it.
     runs: Arc<Mutex<HashMap<String, BTreeSet<Box<str>>>>>,
+    /// Cluster mode: the cluster's run records (None on a single machine).
+    shared: Option<Arc<dyn SharedRuns>>,
 }
 
 /// Where the data dir is: `--data-dir`, else `$BOG_AGENTS_HOME/daemon`, else
@@ -127,6 +151,26 @@ impl std::error::Error for IoContext {
     }
 }
 
+/// A stored job (a job file's bytes, or a cluster's `jobs/<id>` value) read and validated;
+/// its `"id"` must be `expected_id`.
+pub fn job_from_json(data: &[u8], expected_id: &str) -> Result<Job, JobFileError> {
+    let v: Value = serde_json::from_slice(data).map_err(JobFileError::Json)?;
+    let stem = expected_id.to_string();
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    if id != stem {
+        return Err(JobFileError::IdMismatch {
+            id: id.to_string(),
+            stem,
+        });
+    }
+    let created = v
+        .get("created_at")
+        .and_then(Value::as_str)
+        .filter(|s| crate::time::parse_rfc3339(s).is_some())
+        .ok_or(JobFileError::CreatedAt)?;
+    validate_job(&v, id, created).map_err(JobFileError::Invalid)
+}
+
 /// A file that could not be loaded and was moved aside.
 #[derive(Debug)]
 pub struct Quarantined {
@@ -144,6 +188,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             runs: Arc::default(),
+            shared: None,
         })
     }
 
@@ -152,7 +197,14 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
             runs: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Cluster mode: run records are shared through `shared` too.
+    pub fn share_runs(mut self, shared: Arc<dyn SharedRuns>) -> Store {
+        self.shared = Some(shared);
+        self
     }
 
     fn run_index(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<Box<str>>>> {
@@ -198,10 +250,19 @@ impl Store {
             Err(e) => return Err(e),
         }
         let t = crate::ids::new_token()?;
+        self.save_token(&t)?;
+        Ok((t, true))
+    }
+
+    /// Writes the token file (mode 0600): a new token, or a cluster node's copy of the
+    /// cluster's, so the CLI on that node finds it as on a single machine.
+    pub fn save_token(&self, t: &str) -> io::Result<()> {
+        if self.read_token().is_ok_and(|old| old == t) {
+            return Ok(());
+        }
         let p = self.token_path();
         fsio::write_atomic(&p, format!("{t}\n").as_bytes(), 0o600)
-            .map_err(|e| ctx(e, "cannot write token file", &p))?;
-        Ok((t, true))
+            .map_err(|e| ctx(e, "cannot write token file", &p))
     }
 
     /// Reads the token file.
@@ -229,6 +290,9 @@ impl Store {
 
     /// Removes a job's file and its run records.
     pub fn delete_job(&self, id: &str) -> io::Result<()> {
+        if let Some(s) = &self.shared {
+            s.remove_all(id);
+        }
         let p = self.job_path(id);
         fsio::remove_durable(&p).map_err(|e| ctx(e, "cannot remove job file", &p))?;
         let r = self.runs_dir(id);
@@ -283,24 +347,11 @@ impl Store {
     /// Reads and validates one job file; the error says why it is unusable.
     pub fn load_job_file(&self, path: &Path) -> Result<Job, JobFileError> {
         let data = fs::read(path).map_err(JobFileError::Read)?;
-        let v: Value = serde_json::from_slice(&data).map_err(JobFileError::Json)?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let id = v.get("id").and_then(Value::as_str).unwrap_or("");
-        if id != stem {
-            return Err(JobFileError::IdMismatch {
-                id: id.to_string(),
-                stem,
-            });
-        }
-        let created = v
-            .get("created_at")
-            .and_then(Value::as_str)
-            .filter(|s| crate::time::parse_rfc3339(s).is_some())
-            .ok_or(JobFileError::CreatedAt)?;
-        validate_job(&v, id, created).map_err(JobFileError::Invalid)
+        job_from_json(&data, &stem)
     }
 
     /// Moves `path` aside to `<path>.corrupt` (or `.corrupt.N` if taken).
@@ -338,6 +389,11 @@ impl Store {
         let p = d.join(format!("{}.json", run.id));
         let data = serde_json::to_vec_pretty(run).map_err(io::Error::other)?;
         fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write run record", &p))?;
+        if let Some(s) = &self.shared {
+            s.save(run).map_err(|e| {
+                io::Error::other(format!("cannot share run record {} in etcd: {e}", run.id))
+            })?;
+        }
         // Only an index already loaded is updated: one loaded later reads the file.
         if let Some(ids) = self.run_index().get_mut(&run.job_id) {
             if !ids.contains(run.id.as_str()) {
@@ -369,16 +425,12 @@ impl Store {
         fs::read(self.runs_dir(job_id).join(format!("{run_id}.payload"))).ok()
     }
 
-    /// Run ids of a job, newest first, from the index (loaded from the directory once).
-    pub fn run_ids(&self, job_id: &str) -> Vec<String> {
+    /// Run ids of a job in this data dir, newest first, from the index (loaded from the
+    /// directory once).
+    pub fn local_run_ids(&self, job_id: &str) -> Vec<String> {
         self.with_run_ids(job_id, |ids| {
             ids.iter().rev().map(|s| s.to_string()).collect()
         })
-    }
-
-    /// Whether a run record exists, from the index.
-    pub fn has_run(&self, job_id: &str, run_id: &str) -> bool {
-        self.with_run_ids(job_id, |ids| ids.contains(run_id))
     }
 
     fn with_run_ids<T>(&self, job_id: &str, f: impl FnOnce(&BTreeSet<Box<str>>) -> T) -> T {
@@ -409,7 +461,10 @@ impl Store {
 
     /// Reads one run record (none without reading when the index does not know it).
     pub fn load_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
-        if !self.has_run(job_id, run_id) {
+        if let Some(r) = self.shared.as_ref().and_then(|s| s.load(job_id, run_id)) {
+            return r;
+        }
+        if !self.with_run_ids(job_id, |ids| ids.contains(run_id)) {
             return None;
         }
         self.read_run(job_id, run_id)
@@ -423,7 +478,10 @@ impl Store {
 
     /// Up to `limit` run records of a job, newest first. Unreadable records are skipped.
     pub fn list_runs(&self, job_id: &str, limit: usize) -> Vec<RunRecord> {
-        self.run_ids(job_id)
+        if let Some(l) = self.shared.as_ref().and_then(|s| s.list(job_id, limit)) {
+            return l;
+        }
+        self.local_run_ids(job_id)
             .iter()
             .filter_map(|id| self.read_run(job_id, id))
             .take(limit)
@@ -432,7 +490,20 @@ impl Store {
 
     /// Deletes the oldest final run records beyond `keep`; runs in `active` are never removed.
     pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
-        let ids = self.run_ids(job_id);
+        if let Some(s) = &self.shared {
+            // The cluster's records of the job: the newest `keep` stay, wherever they ran.
+            // (Never one that is queued or running, on any node.)
+            if let Some(recs) = s.list(job_id, 100_000) {
+                let old: Vec<String> = recs
+                    .into_iter()
+                    .skip(keep)
+                    .filter(|r| r.status.is_final() && !active.contains(&r.id))
+                    .map(|r| r.id)
+                    .collect();
+                s.remove(job_id, &old);
+            }
+        }
+        let ids = self.local_run_ids(job_id);
         if ids.len() <= keep {
             return 0;
         }
@@ -574,7 +645,7 @@ mod tests {
         assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
         let active: HashSet<String> = [ids[0].clone()].into();
         assert_eq!(s.prune_runs("job_x", 2, &active), 2);
-        assert_eq!(s.run_ids("job_x").len(), 3);
+        assert_eq!(s.local_run_ids("job_x").len(), 3);
         let (fixed, _) = s.recover_runs();
         assert_eq!(fixed.len(), 1);
         assert_eq!(

@@ -66,6 +66,11 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
     // Subscribed before the first plan: no change can fall between the two.
     let changes = engine.subscribe();
     let stop = engine.shutdown_signal();
+    // Cluster mode: told when this node starts or stops leading (it catches up then).
+    let leading = match engine.cluster() {
+        Some(c) => c.subscribe_leadership(),
+        None => crossbeam_channel::never(),
+    };
     thread::Builder::new().name("clock".into()).spawn(move || {
         let (delivered, delivered_rx) = unbounded();
         let mut clock = Clock {
@@ -76,13 +81,18 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
             expects: HashMap::new(),
             delivered,
         };
-        clock.catch_up();
-        clock.forget_gone_expects();
-        clock.resend_pending();
+        if clock.engine.cluster().is_none() {
+            clock.catch_up();
+            clock.forget_gone_expects();
+            clock.resend_pending();
+        }
         for j in clock.engine.jobs() {
             clock.plan(&j.id);
         }
-        clock.run(&changes, &delivered_rx, &stop);
+        if clock.engine.cluster().is_some_and(|c| c.is_leader()) {
+            clock.cluster_catch_up();
+        }
+        clock.run(&changes, &delivered_rx, &stop, &leading);
     })
 }
 
@@ -92,12 +102,14 @@ impl Clock {
         changes: &Receiver<String>,
         delivered: &Receiver<(String, Value)>,
         stop: &Receiver<()>,
+        leading: &Receiver<bool>,
     ) {
         enum Msg {
             Job(String),
             Delivered(String, Value),
             Due,
             Stop,
+            Leading(bool),
         }
         loop {
             let timer = match self.queue.first() {
@@ -112,6 +124,7 @@ impl Clock {
                 recv(delivered) -> m => m.map(|(id, d)| Msg::Delivered(id, d)).unwrap_or(Msg::Stop),
                 recv(stop) -> _ => Msg::Stop,
                 recv(timer) -> _ => Msg::Due,
+                recv(leading) -> m => m.map(Msg::Leading).unwrap_or(Msg::Stop),
             };
             let step = catch_unwind(AssertUnwindSafe(|| match msg {
                 Msg::Job(id) => {
@@ -138,6 +151,11 @@ impl Clock {
                     self.fire_due();
                     true
                 }
+                Msg::Leading(true) => {
+                    self.cluster_catch_up();
+                    true
+                }
+                Msg::Leading(false) => true,
             }));
             match step {
                 Ok(true) => {}
@@ -229,7 +247,7 @@ impl Clock {
             }
             let next_fire = entries.iter().map(|s| s.next).min();
             self.engine.set_next_fire(&job_id, next_fire);
-            self.fire(&job_id, kind, scheduled, ctx, key);
+            self.fire(&job_id, index, kind, scheduled, ctx, key);
         }
         if fired {
             Metrics::inc(&self.engine.metrics.scheduler_wakeups_total);
@@ -238,22 +256,37 @@ impl Clock {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fire(
         &mut self,
         job_id: &str,
+        index: usize,
         kind: &str,
         scheduled: DateTime<Utc>,
         mut ctx: Map<String, Value>,
         state_key: Option<String>,
     ) {
+        let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
+        let expr = ctx
+            .get("cron")
+            .and_then(Value::as_str)
+            .filter(|_| catch_up)
+            .map(str::to_string);
         let mut trigger = super::context(kind);
         trigger.append(&mut ctx);
         trigger.insert(
             "scheduled_at".into(),
             crate::time::rfc3339(scheduled).into(),
         );
+        if let Some(c) = self.engine.cluster() {
+            // Only the leader fires, and only a slot it claims in etcd (README "Running a
+            // cluster"); the slot's record there replaces state.json.
+            if c.may_fire_slot(job_id, index, scheduled, expr.as_deref()) {
+                self.engine.fire_from_trigger(job_id, trigger);
+            }
+            return;
+        }
         self.engine.fire_from_trigger(job_id, trigger);
-        let catch_up = self.engine.job(job_id).is_some_and(|j| j.catch_up);
         if let (Some(key), true) = (state_key, catch_up) {
             self.state
                 .last_fire
@@ -283,24 +316,10 @@ impl Clock {
                 if !job.catch_up || !job.enabled {
                     continue;
                 }
-                let Some(plan) = make_plan(job, t, self.engine.started_at) else {
-                    continue;
-                };
                 let Some(last_t) = crate::time::parse_rfc3339(&last) else {
                     continue;
                 };
-                let missed = match next_after(&plan, last_t) {
-                    Some(m) if m <= now => m,
-                    _ => continue,
-                };
-                log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while the daemon was down; firing once now", crate::time::rfc3339(missed));
-                let mut ctx = Map::new();
-                ctx.insert("cron".into(), cron.clone().into());
-                if let Plan::Cron { zone, .. } = &plan {
-                    ctx.insert("timezone".into(), zone.name().into());
-                }
-                ctx.insert("catch_up".into(), true.into());
-                self.fire(&job.id, "cron", missed, ctx, Some(key));
+                self.catch_up_slot(job, index, last_t, now, Some(key), "the daemon was down");
             }
         }
         // Drop entries of deleted jobs or changed triggers.
@@ -310,6 +329,66 @@ impl Clock {
                 log::error!(event = "store.error"; "{e}");
             }
         }
+    }
+
+    /// Cluster mode, when this node starts leading: one run per `catch_up` cron trigger whose
+    /// slot passed since the last one fired anywhere in the cluster (the `catch_up` rule of a
+    /// single daemon, with etcd's record instead of `state.json`). The slot is claimed like
+    /// any other, so a slot the previous leader fired is not fired again.
+    fn cluster_catch_up(&mut self) {
+        let Some(c) = self.engine.cluster().cloned() else {
+            return;
+        };
+        let now = Utc::now();
+        for job in self.engine.jobs() {
+            if !job.catch_up || !job.enabled {
+                continue;
+            }
+            for (index, t) in job.triggers.iter().enumerate() {
+                let Trigger::Cron { cron, .. } = t else {
+                    continue;
+                };
+                let last = match c.last_slot(&job.id, index, cron) {
+                    Ok(Some(l)) => l,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        log::warn!(event = "clock.catch_up", job = job.name.as_str(); "cannot read the last slot fired: {e}");
+                        continue;
+                    }
+                };
+                self.catch_up_slot(&job, index, last, now, None, "no node led");
+            }
+        }
+    }
+
+    /// Fires once the slot of cron trigger `index` that follows `last`, when it has passed.
+    fn catch_up_slot(
+        &mut self,
+        job: &Job,
+        index: usize,
+        last: DateTime<Utc>,
+        now: DateTime<Utc>,
+        state_key: Option<String>,
+        why: &str,
+    ) {
+        let Some(t @ Trigger::Cron { cron, .. }) = job.triggers.get(index) else {
+            return;
+        };
+        let Some(plan) = make_plan(job, t, self.engine.started_at) else {
+            return;
+        };
+        let missed = match next_after(&plan, last) {
+            Some(m) if m <= now => m,
+            _ => return,
+        };
+        log::info!(event = "clock.catch_up", job = job.name.as_str(); "slot {} was missed while {why}; firing once now", crate::time::rfc3339(missed));
+        let mut ctx = Map::new();
+        ctx.insert("cron".into(), cron.clone().into());
+        if let Plan::Cron { zone, .. } = &plan {
+            ctx.insert("timezone".into(), zone.name().into());
+        }
+        ctx.insert("catch_up".into(), true.into());
+        self.fire(&job.id, index, "cron", missed, ctx, state_key);
     }
 
     fn save_state(&self) {
@@ -368,7 +447,9 @@ impl Clock {
 
     /// Puts `job`'s dead-man's switch in the queue (starting its watch now if it is new).
     fn plan_expect(&mut self, job: &Arc<Job>) {
-        if job.expect.is_none() {
+        // Cluster mode has no dead-man's switch yet (`Engine::check_for_cluster` refuses
+        // `expect`): successes happen on every node, this node's records see only its own.
+        if job.expect.is_none() || self.engine.cluster().is_some() {
             if self.state.expect.remove(&job.id).is_some() {
                 self.save_state();
             }

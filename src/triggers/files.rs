@@ -164,6 +164,10 @@ impl FileWatcher {
             return;
         };
         for (i, t) in job.triggers.iter().enumerate() {
+            // Cluster mode: only the node the trigger names watches its files.
+            if !self.engine.watches_files_here(t) {
+                continue;
+            }
             let Some(w) = watch_of(&job, t) else { continue };
             self.acquire_root(&w.root, &job.name);
             self.watches.insert((job.id.clone(), i), w);
@@ -402,6 +406,7 @@ fn watch_of(job: &Job, t: &Trigger) -> Option<Watch> {
         patterns,
         root,
         debounce_seconds,
+        ..
     } = t
     else {
         return None;

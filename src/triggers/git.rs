@@ -142,6 +142,8 @@ impl Poller {
                 log::debug!(event = "git.baseline", repo = repo.display().to_string().as_str();
                     "watching {}: {} branches", repo.display(), refs.len());
             }
+            // Cluster mode: every node keeps its baseline, only the leader fires.
+            let fire = fire && self.engine.cluster().is_none_or(|c| c.is_leader());
             if let (true, Some(Some(old)), Some(new)) = (fire, &before, &now) {
                 self.fire_moved(&repo, old, new);
             }

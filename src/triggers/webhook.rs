@@ -93,6 +93,8 @@ pub enum Outcome {
     ShuttingDown,
     /// A run record could not be written (500).
     StoreFailed(std::io::Error),
+    /// Cluster mode, and etcd cannot be reached (503).
+    Unavailable(String),
 }
 
 /// The run record's `trigger` object for a delivery: its path, event, delivery id (as the
@@ -291,7 +293,17 @@ impl Intake {
             .map(|id| dedupe_key(req.path, scheme_used.map_or("github", Scheme::name), id));
         let delivery = key.as_deref();
         if let (Some(k), Some(id)) = (delivery, &delivery_id) {
-            if !self.first_delivery(k) {
+            // Cluster mode: the key is claimed in etcd, whichever node the delivery reached.
+            let first = match engine.cluster() {
+                Some(c) => match c.first_delivery(k) {
+                    Ok(first) => first,
+                    Err(e) => {
+                        return Outcome::Unavailable(format!("{} ({e})", c.unavailable_text()))
+                    }
+                },
+                None => self.first_delivery(k),
+            };
+            if !first {
                 Metrics::inc(&engine.metrics.webhooks_duplicate_total);
                 return Outcome::Duplicate(id.clone());
             }
@@ -323,19 +335,23 @@ impl Intake {
                     run_ids.push(f.run_id().to_string());
                 }
                 Err(FireError::ShuttingDown) => {
-                    self.forget_delivery(delivery);
+                    self.forget_delivery(engine, delivery);
                     return Outcome::ShuttingDown;
                 }
                 Err(FireError::Store(e)) => {
-                    self.forget_delivery(delivery);
+                    self.forget_delivery(engine, delivery);
                     return Outcome::StoreFailed(e);
+                }
+                Err(FireError::Unavailable(e)) => {
+                    self.forget_delivery(engine, delivery);
+                    return Outcome::Unavailable(e);
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }
         }
         if let (Some(wait), false) = (over_budget, admitted) {
             // The sender may retry once the budget frees: that delivery must fire then.
-            self.forget_delivery(delivery);
+            self.forget_delivery(engine, delivery);
             Metrics::inc(&engine.metrics.webhooks_rejected_total);
             return Outcome::OverBudget {
                 secs: wait,
@@ -347,8 +363,10 @@ impl Intake {
     }
 
     /// Forgets a delivery id that was recorded but could not be queued.
-    fn forget_delivery(&self, id: Option<&str>) {
-        if let Some(id) = id {
+    fn forget_delivery(&self, engine: &Engine, id: Option<&str>) {
+        if let (Some(c), Some(id)) = (engine.cluster(), id) {
+            c.forget_delivery(id);
+        } else if let Some(id) = id {
             lock(&self.seen).remove(id);
         }
     }

@@ -12,6 +12,7 @@ mod budgets;
 mod cache;
 mod checkout;
 mod cli;
+mod cluster;
 mod containment;
 mod dashboard;
 mod deadman;

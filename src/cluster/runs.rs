@@ -1,0 +1,310 @@
+//! Run records in cluster mode: `runs/<job>/<run-id>` holds each record (its output capped
+//! by the job's `max_output_kb`, as in a file), so every node's API lists the cluster's
+//! runs; `active/<run-id>` names the node of each run that is `queued` or `running`, written
+//! in the same transaction as the record. The leader reaps: a run whose node's lease has
+//! expired (the node died or lost etcd for longer than the lease) is closed `interrupted`,
+//! with the node and the reason.
+
+use serde_json::{json, Value};
+
+use super::etcd::{EtcdError, Op};
+use super::Cluster;
+use crate::run::{RunRecord, RunStatus};
+use crate::store::SharedRuns;
+
+impl Cluster {
+    fn run_key(&self, job_id: &str, run_id: &str) -> String {
+        self.key(&format!("runs/{job_id}/{run_id}"))
+    }
+
+    fn active_key(&self, run_id: &str) -> String {
+        self.key(&format!("active/{run_id}"))
+    }
+
+    fn save_run(&self, rec: &RunRecord) -> Result<(), EtcdError> {
+        let data = shared_copy(rec, self.node())?;
+        let key = self.run_key(&rec.job_id, &rec.id);
+        let active = self.active_key(&rec.id);
+        let queue = self.key(&format!("queue/{}", rec.id));
+        let claim = self.key(&format!("claims/{}", rec.id));
+        let payload_key = self.key(&format!("payload/{}", rec.id));
+        let payload = match rec.status {
+            RunStatus::Running => self.claimed_payload(&rec.id),
+            _ => None,
+        };
+        let marker = json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node())})
+            .to_string();
+        let mut ops = vec![Op::Put {
+            key: &key,
+            value: &data,
+            lease: 0,
+        }];
+        match rec.status {
+            // A queued run belongs to the cluster's queue, not to a node.
+            RunStatus::Queued => {}
+            // Started: it leaves the queue (no node claims it again, whatever happens to its
+            // claim); if its node dies now, the reaper closes it.
+            RunStatus::Running => {
+                ops.push(Op::Put {
+                    key: &active,
+                    value: marker.as_bytes(),
+                    lease: 0,
+                });
+                ops.push(Op::Delete(&queue));
+                ops.push(Op::Delete(&claim));
+                if let Some(p) = &payload {
+                    ops.push(Op::put(&payload_key, p));
+                }
+            }
+            // A final record ends the run everywhere: nobody claims it again.
+            _ => {
+                ops.push(Op::Delete(&active));
+                ops.push(Op::Delete(&queue));
+                ops.push(Op::Delete(&claim));
+                ops.push(Op::Delete(&payload_key));
+            }
+        }
+        self.etcd
+            .txn(&[], &ops)
+            .map(drop)
+            .inspect_err(|e| self.failed(e))
+    }
+
+    /// The leader's round: closes the runs of nodes that are gone (not in `alive`).
+    pub(super) fn reap(&self, alive: &[String]) -> Result<(), EtcdError> {
+        let prefix = self.key("active/");
+        let (kvs, _) = self.etcd.range_prefix(&prefix)?;
+        for kv in kvs {
+            let Some(run_id) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let (Some(job), Some(node)) = (v["job"].as_str(), v["node"].as_str()) else {
+                self.etcd.delete(&kv.key)?;
+                continue;
+            };
+            if alive.iter().any(|n| n == node) {
+                continue;
+            }
+            let rec = self
+                .etcd
+                .get(&self.run_key(job, run_id))?
+                .and_then(|r| serde_json::from_slice::<RunRecord>(&r.value).ok());
+            match rec {
+                Some(r) if r.status == RunStatus::Running && self.retry_elsewhere(&r, node)? => {}
+                Some(mut r) if !r.status.is_final() => {
+                    let was = r.status;
+                    r.interrupt(format!(
+                        "node {node} stopped answering (its etcd lease expired) while this run was {}",
+                        was.as_str()
+                    ));
+                    r.node = Some(node.to_string());
+                    log::warn!(event = "run.interrupted", job = r.job_name.as_str(), run = r.id.as_str(), node = node;
+                        "node {node} is gone; its run is marked interrupted");
+                    self.save_run(&r)?;
+                    self.release(job, &r.id)?;
+                }
+                _ => self.etcd.delete(&kv.key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// A run whose node died while executing it goes back to the queue when its job has
+    /// retries left (the attempts it made count); returns whether it did.
+    fn retry_elsewhere(&self, r: &RunRecord, node: &str) -> Result<bool, EtcdError> {
+        let payload_key = self.key(&format!("payload/{}", r.id));
+        let Some(p) = self.etcd.get(&payload_key)? else {
+            return Ok(false);
+        };
+        let Some(job) = self.load_job(&r.job_id).ok().flatten() else {
+            return Ok(false);
+        };
+        if r.attempts > job.max_retries {
+            return Ok(false);
+        }
+        let mut v: Value = match serde_json::from_slice(&p.value) {
+            Ok(v) => v,
+            Err(_) => return Ok(false),
+        };
+        let mut again = r.clone();
+        again.status = RunStatus::Queued;
+        again.node = None;
+        again.error = Some(format!(
+            "node {node} stopped answering (its etcd lease expired) during attempt {}; queued again for another node",
+            r.attempts
+        ));
+        v["run"] = serde_json::to_value(&again)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let data = serde_json::to_vec(&again)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))?;
+        let payload = v.to_string();
+        let run_key = self.run_key(&r.job_id, &r.id);
+        let queue = self.key(&format!("queue/{}", r.id));
+        let active = self.active_key(&r.id);
+        self.etcd.txn(
+            &[],
+            &[
+                Op::put(&run_key, &data),
+                Op::put(&queue, payload.as_bytes()),
+                Op::Delete(&active),
+                Op::Delete(&payload_key),
+            ],
+        )?;
+        log::warn!(event = "run.retry", job = r.job_name.as_str(), run = r.id.as_str(), node = node;
+            "node {node} is gone; its run is queued again for another node (attempt {} of {})", r.attempts, job.max_retries + 1);
+        Ok(true)
+    }
+}
+
+fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
+    kvs.into_iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect()
+}
+
+/// Largest run record kept in etcd (its output is cut to fit).
+const MAX_SHARED_RECORD: usize = 1 << 20;
+
+/// The record as etcd keeps it: the JSON, its output cut to fit [`MAX_SHARED_RECORD`] (an
+/// etcd value is at most 1.5 MiB; the node's own file keeps all of it). `node` is where the
+/// whole record is when the run names no node.
+fn shared_copy(rec: &RunRecord, node: &str) -> Result<Vec<u8>, EtcdError> {
+    let ser = |r: &RunRecord| {
+        serde_json::to_vec(r)
+            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the record: {e}")))
+    };
+    let data = ser(rec)?;
+    if data.len() <= MAX_SHARED_RECORD {
+        return Ok(data);
+    }
+    // Each byte of output removed shortens the JSON by at least one byte.
+    let mut cut = rec.clone();
+    let over = data.len() - MAX_SHARED_RECORD + 256;
+    let mut keep = cut.output.len().saturating_sub(over);
+    while !cut.output.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    cut.output.truncate(keep);
+    cut.output.push_str(&format!(
+        "\n[output cut for the cluster's store; the whole output is in the run record on node {}]\n",
+        rec.node.as_deref().unwrap_or(node)
+    ));
+    cut.output_truncated = true;
+    ser(&cut)
+}
+
+impl Cluster {
+    /// Writes the records that could not be written while etcd was out of reach (the
+    /// `cluster` thread, after a good round), oldest run first; stops at the first failure.
+    pub(super) fn flush_backlog(&self) -> Result<(), EtcdError> {
+        loop {
+            let next = {
+                let b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                b.values().next().cloned()
+            };
+            let Some(rec) = next else {
+                return Ok(());
+            };
+            match self.save_run(&rec) {
+                Ok(()) => {}
+                // etcd refuses this one for good: it stays in the node's data dir only.
+                Err(
+                    e @ EtcdError::Server {
+                        status: 400..=499, ..
+                    },
+                )
+                | Err(e @ EtcdError::BadAnswer(_)) => {
+                    log::error!(event = "store.error", run = rec.id.as_str(); "run record not written to etcd: {e}; it stays in this node's data dir");
+                }
+                Err(e) => return Err(e),
+            }
+            let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            // Unless a newer version of it was queued meanwhile.
+            if b.get(&rec.id) == Some(&rec) {
+                b.remove(&rec.id);
+            }
+        }
+    }
+}
+
+impl SharedRuns for Cluster {
+    fn save(&self, rec: &RunRecord) -> Result<(), String> {
+        let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        match self.save_run(rec) {
+            Ok(()) => {
+                b.remove(&rec.id);
+                Ok(())
+            }
+            Err(e) => {
+                // Kept, newest version only, and written when etcd answers again.
+                b.insert(rec.id.clone(), rec.clone());
+                Err(format!(
+                    "{e}; the record is kept and written to etcd when it answers again"
+                ))
+            }
+        }
+    }
+
+    fn list(&self, job_id: &str, limit: usize) -> Option<Vec<RunRecord>> {
+        // Out of reach: the node's own records answer (its cache).
+        if !self.available() {
+            return None;
+        }
+        let prefix = self.key(&format!("runs/{job_id}/"));
+        self.etcd
+            .range_prefix_desc(&prefix, limit, false)
+            .ok()
+            .map(records)
+    }
+
+    fn load(&self, job_id: &str, run_id: &str) -> Option<Option<RunRecord>> {
+        // Out of reach: the node's own records answer (its cache).
+        if !self.available() {
+            return None;
+        }
+        let kv = self.etcd.get(&self.run_key(job_id, run_id)).ok()?;
+        Some(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+    }
+
+    fn remove(&self, job_id: &str, run_ids: &[String]) {
+        for id in run_ids {
+            if self.etcd.delete(&self.run_key(job_id, id)).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn remove_all(&self, job_id: &str) {
+        let _ = self
+            .etcd
+            .delete_prefix(&self.key(&format!("runs/{job_id}/")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_record_is_cut_to_fit_etcd() {
+        let mut r = RunRecord::queued("run_1".into(), "job_1", "j", serde_json::json!({}));
+        r.output = "é".repeat(400_000) + &"\u{1}".repeat(100_000);
+        let data = shared_copy(&r, "a").unwrap();
+        assert!(data.len() <= MAX_SHARED_RECORD, "{}", data.len());
+        let back: RunRecord = serde_json::from_slice(&data).unwrap();
+        assert!(back.output_truncated);
+        assert!(
+            back.output.ends_with("on node a]\n"),
+            "{}",
+            &back.output[back.output.len() - 80..]
+        );
+        r.output = "small".into();
+        assert_eq!(
+            shared_copy(&r, "a").unwrap(),
+            serde_json::to_vec(&r).unwrap()
+        );
+    }
+}
