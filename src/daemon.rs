@@ -246,6 +246,8 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     log::info!(event = "daemon.started", port = port, bind = bind.as_str(), data_dir = dir.display().to_string().as_str(), jobs = engine.job_count(), workers = workers;
         "listening on http://{addr}", addr = if bind.contains(':') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") });
+    // Up: what only start-up needed goes back to the OS (idle RSS, README "Performance").
+    crate::sys::release_startup_memory();
 
     let sig = loop {
         match sig_rx.recv() {

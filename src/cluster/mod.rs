@@ -86,16 +86,10 @@ impl Options {
     }
 }
 
-/// The machine's host name.
+/// The machine's host name (its first label), from the `hostname` crate: `gethostname` on
+/// Unix, the computer's DNS host name on Windows.
 fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let s = hostname::get().ok()?.to_string_lossy().into_owned();
     // A fully qualified name keeps its first label.
     let s = s.split('.').next().unwrap_or("").to_string();
     (!s.is_empty()).then_some(s)

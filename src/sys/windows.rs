@@ -568,5 +568,8 @@ pub fn arg_max() -> Option<usize> {
 /// Nothing to tune.
 pub fn tune_allocator() {}
 
+/// Nothing to give back: Windows trims an idle process's working set by itself.
+pub fn release_startup_memory() {}
+
 /// Accepted connections get TCP_NODELAY from tiny_http; nothing to do on the listener.
 pub fn set_listener_nodelay(_listener: &TcpListener) {}
