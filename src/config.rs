@@ -1,6 +1,7 @@
 //! `config.json`: optional daemon defaults. Command-line flags override it.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -89,51 +90,119 @@ impl HttpConfig {
     /// The seconds in `v` (named `field` in errors) as a duration, or `default`.
     pub fn seconds(
         v: Option<f64>,
-        field: &str,
+        field: &'static str,
         default: f64,
-    ) -> Result<std::time::Duration, String> {
+    ) -> Result<std::time::Duration, ConfigError> {
         let s = v.unwrap_or(default);
         if !s.is_finite() || s <= 0.0 || s > 86_400.0 {
-            return Err(format!(
-                "config.json: http.{field} must be a number of seconds above 0 and at most 86400, got {s}"
-            ));
+            return Err(ConfigError::HttpSeconds { field, got: s });
         }
         Ok(std::time::Duration::from_secs_f64(s))
     }
 }
 
-/// Reads `config.json` from the data dir; a missing file is the defaults.
-pub fn load(dir: &Path) -> Result<FileConfig, String> {
-    let p = dir.join("config.json");
-    match std::fs::read(&p) {
-        Ok(d) => {
-            let c: FileConfig =
-                serde_json::from_slice(&d).map_err(|e| format!("{}: {e}", p.display()))?;
-            if let Some(a) = &c.default_agent {
-                if a.first().is_none_or(|s| s.trim().is_empty()) {
-                    return Err(format!(
-                        "{}: default_agent must be a non-empty argv array",
-                        p.display()
-                    ));
-                }
+/// What is wrong with `config.json`: each names the file or the key, and says what to do.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not JSON, or a key or value serde refuses (an unknown key among them).
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    /// `default_agent` is empty or starts with an empty program.
+    DefaultAgent { path: PathBuf },
+    /// `max_concurrent_runs` is 0.
+    MaxConcurrentRuns { path: PathBuf },
+    /// `containment` names no mode.
+    Containment { path: PathBuf, got: String },
+    /// An `http.*_seconds` value out of range.
+    HttpSeconds { field: &'static str, got: f64 },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
             }
-            if c.max_concurrent_runs == Some(0) {
-                return Err(format!(
-                    "{}: max_concurrent_runs must be at least 1 (leave it out for no cap beyond workers)",
-                    p.display()
-                ));
-            }
-            if let Some(m) = &c.containment {
-                if m != "auto" && m != "process_group" {
-                    return Err(format!(
-                        "{}: containment \"{m}\": expected auto or process_group",
-                        p.display()
-                    ));
-                }
-            }
-            Ok(c)
+            ConfigError::Json { path, source } => write!(f, "{}: {source}", path.display()),
+            ConfigError::DefaultAgent { path } => write!(
+                f,
+                "{}: default_agent must be a non-empty argv array",
+                path.display()
+            ),
+            ConfigError::MaxConcurrentRuns { path } => write!(
+                f,
+                "{}: max_concurrent_runs must be at least 1 (leave it out for no cap beyond workers)",
+                path.display()
+            ),
+            ConfigError::Containment { path, got } => write!(
+                f,
+                "{}: containment \"{got}\": expected auto or process_group",
+                path.display()
+            ),
+            ConfigError::HttpSeconds { field, got } => write!(
+                f,
+                "config.json: http.{field} must be a number of seconds above 0 and at most 86400, got {got}"
+            ),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
     }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Json { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `config.json` from the data dir; a missing file is the defaults.
+pub fn load(dir: &Path) -> Result<FileConfig, ConfigError> {
+    let path = dir.join("config.json");
+    let d = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let c: FileConfig = match serde_json::from_slice(&d) {
+        Ok(c) => c,
+        Err(source) => return Err(ConfigError::Json { path, source }),
+    };
+    if let Some(a) = &c.default_agent {
+        if a.first().is_none_or(|s| s.trim().is_empty()) {
+            return Err(ConfigError::DefaultAgent { path });
+        }
+    }
+    if c.max_concurrent_runs == Some(0) {
+        return Err(ConfigError::MaxConcurrentRuns { path });
+    }
+    // The http deadlines are checked here, with the rest, before anything is started.
+    let h = &c.http;
+    for (v, field) in [
+        (h.head_timeout_seconds, "head_timeout_seconds"),
+        (h.body_timeout_seconds, "body_timeout_seconds"),
+        (h.keep_alive_seconds, "keep_alive_seconds"),
+        (h.write_timeout_seconds, "write_timeout_seconds"),
+    ] {
+        if v.is_some() {
+            HttpConfig::seconds(v, field, 1.0)?;
+        }
+    }
+    if let Some(m) = &c.containment {
+        if m != "auto" && m != "process_group" {
+            return Err(ConfigError::Containment {
+                path,
+                got: m.clone(),
+            });
+        }
+    }
+    Ok(c)
 }

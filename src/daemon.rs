@@ -52,7 +52,7 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     let cfg = match config::load(&dir) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     let format = match (opts.log_format, cfg.log_format.as_deref()) {
         (Some(f), _) => f,
@@ -174,7 +174,7 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     let (limits, body_memory) = match http_limits(&cfg, &settings) {
         Ok(l) => l,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     let listener = match listen(&addr) {
         Ok(s) => s,
@@ -316,7 +316,7 @@ pub fn run(opts: RunOptions) -> i32 {
 fn http_limits(
     cfg: &config::FileConfig,
     settings: &Settings,
-) -> Result<(tiny_http::Limits, usize), String> {
+) -> Result<(tiny_http::Limits, usize), config::ConfigError> {
     use config::HttpConfig as H;
     let h = &cfg.http;
     let reserve = 64 + 8 * settings.workers;

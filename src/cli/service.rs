@@ -90,7 +90,7 @@ enum Error {
     },
     DataDir(std::io::Error),
     /// `config.json` does not load.
-    Config(String),
+    Config(crate::config::ConfigError),
     File(service::FileError),
     Schtasks(std::io::Error),
     SchtasksFailed(std::process::ExitStatus),

@@ -13,6 +13,7 @@ mod cache;
 mod checkout;
 mod cli;
 mod cluster;
+mod config;
 mod containment;
 mod dashboard;
 mod deadman;
