@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 
 use super::client::{running_daemon, Client};
 use super::duration;
-use super::JobCmd;
 use crate::job::{validate_job, Job};
 use crate::store::{self, Store};
 
@@ -191,32 +190,6 @@ pub struct AddArgs {
     pub json: bool,
 }
 
-/// Runs a `job` subcommand.
-pub fn run(dir_flag: Option<&Path>, cmd: JobCmd) -> i32 {
-    let dir = match store::resolve_data_dir(dir_flag) {
-        Ok(d) => d,
-        Err(e) => return fail(1, &e.to_string()),
-    };
-    let r = match cmd {
-        JobCmd::Add(a) => add(&dir, &a),
-        JobCmd::List { json } => list(&dir, json),
-        JobCmd::Show { id } => show(&dir, &id),
-        JobCmd::Rm { id } => rm(&dir, &id),
-        JobCmd::Run { id, wait, json } => run_now(&dir, &id, wait, json),
-        JobCmd::Set(a) => super::change::set(&dir, &a),
-        JobCmd::Edit { id } => super::change::edit(&dir, &id),
-        JobCmd::Logs(a) => super::logs::logs(&dir, &a),
-        JobCmd::Runs { id, limit, json } => runs(&dir, &id, limit, json),
-        JobCmd::Test(a) => super::test::test(&dir, &a),
-        JobCmd::Enable { id } => set_enabled(&dir, &id, true),
-        JobCmd::Disable { id } => set_enabled(&dir, &id, false),
-    };
-    match r {
-        Ok(code) => code,
-        Err((code, msg)) => fail(code, &msg),
-    }
-}
-
 /// `token`: prints the API token, creating the data dir and token if needed; with `--etcd`,
 /// the cluster's (created in etcd if missing).
 pub fn token(dir_flag: Option<&Path>, a: &super::TokenArgs) -> i32 {
@@ -241,7 +214,7 @@ pub fn token(dir_flag: Option<&Path>, a: &super::TokenArgs) -> i32 {
     }
 }
 
-fn fail(code: i32, msg: &str) -> i32 {
+pub(super) fn fail(code: i32, msg: &str) -> i32 {
     eprintln!("error: {msg}");
     code
 }
@@ -341,7 +314,7 @@ pub(super) fn read_json_file(p: &Path) -> Result<Value, (i32, String)> {
     Ok(v)
 }
 
-fn add(dir: &Path, a: &AddArgs) -> CmdResult {
+pub(super) fn add(dir: &Path, a: &AddArgs) -> CmdResult {
     let mut v = match &a.file {
         None => json!({}),
         Some(p) => read_json_file(p)?,
@@ -1035,7 +1008,7 @@ pub(super) fn jobs_json(dir: &Path) -> Result<Vec<Value>, (i32, String)> {
     Ok(v)
 }
 
-fn list(dir: &Path, as_json: bool) -> CmdResult {
+pub(super) fn list(dir: &Path, as_json: bool) -> CmdResult {
     let online = running_daemon(dir).is_some();
     let jobs = jobs_json(dir)?;
     if as_json {
@@ -1095,7 +1068,7 @@ fn list(dir: &Path, as_json: bool) -> CmdResult {
     Ok(0)
 }
 
-fn show(dir: &Path, id: &str) -> CmdResult {
+pub(super) fn show(dir: &Path, id: &str) -> CmdResult {
     let v = if let Some(c) = client_if_running(dir)? {
         let (st, body) = c
             .call("GET", &format!("/jobs/{}", enc(id)), None)
@@ -1111,7 +1084,7 @@ fn show(dir: &Path, id: &str) -> CmdResult {
     Ok(0)
 }
 
-fn rm(dir: &Path, id: &str) -> CmdResult {
+pub(super) fn rm(dir: &Path, id: &str) -> CmdResult {
     if let Some(c) = client_if_running(dir)? {
         let (st, body) = c
             .call("DELETE", &format!("/jobs/{}", enc(id)), None)
@@ -1128,7 +1101,7 @@ fn rm(dir: &Path, id: &str) -> CmdResult {
     Ok(0)
 }
 
-fn set_enabled(dir: &Path, id: &str, enabled: bool) -> CmdResult {
+pub(super) fn set_enabled(dir: &Path, id: &str, enabled: bool) -> CmdResult {
     if let Some(c) = client_if_running(dir)? {
         let (st, body) = c
             .call(
@@ -1150,7 +1123,7 @@ fn set_enabled(dir: &Path, id: &str, enabled: bool) -> CmdResult {
     Ok(0)
 }
 
-fn run_now(dir: &Path, id: &str, wait: bool, as_json: bool) -> CmdResult {
+pub(super) fn run_now(dir: &Path, id: &str, wait: bool, as_json: bool) -> CmdResult {
     let c = Client::connect(dir).map_err(e1)?;
     let (st, body) = c
         .call("POST", &format!("/jobs/{}/run", enc(id)), None)
@@ -1202,7 +1175,7 @@ fn run_now(dir: &Path, id: &str, wait: bool, as_json: bool) -> CmdResult {
     }
 }
 
-fn runs(dir: &Path, id: &str, limit: usize, as_json: bool) -> CmdResult {
+pub(super) fn runs(dir: &Path, id: &str, limit: usize, as_json: bool) -> CmdResult {
     let runs: Vec<Value> = if let Some(c) = client_if_running(dir)? {
         let (st, body) = c
             .call(

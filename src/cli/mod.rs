@@ -217,6 +217,33 @@ pub fn main() -> i32 {
         Cmd::UninstallMan(a) => service::uninstall_man(&a),
         Cmd::Status => service::status(cli.data_dir.as_deref()),
         Cmd::Stop(a) => service::stop(cli.data_dir.as_deref(), &a),
-        Cmd::Job(j) => job::run(cli.data_dir.as_deref(), j),
+        Cmd::Job(j) => run_job(cli.data_dir.as_deref(), j),
+    }
+}
+
+/// Runs a `job` subcommand (here, not in `job.rs`, so that `job.rs`, whose helpers the
+/// other subcommands' files use, does not depend on them in turn).
+fn run_job(dir_flag: Option<&std::path::Path>, cmd: JobCmd) -> i32 {
+    let dir = match crate::store::resolve_data_dir(dir_flag) {
+        Ok(d) => d,
+        Err(e) => return job::fail(1, &e.to_string()),
+    };
+    let r = match cmd {
+        JobCmd::Add(a) => job::add(&dir, &a),
+        JobCmd::List { json } => job::list(&dir, json),
+        JobCmd::Show { id } => job::show(&dir, &id),
+        JobCmd::Rm { id } => job::rm(&dir, &id),
+        JobCmd::Run { id, wait, json } => job::run_now(&dir, &id, wait, json),
+        JobCmd::Set(a) => change::set(&dir, &a),
+        JobCmd::Edit { id } => change::edit(&dir, &id),
+        JobCmd::Logs(a) => logs::logs(&dir, &a),
+        JobCmd::Runs { id, limit, json } => job::runs(&dir, &id, limit, json),
+        JobCmd::Test(a) => test::test(&dir, &a),
+        JobCmd::Enable { id } => job::set_enabled(&dir, &id, true),
+        JobCmd::Disable { id } => job::set_enabled(&dir, &id, false),
+    };
+    match r {
+        Ok(code) => code,
+        Err((code, msg)) => job::fail(code, &msg),
     }
 }

@@ -11,7 +11,7 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use super::http::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::limits::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 
 /// A failed delivery to one output. `Display` is the text users see in `dispatch_errors`.
 #[derive(Debug)]
@@ -262,7 +262,7 @@ impl DeliveryError {
     /// Replaces every secret value in the text this error quotes from elsewhere (reply
     /// bodies, library messages, endpoints) with `[redacted]`.
     pub fn redact(mut self, secrets: &[String]) -> DeliveryError {
-        let r = |s: &mut String| *s = super::http::redact(s, secrets);
+        let r = |s: &mut String| *s = redact(s, secrets);
         match &mut self {
             DeliveryError::Status {
                 endpoint,
@@ -548,9 +548,26 @@ impl fmt::Display for SmtpSettingsError {
 
 impl Error for SmtpSettingsError {}
 
+/// `text` with every secret value replaced by `[redacted]`.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut t = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        t = t.replace(s.as_str(), "[redacted]");
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_replaces_every_secret() {
+        assert_eq!(
+            redact("a tok b tok", &["tok".into(), String::new()]),
+            "a [redacted] b [redacted]"
+        );
+    }
 
     fn status(code: u16) -> DeliveryError {
         DeliveryError::Status {

@@ -13,12 +13,9 @@ use crossbeam_channel::Receiver;
 use serde_json::Value;
 
 use super::error::DeliveryError;
+use super::limits::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::retry::{self, Failure, Retry};
 
-/// Longest wait for the TCP (and TLS) connection of one request.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest time for one whole request: connect, send, and read the reply.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most bytes of a reply body that are read (enough for any error document).
 const MAX_REPLY_BYTES: u64 = 64 * 1024;
 /// Longest service error string quoted in a dispatch error.
@@ -190,15 +187,6 @@ pub fn shown_url(url: &str) -> String {
     format!("{scheme}://{host}{path}{tail}")
 }
 
-/// `text` with every secret value replaced by `[redacted]`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut t = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        t = t.replace(s.as_str(), "[redacted]");
-    }
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,14 +232,6 @@ mod tests {
         assert_eq!(
             merged_headers(&extra),
             vec![("content-type", "text/plain"), ("x-a", "2")]
-        );
-    }
-
-    #[test]
-    fn redact_replaces_every_secret() {
-        assert_eq!(
-            redact("a tok b tok", &["tok".into(), String::new()]),
-            "a [redacted] b [redacted]"
         );
     }
 }

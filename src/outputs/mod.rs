@@ -15,6 +15,7 @@ mod error;
 mod file;
 mod github;
 mod http;
+mod limits;
 mod log;
 mod retry;
 mod slack;
