@@ -221,19 +221,34 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
     let (st, _) = d.req_with("GET", "/jobs", None, &[("Authorization", "Bearer wrong")]);
     assert_eq!(st, 401);
 
+    // cmd.exe gets the prompt as a file ({prompt} in its arguments is refused: it would
+    // parse a payload's `&` as a command separator).
     d.create(&job(
         "echo",
         vec![
             "cmd".into(),
             "/c".into(),
             "echo".into(),
-            "hello-{prompt}".into(),
+            "hello".into(),
+            "&".into(),
+            "type".into(),
+            "{prompt_file}".into(),
         ],
-        "from-cmd",
+        "from-cmd & echo injected",
     ));
     let r = run_now(&d, "echo");
     assert_eq!(r["status"], "succeeded", "{r}");
-    assert_eq!(r["output"], "hello-from-cmd\r\n", "{r}");
+    assert_eq!(r["output"], "hello\r\nfrom-cmd & echo injected", "{r}");
+    let (st, v) = d.post(
+        "/jobs",
+        &job(
+            "inject",
+            vec!["cmd".into(), "/c".into(), "echo".into(), "{prompt}".into()],
+            "x\" & echo evil & \"",
+        ),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["field"], "agent.command[3]", "{v}");
 
     // {prompt} reaches a C program as one argument, spaces, quotes and backslashes intact.
     let prompt = r#"two words "quoted" C:\dir\ and \\" end"#;
