@@ -690,9 +690,10 @@ const RENAME_PATIENCE: Duration = Duration::from_secs(2);
 /// semantics (FileRenameInfoEx): an existing `to` is replaced even while readers have it
 /// open with FILE_SHARE_DELETE, as every std `File` does, and they keep reading the old
 /// content. Where that is not available (FAT, older Windows, Wine) std falls back to
-/// MoveFileExW, which fails with a sharing violation while anyone has `to` open: that is
-/// tried again, for up to [`RENAME_PATIENCE`]; any other error at once. Durability is
-/// [`sync_dir`]'s, after the rename.
+/// MoveFileExW, which fails while anyone has `to` open (a sharing violation; Wine 8 says
+/// access denied, for std's rename too): that is tried again, for up to
+/// [`RENAME_PATIENCE`]; any other error at once. On Windows proper with NTFS neither
+/// happens for the daemon's own readers. Durability is [`sync_dir`]'s, after the rename.
 pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     let deadline = std::time::Instant::now() + RENAME_PATIENCE;
     let mut pause = Duration::from_millis(1);
@@ -701,7 +702,10 @@ pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        let busy = e.raw_os_error() == Some(ERROR_SHARING_VIOLATION as i32);
+        let busy = matches!(
+            e.raw_os_error().map(|c| c as u32),
+            Some(ERROR_SHARING_VIOLATION | ERROR_ACCESS_DENIED)
+        );
         if !busy || std::time::Instant::now() >= deadline {
             return Err(e);
         }

@@ -528,3 +528,53 @@ fn ids() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+#[test]
+fn the_token_and_data_dir_are_private_from_creation() {
+    // `token` makes the data dir and `.token` (as `install-windows-task` and `run` do).
+    // Wine keeps no Windows ACL on this file system: it turns the ACL a file is created with
+    // into its Unix mode. Before the daemon gave them its own ACL at creation they took the
+    // parent's (under Wine: mode 0644, readable by everyone).
+    use std::os::unix::fs::PermissionsExt;
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let data = t.path().join("nested").join("data");
+    let (code, out, err) = cli_exe(w, &data, &["token"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for p in [data.clone(), data.join(".token")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "{}: mode {mode:o}", p.display());
+    }
+    // A file the daemon creates with no such mode (the task XML, 0644) is not made private.
+    let (code, out, err) = cli_exe(w, &data, &["install-windows-task", "--port", "9998"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::fs::metadata(data.join("bog-agents-daemon-task.xml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o004, 0, "mode {mode:o}");
+}
+
+#[test]
+fn killing_the_daemon_ends_its_runs_processes() {
+    // Kill-on-close: the daemon dies without a word (SIGKILL of its Wine process), its
+    // handles close, and the job object takes the agent and the child it started with it.
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let mut d = start(w, t.path(), &[]);
+    let marker = format!("bogkoc{}x{}", std::process::id(), ids());
+    d.create(&job(
+        "orphans",
+        vec![winpath(&w.exe("tree.exe")), "spawn".into(), marker.clone()],
+        "p",
+    ));
+    let (st, v) = d.post("/jobs/orphans/run", &json!({}));
+    assert_eq!(st, 202, "{v}");
+    wait_for(60, "the agent and its child to run", || {
+        (processes_with(&marker).len() >= 2).then_some(())
+    });
+    d.kill9();
+    wait_for(30, "no process of the run left", || {
+        processes_with(&marker).is_empty().then_some(())
+    });
+}
