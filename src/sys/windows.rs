@@ -48,7 +48,7 @@ use windows_sys::Win32::System::Diagnostics::ToolHelp::{
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
     JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
-    TerminateJobObject, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    TerminateJobObject, JOBOBJECTINFOCLASS, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
     JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_ACTIVE_PROCESS,
     JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION, JOB_OBJECT_LIMIT_JOB_MEMORY,
     JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
@@ -298,40 +298,39 @@ impl Tree {
     /// allocation past the limit fails; how far the failed one reached is not recorded).
     /// A query that fails reports nothing.
     pub fn limits_hit(&self) -> LimitHits {
-        let job = self.job.as_raw_handle() as HANDLE;
         let mut hits = LimitHits::default();
         if let Some(cpu) = self.limits.cpu_seconds {
-            let mut acct = JOBOBJECT_BASIC_ACCOUNTING_INFORMATION::default();
-            // SAFETY: a valid job handle and an out-struct of the size given.
-            let ok = unsafe {
-                QueryInformationJobObject(
-                    job,
-                    JobObjectBasicAccountingInformation,
-                    (&mut acct as *mut JOBOBJECT_BASIC_ACCOUNTING_INFORMATION).cast(),
-                    std::mem::size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
-                    std::ptr::null_mut(),
-                )
-            };
+            let acct: Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> =
+                self.query(JobObjectBasicAccountingInformation);
             let limit = i64::try_from(cpu.saturating_mul(10_000_000)).unwrap_or(i64::MAX);
-            hits.cpu_seconds = ok != 0 && acct.TotalUserTime >= limit;
+            hits.cpu_seconds = acct.is_some_and(|a| a.TotalUserTime >= limit);
         }
         if let Some(mb) = self.limits.memory_mb {
-            let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
-            // SAFETY: a valid job handle and an out-struct of the size given.
-            let ok = unsafe {
-                QueryInformationJobObject(
-                    job,
-                    JobObjectExtendedLimitInformation,
-                    (&mut info as *mut JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
-                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
-                    std::ptr::null_mut(),
-                )
-            };
+            let info: Option<JOBOBJECT_EXTENDED_LIMIT_INFORMATION> =
+                self.query(JobObjectExtendedLimitInformation);
             let limit = mb.saturating_mul(1024 * 1024);
-            let peak = info.PeakJobMemoryUsed as u64;
-            hits.memory_mb = ok != 0 && peak > 0 && peak >= limit - limit / 16;
+            let peak = info.map_or(0, |i| i.PeakJobMemoryUsed as u64);
+            hits.memory_mb = peak > 0 && peak >= limit - limit / 16;
         }
         hits
+    }
+
+    /// One of the job's information classes, as the plain struct `T` it is; None if the
+    /// query fails.
+    fn query<T: Default>(&self, class: JOBOBJECTINFOCLASS) -> Option<T> {
+        let mut info = T::default();
+        // SAFETY: a valid job handle and an out-struct of the size given; `T` is the plain
+        // struct the caller names for `class`.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.job.as_raw_handle() as HANDLE,
+                class,
+                (&mut info as *mut T).cast(),
+                std::mem::size_of::<T>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        (ok != 0).then_some(info)
     }
 }
 

@@ -3,8 +3,10 @@
 //! Windows side of `src/sys` as far as Wine implements Windows: job objects (the agent
 //! started suspended, assigned, resumed; TerminateJobObject ends a process tree), Ctrl-C
 //! (Wine turns SIGINT into the console's Ctrl-C event) and the `stop` command's named event,
-//! LockFileEx, MoveFileExW renames over files being read, the agent's command line quoted
-//! the Windows way, notify's Windows backend, the Task Scheduler XML naming this binary.
+//! LockFileEx, renames over files being read, the data dir and token created private (Wine
+//! turns their ACL into a Unix mode), kill-on-close when the daemon is killed, the agent's
+//! command line quoted the Windows way (and `{prompt}` after `cmd /c` refused), notify's
+//! Windows backend, the Task Scheduler XML naming this binary.
 //! README "Platforms" says what Wine cannot prove.
 //!
 //! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
@@ -248,8 +250,9 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
     assert_eq!(v["field"], "agent.command[3]", "{v}");
 
     // {prompt} reaches a C program as one argument, spaces, quotes and backslashes intact.
+    // With limits: the job's accounting is queried at the run's end (Wine reports zeros).
     let prompt = r#"two words "quoted" C:\dir\ and \\" end"#;
-    d.create(&job(
+    let mut j = job(
         "argv",
         vec![
             winpath(&w.exe("argv.exe")),
@@ -257,7 +260,9 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
             "last".into(),
         ],
         prompt,
-    ));
+    );
+    j["limits"] = json!({"cpu_seconds": 60, "memory_mb": 256});
+    d.create(&j);
     let r = run_now(&d, "argv");
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(
