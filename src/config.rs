@@ -116,6 +116,9 @@ pub fn load(dir: &Path) -> Result<FileConfig, String> {
                         p.display()
                     ));
                 }
+                if let Some((i, why)) = crate::job::validate::prompt_through_cmd(a) {
+                    return Err(format!("{}: default_agent[{i}]: {why}", p.display()));
+                }
             }
             if c.max_concurrent_runs == Some(0) {
                 return Err(format!(

@@ -4,9 +4,8 @@
 //! restart after `kill -9` or power loss) sees either the old content or the new, never a
 //! torn file. Nothing here knows about jobs or runs.
 //!
-//! On Windows the rename is MoveFileExW with `MOVEFILE_REPLACE_EXISTING |
-//! MOVEFILE_WRITE_THROUGH` and there is no directory fsync (NTFS journals the rename);
-//! modes are Unix's only ([`crate::sys`]).
+//! The platform parts are [`crate::sys`]'s: creating a file or directory with its mode (on
+//! Windows, 0600/0700 become a user-only ACL), the rename, the directory flush.
 //!
 //! Group commit: the directory fsync that makes a rename durable is shared by every writer
 //! of that directory that renamed while another writer's directory fsync was running

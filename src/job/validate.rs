@@ -214,10 +214,20 @@ fn agent(a: AgentIn) -> R<Agent> {
 }
 
 /// Refuses `{prompt}` in an argument after `cmd` (any path, any case, `.exe` or not) or a
-/// `.bat`/`.cmd` program: cmd.exe parses its command line again, so `&`, `|`, `%VAR%` and
-/// quotes in a payload would run as commands whatever the quoting. Checked on every
-/// platform: job files move between machines.
+/// `.bat`/`.cmd` program ([`prompt_through_cmd`]).
 fn no_prompt_through_cmd(command: &[String]) -> R<()> {
+    match prompt_through_cmd(command) {
+        Some((i, why)) => err(&format!("agent.command[{i}]"), why),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first argument holding `{prompt}` after `cmd` (any path, any case,
+/// `.exe` or not) or a `.bat`/`.cmd` program, and why that is refused: cmd.exe parses its
+/// command line again, so `&`, `|`, `%VAR%` and quotes in a payload would run as commands
+/// whatever the quoting. Checked on every platform (job files and `config.json`'s
+/// `default_agent` move between machines).
+pub fn prompt_through_cmd(command: &[String]) -> Option<(usize, String)> {
     let is_cmd = |a: &str| {
         let name = a
             .rsplit(['/', '\\'])
@@ -227,19 +237,18 @@ fn no_prompt_through_cmd(command: &[String]) -> R<()> {
         let stem = name.split_once('.').map_or(name.as_str(), |(s, _)| s);
         stem == "cmd" || name.ends_with(".bat") || name.ends_with(".cmd")
     };
-    let Some(shell) = command.iter().position(|a| is_cmd(a)) else {
-        return Ok(());
-    };
-    match command.iter().skip(shell + 1).position(|a| a.contains("{prompt}")) {
-        Some(i) => err(
-            &format!("agent.command[{}]", shell + 1 + i),
-            format!(
-                "{{prompt}} is an argument of {:?}, which cmd.exe parses again: a payload holding `&`, `|`, `%` or quotes would run as commands; give the prompt on stdin (\"prompt_via\": \"stdin\") or as a file ({{prompt_file}})",
-                command[shell]
-            ),
+    let shell = command.iter().position(|a| is_cmd(a))?;
+    let i = command
+        .iter()
+        .skip(shell + 1)
+        .position(|a| a.contains("{prompt}"))?;
+    Some((
+        shell + 1 + i,
+        format!(
+            "{{prompt}} is an argument of {:?}, which cmd.exe parses again: a payload holding `&`, `|`, `%` or quotes would run as commands; give the prompt on stdin (\"prompt_via\": \"stdin\") or as a file ({{prompt_file}})",
+            command[shell]
         ),
-        None => Ok(()),
-    }
+    ))
 }
 
 fn limits(l: LimitsIn) -> R<Limits> {

@@ -47,3 +47,18 @@ fn prompt_in_cmd_arguments_is_refused_with_the_way_out() {
         assert_eq!(d.req("DELETE", "/jobs/ok", None).0, 204, "{v}");
     }
 }
+
+#[test]
+fn a_default_agent_through_cmd_with_prompt_is_refused_at_start() {
+    let t = tempdir();
+    write_config(
+        t.path(),
+        r#"{"default_agent": ["cmd.exe", "/c", "claude", "-p", "{prompt}"]}"#,
+    );
+    let (code, out, err) = cli(&t.path().join("data"), &["run", "--port", "0"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("default_agent[4]") && err.contains("{prompt_file}"),
+        "{err}"
+    );
+}
