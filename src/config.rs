@@ -116,6 +116,13 @@ pub enum ConfigError {
     },
     /// `default_agent` is empty or starts with an empty program.
     DefaultAgent { path: PathBuf },
+    /// `default_agent` hands `{prompt}` to a command interpreter (`cmd /c`, a `.bat`), which
+    /// would read payload text as commands.
+    DefaultAgentPrompt {
+        path: PathBuf,
+        index: usize,
+        why: String,
+    },
     /// `max_concurrent_runs` is 0.
     MaxConcurrentRuns { path: PathBuf },
     /// `containment` names no mode.
@@ -136,6 +143,9 @@ impl fmt::Display for ConfigError {
                 "{}: default_agent must be a non-empty argv array",
                 path.display()
             ),
+            ConfigError::DefaultAgentPrompt { path, index, why } => {
+                write!(f, "{}: default_agent[{index}]: {why}", path.display())
+            }
             ConfigError::MaxConcurrentRuns { path } => write!(
                 f,
                 "{}: max_concurrent_runs must be at least 1 (leave it out for no cap beyond workers)",
@@ -179,6 +189,9 @@ pub fn load(dir: &Path) -> Result<FileConfig, ConfigError> {
     if let Some(a) = &c.default_agent {
         if a.first().is_none_or(|s| s.trim().is_empty()) {
             return Err(ConfigError::DefaultAgent { path });
+        }
+        if let Some((index, why)) = crate::job::validate::prompt_through_cmd(a) {
+            return Err(ConfigError::DefaultAgentPrompt { path, index, why });
         }
     }
     if c.max_concurrent_runs == Some(0) {

@@ -4,9 +4,8 @@
 //! restart after `kill -9` or power loss) sees either the old content or the new, never a
 //! torn file. Nothing here knows about jobs or runs.
 //!
-//! On Windows the rename is MoveFileExW with `MOVEFILE_REPLACE_EXISTING |
-//! MOVEFILE_WRITE_THROUGH` and there is no directory fsync (NTFS journals the rename);
-//! modes are Unix's only ([`crate::sys`]).
+//! The platform parts are [`crate::sys`]'s: creating a file or directory with its mode (on
+//! Windows, 0600/0700 become a user-only ACL), the rename, the directory flush.
 //!
 //! Group commit: the directory fsync that makes a rename durable is shared by every writer
 //! of that directory that renamed while another writer's directory fsync was running
@@ -14,7 +13,7 @@
 //! on different threads do so at once, and the filesystem's journal commits them together).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,8 +112,8 @@ pub fn remove_durable(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Fsyncs a directory so that renames, creations and removals in it are durable (Windows
-/// cannot: [`crate::sys::sync_dir`]).
+/// Fsyncs a directory so that renames, creations and removals in it are durable (Windows:
+/// FlushFileBuffers on the directory, [`crate::sys::sync_dir`]).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     crate::sys::sync_dir(dir)
 }
@@ -196,9 +195,7 @@ pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
             create_dir_all_mode(parent, mode)?;
         }
     }
-    let mut b = fs::DirBuilder::new();
-    crate::sys::set_dir_mode(&mut b, mode);
-    match b.create(dir) {
+    match crate::sys::create_dir(dir, mode) {
         Ok(()) => sync_dir(&parent_dir(dir)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(e),
@@ -207,19 +204,13 @@ pub fn create_dir_all_mode(dir: &Path, mode: u32) -> io::Result<()> {
 
 /// Appends `data` to `path` (created with `mode` if missing) and fsyncs it.
 pub fn append_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let mut o = OpenOptions::new();
-    o.append(true).create(true);
-    crate::sys::set_file_mode(&mut o, mode);
-    let mut f = o.open(path)?;
+    let mut f = crate::sys::create_file(path, mode, crate::sys::Create::Append)?;
     f.write_all(data)?;
     f.sync_data()
 }
 
 fn open_new(path: &Path, mode: u32) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.write(true).create_new(true);
-    crate::sys::set_file_mode(&mut o, mode);
-    o.open(path)
+    crate::sys::create_file(path, mode, crate::sys::Create::New)
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -233,10 +224,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// files that need not survive a crash, such as a spooled webhook body (its queued run is
 /// marked interrupted at the next start anyway).
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let mut o = OpenOptions::new();
-    o.write(true).create_new(true);
-    crate::sys::set_file_mode(&mut o, mode);
-    o.open(path)?.write_all(data)
+    open_new(path, mode)?.write_all(data)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! bog-agents-daemon: runs AI agents when something happens (cron, interval, file change,
 //! webhook, git push) and delivers what they say. See ARCHITECTURE.md for the map.
+// Unsafe code lives only in `sys` (the OS) and `contain` (Linux cgroups, Landlock).
+#![deny(unsafe_code)]
 
 mod agent;
 mod api;
@@ -8,6 +10,7 @@ mod checkout;
 mod cli;
 mod cluster;
 mod config;
+#[allow(unsafe_code)]
 mod contain;
 mod daemon;
 mod engine;
@@ -28,6 +31,7 @@ mod schedule;
 mod service;
 mod signals;
 mod store;
+#[allow(unsafe_code)]
 mod sys;
 mod template;
 mod time;

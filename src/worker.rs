@@ -408,6 +408,8 @@ pub fn apply_outcome(
         )
     } else if o.exit_code == Some(0) {
         (RunStatus::Succeeded, None)
+    } else if let Some(e) = job_object_limits(job, &o) {
+        (RunStatus::Failed, Some(e))
     } else if let Some(sig) = o.signal {
         let mut e = format!("the agent was killed by {}", agent::signal_name(sig));
         match job.limits.cpu_seconds {
@@ -432,6 +434,23 @@ pub fn apply_outcome(
     } else {
         Some(redactor.redact(&notes.join("; "), false, false))
     };
+}
+
+/// For a failed run whose job object (Windows) counted it at a limit: the message, in the
+/// words the Unix limits use. None elsewhere (Unix never sets [`crate::sys::LimitHits`]).
+fn job_object_limits(job: &Job, o: &agent::Outcome) -> Option<String> {
+    let hit = o.verdict.limits_hit;
+    let mut e = format!("the agent exited with code {}", o.exit_code.unwrap_or(-1));
+    match (job.limits.cpu_seconds, job.limits.memory_mb) {
+        (Some(cpu), _) if hit.cpu_seconds => e.push_str(&format!(
+            ": cpu_seconds limit of {cpu} s reached (the job object's CPU time limit ended every process of the run)"
+        )),
+        (_, Some(mb)) if hit.memory_mb => e.push_str(&format!(
+            ": memory_mb limit of {mb} MiB reached (the job object's committed memory limit: allocations past it fail)"
+        )),
+        _ => return None,
+    }
+    Some(e)
 }
 
 /// For a failed run without a cgroup (which would have said so for sure): the rlimits that
@@ -988,6 +1007,7 @@ mod tests {
         o.verdict = Verdict {
             oom_kills: 1,
             pids_max_hits: 0,
+            ..Verdict::default()
         };
         let (st, e) = error_for(&j, o);
         assert_eq!(st, RunStatus::Failed);
@@ -999,6 +1019,26 @@ mod tests {
         let mut o = ended(v1, Some(0), None, "");
         o.verdict.oom_kills = 2;
         assert_eq!(error_for(&j, o).0, RunStatus::Failed);
+    }
+
+    #[test]
+    fn job_object_limits_are_named() {
+        let j = job(json!({"cpu_seconds": 2, "memory_mb": 64}));
+        let mut o = ended(Mode::JobObject, Some(1816), None, "");
+        o.verdict.limits_hit.cpu_seconds = true;
+        let (st, e) = error_for(&j, o);
+        assert_eq!(st, RunStatus::Failed);
+        assert!(
+            e.starts_with("the agent exited with code 1816: cpu_seconds limit of 2 s reached"),
+            "{e}"
+        );
+        let mut o = ended(Mode::JobObject, Some(3), None, "");
+        o.verdict.limits_hit.memory_mb = true;
+        let (_, e) = error_for(&j, o);
+        assert!(e.contains("memory_mb limit of 64 MiB reached"), "{e}");
+        // Nothing counted: the plain exit code.
+        let (_, e) = error_for(&j, ended(Mode::JobObject, Some(1816), None, ""));
+        assert_eq!(e, "the agent exited with code 1816");
     }
 
     #[test]

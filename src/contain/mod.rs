@@ -396,6 +396,8 @@ pub struct Verdict {
     pub oom_kills: u64,
     /// Forks refused at the pids limit (cgroup modes).
     pub pids_max_hits: u64,
+    /// What the process tree's OS object counted (Windows' job object; nothing on Unix).
+    pub limits_hit: crate::sys::LimitHits,
 }
 
 /// Processes killed when the run ended.
@@ -497,7 +499,8 @@ impl Jail {
         }
     }
 
-    /// What the kernel counted in the run's cgroup (zeros without one).
+    /// What the kernel counted in the run's cgroup, or the job object against the run's
+    /// limits (zeros without either).
     pub fn verdict(&self) -> Verdict {
         #[cfg(target_os = "linux")]
         if let Some(c) = &self.cgroup {
@@ -505,9 +508,17 @@ impl Jail {
             return Verdict {
                 oom_kills: k.oom_kills,
                 pids_max_hits: k.pids_max_hits,
+                ..Verdict::default()
             };
         }
-        Verdict::default()
+        Verdict {
+            limits_hit: self
+                .tree
+                .as_ref()
+                .map(|t| t.limits_hit())
+                .unwrap_or_default(),
+            ..Verdict::default()
+        }
     }
 }
 

@@ -195,6 +195,7 @@ fn agent(a: AgentIn) -> R<Agent> {
     if command.first().is_some_and(|c| c.trim().is_empty()) {
         return err("agent.command[0]", "the program name must not be empty");
     }
+    no_prompt_through_cmd(&command)?;
     let env_allow = a.env_allow.unwrap_or_default();
     for (i, n) in env_allow.iter().enumerate() {
         if !is_env_name(n) {
@@ -210,6 +211,44 @@ fn agent(a: AgentIn) -> R<Agent> {
         inherit_env: a.inherit_env.unwrap_or(true),
         env_allow,
     })
+}
+
+/// Refuses `{prompt}` in an argument after `cmd` (any path, any case, `.exe` or not) or a
+/// `.bat`/`.cmd` program ([`prompt_through_cmd`]).
+fn no_prompt_through_cmd(command: &[String]) -> R<()> {
+    match prompt_through_cmd(command) {
+        Some((i, why)) => err(&format!("agent.command[{i}]"), why),
+        None => Ok(()),
+    }
+}
+
+/// The index of the first argument holding `{prompt}` after `cmd` (any path, any case,
+/// `.exe` or not) or a `.bat`/`.cmd` program, and why that is refused: cmd.exe parses its
+/// command line again, so `&`, `|`, `%VAR%` and quotes in a payload would run as commands
+/// whatever the quoting. Checked on every platform (job files and `config.json`'s
+/// `default_agent` move between machines).
+pub fn prompt_through_cmd(command: &[String]) -> Option<(usize, String)> {
+    let is_cmd = |a: &str| {
+        let name = a
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(a)
+            .to_ascii_lowercase();
+        let stem = name.split_once('.').map_or(name.as_str(), |(s, _)| s);
+        stem == "cmd" || name.ends_with(".bat") || name.ends_with(".cmd")
+    };
+    let shell = command.iter().position(|a| is_cmd(a))?;
+    let i = command
+        .iter()
+        .skip(shell + 1)
+        .position(|a| a.contains("{prompt}"))?;
+    Some((
+        shell + 1 + i,
+        format!(
+            "{{prompt}} is an argument of {:?}, which cmd.exe parses again: a payload holding `&`, `|`, `%` or quotes would run as commands; give the prompt on stdin (\"prompt_via\": \"stdin\") or as a file ({{prompt_file}})",
+            command[shell]
+        ),
+    ))
 }
 
 fn limits(l: LimitsIn) -> R<Limits> {
@@ -1027,6 +1066,52 @@ mod tests {
         assert_eq!(field_of(with(base(), "env", json!({"A": 1}))), "env.A");
         assert_eq!(field_of(with(base(), "env", json!({"1A": "x"}))), "env.1A");
         assert_eq!(field_of(json!([1])), "");
+    }
+
+    #[test]
+    fn prompt_through_cmd_is_refused() {
+        let field = |cmd: Value| field_of(with(base(), "agent", json!({"command": cmd})));
+        for cmd in [
+            json!(["cmd", "/c", "claude", "-p", "{prompt}"]),
+            json!([
+                "C:\\Windows\\System32\\CMD.EXE",
+                "/c",
+                "claude",
+                "-p",
+                "{prompt}"
+            ]),
+            json!(["cmd.exe", "/c", "claude", "-p", "x{prompt}y"]),
+            json!(["run.bat", "a", "b", "c", "{prompt}"]),
+            json!(["D:/tools/Agent.CMD", "a", "b", "c", "{prompt}"]),
+            json!(["env", "cmd", "/c", "x", "{prompt}"]),
+        ] {
+            let f = field(cmd.clone());
+            assert!(f == "agent.command[4]", "{cmd}: {f}");
+        }
+        let mut j = with(
+            base(),
+            "agent",
+            json!({"command": ["cmd", "/c", "a", "b", "{prompt}"]}),
+        );
+        let e = v(j.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("prompt_via") && e.contains("{prompt_file}"),
+            "{e}"
+        );
+        // What remains possible: the prompt on stdin or as a file, and {prompt} elsewhere.
+        j["agent"] = json!({"command": ["cmd", "/c", "agent", "{prompt_file}"]});
+        assert!(v(j.clone()).is_ok());
+        j["agent"] = json!({"command": ["cmd", "/c", "agent"], "prompt_via": "stdin"});
+        assert!(v(j.clone()).is_ok());
+        for ok in [
+            json!(["claude", "-p", "{prompt}"]),
+            json!(["cmdline-tool", "{prompt}"]),
+            json!(["/usr/bin/bash.cmdx", "{prompt}"]),
+            json!(["{prompt}", "cmd"]),
+        ] {
+            j["agent"] = json!({"command": ok.clone()});
+            assert!(v(j.clone()).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -29,10 +29,11 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    arg_max, dir_identity, exit_signal, home_of, how_stopped, pid_alive, release_startup_memory,
-    rename_durable, request_stop, resource_caps, restore_sigpipe, set_dir_mode, set_file_mode,
-    set_listener_nodelay, signal_name, sweep_marked, sync_dir, tighten_private_dir, try_lock_file,
-    tune_allocator, Tree, JOB_OBJECTS, STOP_REQUEST, WATCHER_SEES_ROOT_REMOVAL, WINDOWS,
+    arg_max, create_dir, create_file, dir_identity, exit_signal, home_of, how_stopped, pid_alive,
+    release_startup_memory, rename_durable, request_stop, resource_caps, restore_sigpipe,
+    set_dir_mode, set_file_mode, set_listener_nodelay, signal_name, sweep_marked, sync_dir,
+    tighten_private_dir, try_lock_file, tune_allocator, Tree, JOB_OBJECTS, STOP_REQUEST,
+    WATCHER_SEES_ROOT_REMOVAL, WINDOWS,
 };
 /// For the Linux cgroup code in [`crate::contain`].
 #[cfg(target_os = "linux")]
@@ -92,6 +93,25 @@ pub struct Limits {
     pub cpu_seconds: Option<u64>,
     pub memory_mb: Option<u64>,
     pub max_processes: Option<u64>,
+}
+
+/// How [`create_file`] opens the file it creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// A new file, for writing; it must not exist.
+    New,
+    /// For appending, created if missing (an existing file keeps its mode or ACL).
+    Append,
+}
+
+/// What the OS recorded about a run's limits beyond how its agent ended (Windows: the job
+/// object's accounting; Unix reports nothing here, its rlimits show in the exit signal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitHits {
+    /// The run used its whole `cpu_seconds` (the job's CPU time limit ended it).
+    pub cpu_seconds: bool,
+    /// The run's committed memory peaked at its `memory_mb` (allocations past it failed).
+    pub memory_mb: bool,
 }
 
 /// What the Linux containment does in the child between fork and exec (ignored elsewhere):

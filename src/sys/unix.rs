@@ -17,8 +17,10 @@ pub const JOB_OBJECTS: bool = false;
 /// Whether this is Windows (the Task Scheduler is there to register with).
 pub const WINDOWS: bool = false;
 
-/// Whether the file watcher reports the removal of a watched root itself (inotify reports it (IN_DELETE_SELF); FSEvents is not tested).
-pub const WATCHER_SEES_ROOT_REMOVAL: bool = true;
+/// Whether the file watcher reports the removal of a watched root itself: inotify does
+/// (IN_DELETE_SELF); FSEvents is not tested, so macOS re-checks each root's identity as
+/// Windows does.
+pub const WATCHER_SEES_ROOT_REMOVAL: bool = cfg!(target_os = "linux");
 
 /// What `stop` sends the daemon, for its message.
 pub const STOP_REQUEST: &str = "SIGTERM";
@@ -156,6 +158,12 @@ impl Tree {
     /// object holds every descendant, a process group does not.
     pub fn may_leak(&self) -> bool {
         true
+    }
+
+    /// Nothing beyond the exit signal: `RLIMIT_CPU` ends the agent with SIGXCPU or SIGKILL,
+    /// and `RLIMIT_DATA` makes allocations fail, which the worker reads from how it ended.
+    pub fn limits_hit(&self) -> super::LimitHits {
+        super::LimitHits::default()
     }
 }
 
@@ -313,6 +321,21 @@ pub fn try_lock_file(f: &File) -> io::Result<bool> {
 /// Creates files with Unix mode `mode` (e.g. 0o600).
 pub fn set_file_mode(o: &mut OpenOptions, mode: u32) {
     o.mode(mode);
+}
+
+/// Creates `path` with Unix mode `mode` (before any data is written), as `how` says.
+pub fn create_file(path: &Path, mode: u32, how: super::Create) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    match how {
+        super::Create::New => o.write(true).create_new(true),
+        super::Create::Append => o.append(true).create(true),
+    };
+    o.mode(mode).open(path)
+}
+
+/// Creates the directory `path` (not its parents) with Unix mode `mode`.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    fs::DirBuilder::new().mode(mode).create(path)
 }
 
 /// Creates directories with Unix mode `mode` (e.g. 0o700).

@@ -15,19 +15,28 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_IO_PENDING, ERROR_LOCK_VIOLATION,
-    ERROR_SHARING_VIOLATION, HANDLE, INVALID_HANDLE_VALUE, STILL_ACTIVE, WAIT_OBJECT_0,
+    CloseHandle, GetLastError, LocalFree, ERROR_ACCESS_DENIED, ERROR_INVALID_FUNCTION,
+    ERROR_INVALID_PARAMETER, ERROR_IO_PENDING, ERROR_LOCK_VIOLATION, ERROR_NOT_SUPPORTED,
+    ERROR_SHARING_VIOLATION, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, STILL_ACTIVE,
+    WAIT_OBJECT_0,
 };
-use windows_sys::Win32::Security::Authorization::{SetNamedSecurityInfoW, SE_FILE_OBJECT};
+use windows_sys::Win32::Security::Authorization::{
+    GetNamedSecurityInfoW, SetNamedSecurityInfoW, SE_FILE_OBJECT,
+};
 use windows_sys::Win32::Security::{
-    AddAccessAllowedAceEx, GetLengthSid, GetTokenInformation, InitializeAcl, TokenUser,
-    ACCESS_ALLOWED_ACE, ACL, ACL_REVISION, CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION,
-    OBJECT_INHERIT_ACE, PROTECTED_DACL_SECURITY_INFORMATION, TOKEN_QUERY, TOKEN_USER,
+    AddAccessAllowedAceEx, GetLengthSid, GetSecurityDescriptorControl, GetTokenInformation,
+    InitializeAcl, InitializeSecurityDescriptor, SetSecurityDescriptorControl,
+    SetSecurityDescriptorDacl, TokenUser, ACCESS_ALLOWED_ACE, ACE_FLAGS, ACL, ACL_REVISION,
+    CONTAINER_INHERIT_ACE, DACL_SECURITY_INFORMATION, OBJECT_INHERIT_ACE,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES,
+    SECURITY_DESCRIPTOR, SE_DACL_PROTECTED, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    GetFileInformationByHandle, LockFileEx, MoveFileExW, BY_HANDLE_FILE_INFORMATION,
-    FILE_ALL_ACCESS, FILE_ATTRIBUTE_DIRECTORY, FILE_FLAG_BACKUP_SEMANTICS, LOCKFILE_EXCLUSIVE_LOCK,
-    LOCKFILE_FAIL_IMMEDIATELY, MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH,
+    CreateDirectoryW, CreateFileW, GetFileInformationByHandle, LockFileEx,
+    BY_HANDLE_FILE_INFORMATION, CREATE_NEW, FILE_ALL_ACCESS, FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_NORMAL, FILE_FLAG_BACKUP_SEMANTICS, FILE_GENERIC_WRITE, FILE_SHARE_DELETE,
+    FILE_SHARE_READ, FILE_SHARE_WRITE, FILE_WRITE_DATA, LOCKFILE_EXCLUSIVE_LOCK,
+    LOCKFILE_FAIL_IMMEDIATELY, OPEN_ALWAYS,
 };
 use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT, CTRL_LOGOFF_EVENT,
@@ -37,10 +46,12 @@ use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, Thread32First, Thread32Next, TH32CS_SNAPTHREAD, THREADENTRY32,
 };
 use windows_sys::Win32::System::JobObjects::{
-    AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
-    SetInformationJobObject, TerminateJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
-    JOB_OBJECT_LIMIT_ACTIVE_PROCESS, JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION,
-    JOB_OBJECT_LIMIT_JOB_MEMORY, JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    AssignProcessToJobObject, CreateJobObjectW, JobObjectBasicAccountingInformation,
+    JobObjectExtendedLimitInformation, QueryInformationJobObject, SetInformationJobObject,
+    TerminateJobObject, JOBOBJECTINFOCLASS, JOBOBJECT_BASIC_ACCOUNTING_INFORMATION,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JOB_OBJECT_LIMIT_ACTIVE_PROCESS,
+    JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION, JOB_OBJECT_LIMIT_JOB_MEMORY,
+    JOB_OBJECT_LIMIT_JOB_TIME, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
 };
 use windows_sys::Win32::System::Threading::{
     CreateEventW, GetCurrentProcess, GetExitCodeProcess, OpenEventW, OpenProcess, OpenProcessToken,
@@ -49,7 +60,7 @@ use windows_sys::Win32::System::Threading::{
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
-use super::{Limits, PreExec, Signal, Stop};
+use super::{Create, LimitHits, Limits, PreExec, Signal, Stop};
 
 /// Runs' processes are a job object.
 pub const JOB_OBJECTS: bool = true;
@@ -81,9 +92,13 @@ fn channel() -> &'static (Sender<Signal>, Receiver<Signal>) {
     CH.get_or_init(unbounded)
 }
 
-/// Runs on a thread the system starts for each console event. For a close, logoff or
-/// shutdown the process ends when this returns (or after about 5 s, whatever it does), so
-/// it waits that long: the drain gets those seconds, not its whole grace.
+/// Runs on a thread the system starts for each console event. A close (and a logoff or
+/// shutdown, which Windows sends to services only: the daemon, started by the Task
+/// Scheduler, is ended without them) ends the process when this returns, or about 5 s
+/// after the event whatever it does. So it sends a second stop at once, as a second Ctrl-C
+/// would: runs are killed and recorded as interrupted within those seconds instead of
+/// being cut off while the drain waits for its grace; then it never returns (the daemon
+/// exits first, or Windows ends it).
 unsafe extern "system" fn on_console_event(ctrl: u32) -> i32 {
     let (name, ends_process) = match ctrl {
         CTRL_C_EVENT => ("Ctrl-C", false),
@@ -95,7 +110,10 @@ unsafe extern "system" fn on_console_event(ctrl: u32) -> i32 {
     };
     let _ = channel().0.send(Signal::Stop(name));
     if ends_process {
-        std::thread::sleep(Duration::from_secs(5));
+        let _ = channel().0.send(Signal::Stop(name));
+        loop {
+            std::thread::park();
+        }
     }
     1
 }
@@ -177,6 +195,7 @@ pub fn restore_sigpipe() {}
 pub struct Tree {
     job: OwnedHandle,
     pid: u32,
+    limits: Limits,
 }
 
 impl Tree {
@@ -184,8 +203,9 @@ impl Tree {
     /// job's committed memory limit, `max_processes` → its active process limit,
     /// `cpu_seconds` → its user-mode CPU time limit, which ends every process), then lets
     /// it run, so not even its first instruction runs outside the job. The agent gets a
-    /// console of its own (hidden), so the daemon's Ctrl-C does not reach it: the daemon
-    /// decides when runs end. `pre` is Linux's.
+    /// console of its own (CREATE_NO_WINDOW: hidden), which by Windows' rules keeps the
+    /// daemon's console's Ctrl-C from it (not tested: Wine turns a Linux signal into the
+    /// event for one process). `pre` is Linux's.
     pub fn spawn(cmd: &mut Command, limits: Limits, _pre: PreExec) -> io::Result<(Child, Tree)> {
         // SAFETY: no name, default security; the handle is owned at once.
         let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
@@ -230,6 +250,7 @@ impl Tree {
         let tree = Tree {
             job,
             pid: child.id(),
+            limits,
         };
         let started = (|| {
             // SAFETY: valid job and process handles.
@@ -269,6 +290,47 @@ impl Tree {
     /// Whether processes that left the run must be looked for: no, the job holds them all.
     pub fn may_leak(&self) -> bool {
         false
+    }
+
+    /// What the job object counted against the run's limits: its user-mode CPU time at the
+    /// `cpu_seconds` limit (Windows then ends every process of the job with code 1816,
+    /// ERROR_NOT_ENOUGH_QUOTA), its peak committed memory within 1/16 of `memory_mb` (an
+    /// allocation past the limit fails; how far the failed one reached is not recorded).
+    /// A query that fails reports nothing.
+    pub fn limits_hit(&self) -> LimitHits {
+        let mut hits = LimitHits::default();
+        if let Some(cpu) = self.limits.cpu_seconds {
+            let acct: Option<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION> =
+                self.query(JobObjectBasicAccountingInformation);
+            let limit = i64::try_from(cpu.saturating_mul(10_000_000)).unwrap_or(i64::MAX);
+            hits.cpu_seconds = acct.is_some_and(|a| a.TotalUserTime >= limit);
+        }
+        if let Some(mb) = self.limits.memory_mb {
+            let info: Option<JOBOBJECT_EXTENDED_LIMIT_INFORMATION> =
+                self.query(JobObjectExtendedLimitInformation);
+            let limit = mb.saturating_mul(1024 * 1024);
+            let peak = info.map_or(0, |i| i.PeakJobMemoryUsed as u64);
+            hits.memory_mb = peak > 0 && peak >= limit - limit / 16;
+        }
+        hits
+    }
+
+    /// One of the job's information classes, as the plain struct `T` it is; None if the
+    /// query fails.
+    fn query<T: Default>(&self, class: JOBOBJECTINFOCLASS) -> Option<T> {
+        let mut info = T::default();
+        // SAFETY: a valid job handle and an out-struct of the size given; `T` is the plain
+        // struct the caller names for `class`.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                self.job.as_raw_handle() as HANDLE,
+                class,
+                (&mut info as *mut T).cast(),
+                std::mem::size_of::<T>() as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        (ok != 0).then_some(info)
     }
 }
 
@@ -380,17 +442,154 @@ pub fn try_lock_file(f: &File) -> io::Result<bool> {
     }
 }
 
-/// Unix modes do not exist here: a new file takes the ACL its directory passes on (the data
-/// dir's is this user alone: [`tighten_private_dir`]).
+/// Unix modes do not exist here, and OpenOptions takes no security descriptor: a file opened
+/// this way takes the ACL its directory passes on. Files that must be private are made by
+/// [`create_file`] (fsio's writers), which gives them their own ACL.
 pub fn set_file_mode(_o: &mut OpenOptions, _mode: u32) {}
 
-/// As [`set_file_mode`], for directories.
+/// As [`set_file_mode`], for directories ([`create_dir`] makes private ones).
 pub fn set_dir_mode(_b: &mut fs::DirBuilder, _mode: u32) {}
 
-/// Gives `dir` a protected ACL (nothing inherited from its parent) with one entry: this
-/// user, full control, passed on to everything in it, the files already there included
-/// (SetNamedSecurityInfoW propagates it). Never reports a mode.
-pub fn tighten_private_dir(dir: &Path) -> io::Result<Option<u32>> {
+/// Whether a Unix mode keeps group and others out (0o600, 0o700): such files and
+/// directories get [`user_only_acl`] when they are created.
+fn private(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
+/// A security descriptor whose DACL is protected (nothing inherited from the parent) and
+/// has one entry, this user with full control; with `inherit`, passed on to what is made
+/// inside (a directory's). The descriptor points into the ACL buffer it is kept with.
+struct PrivateSd {
+    sd: Box<SECURITY_DESCRIPTOR>,
+    _acl: Vec<u32>,
+}
+
+impl PrivateSd {
+    fn new(inherit: bool) -> io::Result<PrivateSd> {
+        let mut acl = user_only_acl(if inherit {
+            OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE
+        } else {
+            0
+        })?;
+        let mut sd = Box::new(SECURITY_DESCRIPTOR::default());
+        let p: PSECURITY_DESCRIPTOR = (&mut *sd as *mut SECURITY_DESCRIPTOR).cast();
+        // SAFETY: `p` points to a SECURITY_DESCRIPTOR that lives as long as `self`; the
+        // ACL buffer moves into `self` with it (a Vec's heap buffer does not move).
+        let ok = unsafe {
+            InitializeSecurityDescriptor(p, 1) != 0
+                && SetSecurityDescriptorDacl(p, 1, acl.as_mut_ptr().cast::<ACL>(), 0) != 0
+                && SetSecurityDescriptorControl(p, SE_DACL_PROTECTED, SE_DACL_PROTECTED) != 0
+        };
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PrivateSd { sd, _acl: acl })
+    }
+
+    /// Attributes for CreateFileW and CreateDirectoryW; valid while `self` is.
+    fn attributes(&mut self) -> SECURITY_ATTRIBUTES {
+        SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: (&mut *self.sd as *mut SECURITY_DESCRIPTOR).cast(),
+            bInheritHandle: 0,
+        }
+    }
+}
+
+/// Creates `path` as `how` says. A private `mode` (0o600) gives a new file this user's
+/// protected ACL in the same call that creates it (CreateFileW's security attributes), so
+/// no other account can open it even for a moment, whatever its directory passes on; an
+/// ACL that cannot be built is an error, never a file left open to others. An existing file
+/// (`Append`) keeps its ACL. Other modes: the directory's ACL, as std makes files.
+pub fn create_file(path: &Path, mode: u32, how: Create) -> io::Result<File> {
+    if !private(mode) {
+        let mut o = OpenOptions::new();
+        match how {
+            Create::New => o.write(true).create_new(true),
+            Create::Append => o.append(true).create(true),
+        };
+        return o.open(path);
+    }
+    let mut sd = PrivateSd::new(false)?;
+    let sa = sd.attributes();
+    let (access, disposition) = match how {
+        Create::New => (GENERIC_WRITE, CREATE_NEW),
+        // As std opens for appending: every write goes to the end.
+        Create::Append => (FILE_GENERIC_WRITE & !FILE_WRITE_DATA, OPEN_ALWAYS),
+    };
+    let name = wide(path.as_os_str());
+    // SAFETY: a valid NUL-terminated path and security attributes that outlive the call.
+    let h = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            access,
+            FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+            &sa,
+            disposition,
+            FILE_ATTRIBUTE_NORMAL,
+            std::ptr::null_mut(),
+        )
+    };
+    if h == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new file handle nothing else owns, opened for synchronous I/O as std's are.
+    Ok(unsafe { File::from_raw_handle(h) })
+}
+
+/// Creates the directory `path`; a private `mode` (0o700) gives it this user's protected
+/// ACL, passed on to what is made inside, in the call that creates it.
+pub fn create_dir(path: &Path, mode: u32) -> io::Result<()> {
+    if !private(mode) {
+        return fs::create_dir(path);
+    }
+    let mut sd = PrivateSd::new(true)?;
+    let sa = sd.attributes();
+    let name = wide(path.as_os_str());
+    // SAFETY: a valid NUL-terminated path and security attributes that outlive the call.
+    if unsafe { CreateDirectoryW(name.as_ptr(), &sa) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `dir`'s DACL is protected (inherits nothing from its parent): one the daemon
+/// made, or one its user set on purpose.
+fn dacl_protected(dir: &Path) -> io::Result<bool> {
+    let name = wide(dir.as_os_str());
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: a valid path; the descriptor the call allocates is freed below.
+    let r = unsafe {
+        GetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut sd,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r as i32));
+    }
+    let (mut control, mut rev) = (0u16, 0u32);
+    // SAFETY: the descriptor GetNamedSecurityInfoW returned, freed right after.
+    let ok = unsafe {
+        let ok = GetSecurityDescriptorControl(sd, &mut control, &mut rev);
+        LocalFree(sd);
+        ok
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(control & SE_DACL_PROTECTED != 0)
+}
+
+/// The ACL with one entry, this user (the process token's) with full control, `flags` its
+/// inheritance; a buffer of u32s (ACLs are 4-aligned) that holds the ACL.
+fn user_only_acl(flags: ACE_FLAGS) -> io::Result<Vec<u32>> {
     // The user's SID, from the process token.
     let mut token: HANDLE = std::ptr::null_mut();
     // SAFETY: the current process's pseudo-handle and an out-pointer for the token.
@@ -441,20 +640,29 @@ pub fn tighten_private_dir(dir: &Path) -> io::Result<Option<u32>> {
         .next_multiple_of(4);
     let mut acl = vec![0u32; acl_len / 4];
     let acl_ptr = acl.as_mut_ptr().cast::<ACL>();
-    // SAFETY: a buffer of `acl_len` bytes, 4-aligned; the SID is valid.
+    // SAFETY: a buffer of `acl_len` bytes, 4-aligned; the SID is valid (the token buffer
+    // `user` lives until the end of this function, and the ACE copies the SID).
     unsafe {
         if InitializeAcl(acl_ptr, acl_len as u32, ACL_REVISION) == 0
-            || AddAccessAllowedAceEx(
-                acl_ptr,
-                ACL_REVISION,
-                OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE,
-                FILE_ALL_ACCESS,
-                sid,
-            ) == 0
+            || AddAccessAllowedAceEx(acl_ptr, ACL_REVISION, flags, FILE_ALL_ACCESS, sid) == 0
         {
             return Err(io::Error::last_os_error());
         }
     }
+    Ok(acl)
+}
+
+/// Gives `dir` a protected ACL (nothing inherited from its parent) with one entry: this
+/// user, full control, passed on to everything in it, the files already there included
+/// (SetNamedSecurityInfoW propagates it) — unless its DACL is already protected (made by
+/// [`create_dir`], or set by its user on purpose): then it is left alone, so entries a user
+/// added (a backup account, say) are not removed at every start. Never reports a mode.
+pub fn tighten_private_dir(dir: &Path) -> io::Result<Option<u32>> {
+    if dacl_protected(dir)? {
+        return Ok(None);
+    }
+    let mut acl = user_only_acl(OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE)?;
+    let acl_ptr = acl.as_mut_ptr().cast::<ACL>();
     let name = wide(dir.as_os_str());
     // SAFETY: a valid NUL-terminated path and ACL; no owner, group or SACL change.
     let r = unsafe {
@@ -474,34 +682,28 @@ pub fn tighten_private_dir(dir: &Path) -> io::Result<Option<u32>> {
     Ok(None)
 }
 
-/// How long a rename waits for readers of the file it replaces.
+/// How long a rename waits when the file it replaces is held without FILE_SHARE_DELETE.
 const RENAME_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Renames `from` over `to` with MoveFileExW(MOVEFILE_REPLACE_EXISTING |
-/// MOVEFILE_WRITE_THROUGH): replaces an existing file, and returns only once the move is
-/// on disk. Windows refuses to replace a file while anyone has it open (a reader of a run
-/// record, an indexer, an antivirus scan: access denied or a sharing violation); such
-/// handles are short-lived, so the rename is tried again, for up to [`RENAME_PATIENCE`].
+/// Renames `from` over `to` with std's rename, which (Rust 1.78 and later) asks for POSIX
+/// semantics (FileRenameInfoEx): an existing `to` is replaced even while readers have it
+/// open with FILE_SHARE_DELETE, as every std `File` does, and they keep reading the old
+/// content. Where that is not available (FAT, older Windows, Wine) std falls back to
+/// MoveFileExW, which fails while anyone has `to` open (a sharing violation; Wine 8 says
+/// access denied, for std's rename too): that is tried again, for up to
+/// [`RENAME_PATIENCE`]; any other error at once. On Windows proper with NTFS neither
+/// happens for the daemon's own readers. Durability is [`sync_dir`]'s, after the rename.
 pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
-    let (a, b) = (wide(from.as_os_str()), wide(to.as_os_str()));
     let deadline = std::time::Instant::now() + RENAME_PATIENCE;
     let mut pause = Duration::from_millis(1);
     loop {
-        // SAFETY: two valid NUL-terminated paths.
-        let ok = unsafe {
-            MoveFileExW(
-                a.as_ptr(),
-                b.as_ptr(),
-                MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH,
-            )
+        let e = match fs::rename(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
         };
-        if ok != 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
         let busy = matches!(
             e.raw_os_error().map(|c| c as u32),
-            Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
+            Some(ERROR_SHARING_VIOLATION | ERROR_ACCESS_DENIED)
         );
         if !busy || std::time::Instant::now() >= deadline {
             return Err(e);
@@ -511,17 +713,42 @@ pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// A directory cannot be fsynced on Windows (it cannot even be opened as a file without
-/// backup semantics); NTFS journals the rename itself. A missing directory is still an
-/// error, as on Unix.
+/// Flushes the directory's entries to disk: FlushFileBuffers on the directory opened for
+/// writing with backup semantics (NTFS writes the directory's metadata, which a rename or
+/// a creation changed). A file system that refuses to open or flush a directory that way
+/// (access denied, not supported) leaves it to its own journal: that is not an error, as a
+/// missing directory is.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    if fs::metadata(dir)?.is_dir() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
+    use std::os::windows::fs::OpenOptionsExt;
+    let refused = |e: &io::Error| {
+        matches!(
+            e.raw_os_error().map(|c| c as u32),
+            Some(
+                ERROR_ACCESS_DENIED
+                    | ERROR_INVALID_FUNCTION
+                    | ERROR_INVALID_PARAMETER
+                    | ERROR_NOT_SUPPORTED
+            )
+        )
+    };
+    let f = match OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(dir)
+    {
+        Ok(f) => f,
+        Err(e) if refused(&e) && fs::metadata(dir)?.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_dir() {
+        return Err(io::Error::other(format!(
             "{} is not a directory",
             dir.display()
-        )))
+        )));
+    }
+    match f.sync_all() {
+        Err(e) if refused(&e) => Ok(()),
+        r => r,
     }
 }
 

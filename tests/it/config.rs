@@ -44,6 +44,10 @@ fn run_refuses_a_bad_config_naming_the_key() {
         ("{\"wrokers\": 2}", "unknown field `wrokers`"),
         ("{\"default_agent\": [\"\"]}", "default_agent must be a non-empty argv array"),
         ("{\"max_concurrent_runs\": 0}", "max_concurrent_runs must be at least 1"),
+        (
+            "{\"default_agent\": [\"cmd\", \"/c\", \"agent {prompt}\"]}",
+            "default_agent[2]: ",
+        ),
         ("{\"containment\": \"jail\"}", "containment \"jail\": expected auto or process_group"),
         (
             "{\"http\": {\"head_timeout_seconds\": 0}}",

@@ -25,6 +25,7 @@ mod jobtest;
 mod load;
 mod manpage;
 mod outputs;
+mod platform;
 mod quartz;
 mod readme;
 mod runs;

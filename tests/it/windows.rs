@@ -3,8 +3,10 @@
 //! Windows side of `src/sys` as far as Wine implements Windows: job objects (the agent
 //! started suspended, assigned, resumed; TerminateJobObject ends a process tree), Ctrl-C
 //! (Wine turns SIGINT into the console's Ctrl-C event) and the `stop` command's named event,
-//! LockFileEx, MoveFileExW renames over files being read, the agent's command line quoted
-//! the Windows way, notify's Windows backend, the Task Scheduler XML naming this binary.
+//! LockFileEx, renames over files being read, the data dir and token created private (Wine
+//! turns their ACL into a Unix mode), kill-on-close when the daemon is killed, the agent's
+//! command line quoted the Windows way (and `{prompt}` after `cmd /c` refused), notify's
+//! Windows backend, the Task Scheduler XML naming this binary.
 //! README "Platforms" says what Wine cannot prove.
 //!
 //! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
@@ -221,23 +223,36 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
     let (st, _) = d.req_with("GET", "/jobs", None, &[("Authorization", "Bearer wrong")]);
     assert_eq!(st, 401);
 
+    // cmd.exe gets the prompt as a file ({prompt} in its arguments is refused: it would
+    // parse a payload's `&` as a command separator).
     d.create(&job(
         "echo",
         vec![
             "cmd".into(),
             "/c".into(),
-            "echo".into(),
-            "hello-{prompt}".into(),
+            "type".into(),
+            "{prompt_file}".into(),
         ],
-        "from-cmd",
+        "from-cmd & echo injected",
     ));
     let r = run_now(&d, "echo");
     assert_eq!(r["status"], "succeeded", "{r}");
-    assert_eq!(r["output"], "hello-from-cmd\r\n", "{r}");
+    assert_eq!(r["output"], "from-cmd & echo injected", "{r}");
+    let (st, v) = d.post(
+        "/jobs",
+        &job(
+            "inject",
+            vec!["cmd".into(), "/c".into(), "echo".into(), "{prompt}".into()],
+            "x\" & echo evil & \"",
+        ),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["field"], "agent.command[3]", "{v}");
 
     // {prompt} reaches a C program as one argument, spaces, quotes and backslashes intact.
+    // With limits: the job's accounting is queried at the run's end (Wine reports zeros).
     let prompt = r#"two words "quoted" C:\dir\ and \\" end"#;
-    d.create(&job(
+    let mut j = job(
         "argv",
         vec![
             winpath(&w.exe("argv.exe")),
@@ -245,7 +260,9 @@ fn health_cmd_echo_one_argument_prompt_and_the_lock() {
             "last".into(),
         ],
         prompt,
-    ));
+    );
+    j["limits"] = json!({"cpu_seconds": 60, "memory_mb": 256});
+    d.create(&j);
     let r = run_now(&d, "argv");
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(
@@ -515,4 +532,54 @@ fn ids() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+#[test]
+fn the_token_and_data_dir_are_private_from_creation() {
+    // `token` makes the data dir and `.token` (as `install-windows-task` and `run` do).
+    // Wine keeps no Windows ACL on this file system: it turns the ACL a file is created with
+    // into its Unix mode. Before the daemon gave them its own ACL at creation they took the
+    // parent's (under Wine: mode 0644, readable by everyone).
+    use std::os::unix::fs::PermissionsExt;
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let data = t.path().join("nested").join("data");
+    let (code, out, err) = cli_exe(w, &data, &["token"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for p in [data.clone(), data.join(".token")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o007, 0, "{}: mode {mode:o}", p.display());
+    }
+    // A file the daemon creates with no such mode (the task XML, 0644) is not made private.
+    let (code, out, err) = cli_exe(w, &data, &["install-windows-task", "--port", "9998"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::fs::metadata(data.join("bog-agents-daemon-task.xml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o004, 0, "mode {mode:o}");
+}
+
+#[test]
+fn killing_the_daemon_ends_its_runs_processes() {
+    // Kill-on-close: the daemon dies without a word (SIGKILL of its Wine process), its
+    // handles close, and the job object takes the agent and the child it started with it.
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let mut d = start(w, t.path(), &[]);
+    let marker = format!("bogkoc{}x{}", std::process::id(), ids());
+    d.create(&job(
+        "orphans",
+        vec![winpath(&w.exe("tree.exe")), "spawn".into(), marker.clone()],
+        "p",
+    ));
+    let (st, v) = d.post("/jobs/orphans/run", &json!({}));
+    assert_eq!(st, 202, "{v}");
+    wait_for(60, "the agent and its child to run", || {
+        (processes_with(&marker).len() >= 2).then_some(())
+    });
+    d.kill9();
+    wait_for(30, "no process of the run left", || {
+        processes_with(&marker).is_empty().then_some(())
+    });
 }
