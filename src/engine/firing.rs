@@ -19,6 +19,19 @@ use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::run::{RunRecord, RunStatus};
 
+/// What a trigger thread, which has no one to answer, keeps of a firing: a disabled or
+/// deleted job and shutdown are not errors there; a failed write is logged.
+fn trigger_outcome(job_id: &str, r: Result<Fired, FireError>) -> Option<Fired> {
+    match r {
+        Ok(f) => Some(f),
+        Err(FireError::Disabled) | Err(FireError::NoSuchJob) | Err(FireError::ShuttingDown) => None,
+        Err(FireError::Store(e)) => {
+            log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}");
+            None
+        }
+    }
+}
+
 /// Takes back a budget admission whose run was not queued after all.
 fn refund(runs: &mut JobRuns) {
     if let Some(b) = runs.budget.as_mut() {
@@ -49,10 +62,17 @@ impl Engine {
     /// slot instead (`JobRuns::held`), its `queued` record already durable, until
     /// [`Engine::release_held`] sends it: the clock prepares a run shortly before its slot,
     /// so no fsync stands between the slot and the agent. Returns `Fired::Queued` for a held
-    /// run too (release it by that id; a run parked behind an active one is not held, and
-    /// releasing it does nothing).
-    pub fn fire_held(&self, job_id: &str, trigger: Map<String, Value>) -> Result<Fired, FireError> {
-        self.fire_or_hold(job_id, trigger, Extra::default(), false, true)
+    /// run too. Like [`Engine::fire_from_trigger`], it returns only the held run's id (None
+    /// when nothing is held: a skip, a run parked behind an active one, a disabled or
+    /// deleted job, shutdown, a failed write, which is logged).
+    pub fn fire_held(&self, job_id: &str, trigger: Map<String, Value>) -> Option<String> {
+        match trigger_outcome(
+            job_id,
+            self.fire_or_hold(job_id, trigger, Extra::default(), false, true),
+        )? {
+            Fired::Queued(id) => Some(id),
+            _ => None,
+        }
     }
 
     fn fire_or_hold(
@@ -151,9 +171,7 @@ impl Engine {
             return;
         };
         let work = runs.held.swap_remove(i);
-        if let Err(FireError::Store(e)) = self.send_work(&slot, runs, work) {
-            log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}");
-        }
+        trigger_outcome(job_id, self.send_work(&slot, runs, work));
     }
 
     /// Takes a held run back (the clock stops before its slot): the caller closes it.
@@ -339,15 +357,7 @@ impl Engine {
     /// [`Engine::fire`] for trigger threads, which have no one to answer: a disabled or
     /// deleted job and shutdown are not errors there; a failed write is logged.
     pub fn fire_from_trigger(&self, job_id: &str, trigger: Map<String, Value>) {
-        match self.fire(job_id, trigger, Extra::default(), false) {
-            Ok(_)
-            | Err(FireError::Disabled)
-            | Err(FireError::NoSuchJob)
-            | Err(FireError::ShuttingDown) => {}
-            Err(FireError::Store(e)) => {
-                log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
-            }
-        }
+        trigger_outcome(job_id, self.fire(job_id, trigger, Extra::default(), false));
     }
 
     /// Writes a firing's record unless the job was deleted or unloaded meanwhile (then the

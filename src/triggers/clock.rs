@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use serde_json::{Map, Value};
 
-use crate::engine::{Engine, FireError};
+use crate::engine::Engine;
 use crate::job::{Expect, Job, Trigger};
 use crate::metrics::Metrics;
 use crate::plan::{expect_deadline, expect_reported_anchor, make_plan, next_after, Plan};
@@ -146,18 +146,20 @@ impl Clock {
                     }
                     true
                 }
-                Msg::Stop => {
-                    self.drop_held();
-                    false
-                }
+                Msg::Stop => false,
                 Msg::Due => {
                     self.fire_due();
-                    true
+                    // Shutdown may have begun while a run was being prepared.
+                    !self.engine.is_shutting_down()
                 }
             }));
             match step {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => {
+                    // Runs prepared for a slot that has not come will not start.
+                    self.drop_held();
+                    return;
+                }
                 Err(_) => {
                     log::error!(event = "clock.panic"; "internal error in the scheduler clock; it carries on")
                 }
@@ -224,8 +226,13 @@ impl Clock {
         }
     }
 
-    /// Hands every held run whose slot has come to the pool.
+    /// Hands every held run whose slot has come to the pool (none once shutdown has begun:
+    /// the workers may have drained the queue already, so they are interrupted here).
     fn release_due(&mut self) {
+        if self.engine.is_shutting_down() {
+            self.drop_held();
+            return;
+        }
         while let Some((t, _, _, _)) = self.held.first() {
             if *t > Utc::now() {
                 break;
@@ -333,18 +340,9 @@ impl Clock {
         );
         if scheduled > Utc::now() {
             // Prepared ahead: held until the slot.
-            match self.engine.fire_held(job_id, trigger) {
-                Ok(crate::engine::Fired::Queued(run)) => {
-                    self.held
-                        .insert((scheduled, job_id.to_string(), index, run));
-                }
-                Ok(_)
-                | Err(FireError::Disabled)
-                | Err(FireError::NoSuchJob)
-                | Err(FireError::ShuttingDown) => {}
-                Err(FireError::Store(e)) => {
-                    log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
-                }
+            if let Some(run) = self.engine.fire_held(job_id, trigger) {
+                self.held
+                    .insert((scheduled, job_id.to_string(), index, run));
             }
         } else {
             self.engine.fire_from_trigger(job_id, trigger);
