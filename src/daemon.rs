@@ -207,7 +207,7 @@ pub fn run(opts: RunOptions) -> i32 {
             start_cluster(&engine, c, jobs_rev)?;
         }
         worker::spawn_pool(engine.clone(), work_rx, workers, exit_tx)?;
-        triggers::clock::spawn(engine.clone())?;
+        let clock = triggers::clock::spawn(engine.clone())?;
         triggers::files::spawn(engine.clone())?;
         let (git_kick, git_kick_rx) = bounded(1);
         triggers::git::spawn(engine.clone(), git_kick_rx, engine.settings.git_poll)?;
@@ -229,9 +229,9 @@ pub fn run(opts: RunOptions) -> i32 {
         )?;
         let (sig_tx, sig_rx) = unbounded();
         signals::spawn(sig_tx)?;
-        Ok((sig_rx, server))
+        Ok((sig_rx, server, clock))
     })();
-    let (sig_rx, server) = match started {
+    let (sig_rx, server, clock) = match started {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot start threads: {e}")),
     };
@@ -265,6 +265,9 @@ pub fn run(opts: RunOptions) -> i32 {
         "{sig}: no new runs; waiting up to {}s for running agents", grace.as_secs());
     // The API keeps answering while the daemon drains (/health, reads; firings get 503).
     engine.begin_shutdown();
+    // The clock may be preparing a run ahead of its slot (its record being written): it
+    // interrupts what it holds as it stops, so no run is left `queued`.
+    let _ = clock.join();
     for w in engine.take_all_pending() {
         worker::interrupt_unstarted(&engine, w);
     }

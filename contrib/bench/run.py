@@ -18,6 +18,10 @@ to reuse a venv that has it) on GET /jobs and idle RSS. Ours and the peer are
 measured in alternation (ours, peer, ours, peer, ...), so a noisy machine moves both alike;
 absolute figures vary by +-30 % from run to run here, ratios much less.
 
+With eatmydata installed (apt-get install eatmydata), --peers adds a diagnostic row: valid
+deliveries against a daemon whose fsyncs are no-ops, beside the same peer: what the HTTP path
+costs without the run record's fsyncs (not a durable configuration).
+
 Needs wrk (apt-get install wrk) for the HTTP figures. Not part of the test suite.
 """
 import argparse, hashlib, hmac, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -75,12 +79,12 @@ def cpu_ms(pid):
 
 
 class Daemon:
-    def __init__(self, tmp, jobs=0, extra=(), env=None, cron_only=False):
+    def __init__(self, tmp, jobs=0, extra=(), env=None, cron_only=False, wrap=()):
         self.data = os.path.join(tmp, f"d{time.time_ns()}")
         os.makedirs(os.path.join(self.data, "jobs"))
         write_jobs(self.data, jobs, cron_only)
         self.t0 = time.time()
-        self.p = subprocess.Popen([BIN, "run", "--data-dir", self.data, "--port", "0", *extra],
+        self.p = subprocess.Popen([*wrap, BIN, "run", "--data-dir", self.data, "--port", "0", *extra],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   env=dict(os.environ, BENCH_SECRET=SECRET, **(env or {})))
         while True:
@@ -424,6 +428,21 @@ def bench_peers(a):
         peer_row(label, ours, peer, "req/s", f">= {goal}x", lambda o, r, g=goal: r is not None and r >= g,
                  "adnanh/webhook (Debian), runs /bin/true per valid request", f"our p99 {statistics.median(p99):.2f} ms")
     d.stop()
+    if shutil.which("eatmydata"):
+        # Where the time of a 202 goes: the same daemon with fsync made a no-op (eatmydata),
+        # against the same peer. Not a durable configuration: the ceiling of everything but
+        # the record's fsyncs.
+        d = Daemon(TMP, 0, wrap=["eatmydata"])
+        d.api("POST", "/jobs", {"name": "wh", "prompt": "p", "agent": {"command": ["sleep", "3600"]}, "overlap": "skip",
+                                "triggers": [{"type": "webhook", "path": "/hooks/bench", "secret_env": "BENCH_SECRET"}]})
+        ours, peer = [], []
+        for _ in range(reps):
+            ours.append(wrk(f"http://127.0.0.1:{d.port}/hooks/bench", secs, valid)[0])
+            if adn:
+                peer.append(wrk(f"http://127.0.0.1:{adn[1]}/hooks/bench", secs, avalid)[0])
+        d.stop()
+        peer_row("(diagnostic) valid -> 202 with fsync a no-op", ours, peer, "req/s", "", None,
+                 "adnanh/webhook", "eatmydata: not durable; what the HTTP path does without the record's fsyncs")
     if adn:
         adn[0].terminate()
         adn[0].wait()

@@ -19,6 +19,23 @@ use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::run::{RunRecord, RunStatus};
 
+/// What a trigger thread, which has no one to answer, keeps of a firing: a disabled or
+/// deleted job and shutdown are not errors there; a failed write is logged.
+fn trigger_outcome(job_id: &str, r: Result<Fired, FireError>) -> Option<Fired> {
+    match r {
+        Ok(f) => Some(f),
+        Err(FireError::Disabled) | Err(FireError::NoSuchJob) | Err(FireError::ShuttingDown) => None,
+        Err(FireError::Unavailable(e)) => {
+            log::warn!(event = "fire.unavailable", job = job_id; "{e}");
+            None
+        }
+        Err(FireError::Store(e)) => {
+            log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}");
+            None
+        }
+    }
+}
+
 /// Takes back a budget admission whose run was not queued after all.
 fn refund(runs: &mut JobRuns) {
     if let Some(b) = runs.budget.as_mut() {
@@ -41,6 +58,34 @@ impl Engine {
         trigger: Map<String, Value>,
         extra: Extra,
         manual: bool,
+    ) -> Result<Fired, FireError> {
+        self.fire_or_hold(id_or_name, trigger, extra, manual, false)
+    }
+
+    /// [`Engine::fire`], but a run that would be handed to the pool is held in the job's
+    /// slot instead (`JobRuns::held`), its `queued` record already durable, until
+    /// [`Engine::release_held`] sends it: the clock prepares a run shortly before its slot,
+    /// so no fsync stands between the slot and the agent. Returns `Fired::Queued` for a held
+    /// run too. Like [`Engine::fire_from_trigger`], it returns only the held run's id (None
+    /// when nothing is held: a skip, a run parked behind an active one, a disabled or
+    /// deleted job, shutdown, a failed write, which is logged).
+    pub fn fire_held(&self, job_id: &str, trigger: Map<String, Value>) -> Option<String> {
+        match trigger_outcome(
+            job_id,
+            self.fire_or_hold(job_id, trigger, Extra::default(), false, true),
+        )? {
+            Fired::Queued(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn fire_or_hold(
+        &self,
+        id_or_name: &str,
+        trigger: Map<String, Value>,
+        extra: Extra,
+        manual: bool,
+        hold: bool,
     ) -> Result<Fired, FireError> {
         if self.is_shutting_down() {
             return Err(FireError::ShuttingDown);
@@ -120,6 +165,42 @@ impl Engine {
         };
         // Counted before the send: a worker may take it (and count it down) at once.
         Metrics::inc(&self.metrics.runs_queued);
+        if hold {
+            runs.held.push(work);
+            return Ok(Fired::Queued(id));
+        }
+        self.send_work(&slot, runs, work)
+    }
+
+    /// Hands a held run ([`Engine::fire_held`]) to the pool now. Nothing happens if it is
+    /// no longer held (shutdown took it).
+    pub fn release_held(&self, job_id: &str, run_id: &str) {
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
+        let Some(i) = runs.held.iter().position(|w| w.run.id == run_id) else {
+            return;
+        };
+        let work = runs.held.swap_remove(i);
+        trigger_outcome(job_id, self.send_work(&slot, runs, work));
+    }
+
+    /// Takes a held run back (the clock stops before its slot): the caller closes it.
+    pub fn take_held(&self, job_id: &str, run_id: &str) -> Option<Work> {
+        let slot = self.job_slot(job_id);
+        let mut runs = lock(&slot.runs);
+        let i = runs.held.iter().position(|w| w.run.id == run_id)?;
+        Some(runs.held.swap_remove(i))
+    }
+
+    /// `try_send`s an active run's work to the pool, under its job's lock (`runs`); a full
+    /// queue turns it into a `skipped` record.
+    fn send_work(
+        &self,
+        slot: &JobSlot,
+        mut runs: std::sync::MutexGuard<'_, JobRuns>,
+        work: Work,
+    ) -> Result<Fired, FireError> {
+        let id = work.run.id.clone();
         match self.work_tx.try_send(work) {
             Ok(()) => Ok(Fired::Queued(id)),
             Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
@@ -132,7 +213,7 @@ impl Engine {
                     self.settings.queue_capacity, self.settings.workers
                 ));
                 drop(runs);
-                self.record_skip(&slot, rec)
+                self.record_skip(slot, rec)
             }
         }
     }
@@ -286,18 +367,7 @@ impl Engine {
     /// [`Engine::fire`] for trigger threads, which have no one to answer: a disabled or
     /// deleted job and shutdown are not errors there; a failed write is logged.
     pub fn fire_from_trigger(&self, job_id: &str, trigger: Map<String, Value>) {
-        match self.fire(job_id, trigger, Extra::default(), false) {
-            Ok(_)
-            | Err(FireError::Disabled)
-            | Err(FireError::NoSuchJob)
-            | Err(FireError::ShuttingDown) => {}
-            Err(FireError::Unavailable(e)) => {
-                log::warn!(event = "fire.unavailable", job = job_id; "{e}")
-            }
-            Err(FireError::Store(e)) => {
-                log::error!(event = "fire.error", job = job_id; "cannot record the run: {e}")
-            }
-        }
+        trigger_outcome(job_id, self.fire(job_id, trigger, Extra::default(), false));
     }
 
     /// Writes a firing's record unless the job was deleted or unloaded meanwhile (then the
@@ -452,12 +522,17 @@ impl Engine {
         s
     }
 
-    /// Takes every pending run (at shutdown, to mark them interrupted).
+    /// Takes every pending and held run (at shutdown, to mark them interrupted).
     pub fn take_all_pending(&self) -> Vec<Work> {
         let slots: Vec<_> = lock(&self.runs).values().cloned().collect();
         slots
             .iter()
-            .filter_map(|s| lock(&s.runs).pending.take())
+            .flat_map(|s| {
+                let mut runs = lock(&s.runs);
+                let mut out: Vec<Work> = runs.held.drain(..).collect();
+                out.extend(runs.pending.take());
+                out
+            })
             .collect()
     }
 }

@@ -50,6 +50,9 @@ pub struct JobRuns {
     pub active: HashSet<String>,
     /// Overlap `queue`: the one run waiting behind the active one.
     pub pending: Option<Work>,
+    /// Runs the clock prepared ahead of their slot (`Engine::fire_held`): active, their
+    /// `queued` record durable, handed to the pool at the slot (`Engine::release_held`).
+    pub held: Vec<Work>,
     /// Since when the job has had a run queued or executing.
     pub busy_since: Option<SystemTime>,
     /// The last stretch during which it had one (for the file_change self-trigger rule).

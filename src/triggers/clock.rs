@@ -41,6 +41,16 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The queue index of a job's dead-man's switch (trigger indexes are small).
 const EXPECT: usize = usize::MAX;
 
+/// How long before its slot a run is prepared ([`Engine::fire_held`]: the overlap decision,
+/// the budget, the durable `queued` record), so that at the slot only the hand-over to a
+/// worker remains. Longer than a burst of record writes usually takes; a firing that takes
+/// longer is released as soon as it is ready.
+const LEAD: Duration = Duration::from_millis(100);
+
+/// A run prepared ahead of its slot: (slot, job id, trigger index, run id), released at
+/// the slot.
+type Held = (DateTime<Utc>, String, usize, String);
+
 struct Scheduled {
     index: usize,
     plan: Plan,
@@ -58,6 +68,8 @@ struct Clock {
     /// `missed-notice` threads say here which notice (job id, its `trigger.deadline`) was
     /// delivered to its end.
     delivered: Sender<(String, Value)>,
+    /// Runs prepared ahead of their slot, oldest slot first.
+    held: BTreeSet<Held>,
 }
 
 /// Starts the clock thread. With `catch_up`, jobs with `catch_up: true` first fire once for
@@ -80,6 +92,7 @@ pub fn spawn(engine: Arc<Engine>) -> std::io::Result<JoinHandle<()>> {
             jobs: HashMap::new(),
             expects: HashMap::new(),
             delivered,
+            held: BTreeSet::new(),
         };
         if clock.engine.cluster().is_none() {
             clock.catch_up();
@@ -112,9 +125,9 @@ impl Clock {
             Leading(bool),
         }
         loop {
-            let timer = match self.queue.first() {
-                Some((t, _, _)) => {
-                    let wait = (*t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let timer = match self.next_wake() {
+                Some(t) => {
+                    let wait = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                     crossbeam_channel::after(wait.min(MAX_SLEEP))
                 }
                 None => crossbeam_channel::never(),
@@ -149,7 +162,8 @@ impl Clock {
                 Msg::Stop => false,
                 Msg::Due => {
                     self.fire_due();
-                    true
+                    // Shutdown may have begun while a run was being prepared.
+                    !self.engine.is_shutting_down()
                 }
                 Msg::Leading(true) => {
                     self.cluster_catch_up();
@@ -159,7 +173,11 @@ impl Clock {
             }));
             match step {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => {
+                    // Runs prepared for a slot that has not come will not start.
+                    self.drop_held();
+                    return;
+                }
                 Err(_) => {
                     log::error!(event = "clock.panic"; "internal error in the scheduler clock; it carries on")
                 }
@@ -192,7 +210,14 @@ impl Clock {
             let Some(plan) = make_plan(&job, t, self.engine.started_at) else {
                 continue;
             };
-            if let Some(next) = next_after(&plan, now) {
+            // Not a slot already prepared ahead and held.
+            let from = self
+                .held
+                .iter()
+                .filter(|h| h.1 == job.id && h.2 == index)
+                .map(|h| h.0)
+                .fold(now, DateTime::max);
+            if let Some(next) = next_after(&plan, from) {
                 self.queue.insert((next, job.id.clone(), index));
                 entries.push(Scheduled { index, plan, next });
             }
@@ -204,11 +229,72 @@ impl Clock {
         }
     }
 
+    /// How long before a slot its run is prepared: [`LEAD`] on a single machine; none in
+    /// cluster mode, where the leader claims each slot in etcd and fires it at the slot.
+    fn lead(&self) -> chrono::Duration {
+        match self.engine.cluster() {
+            Some(_) => chrono::Duration::zero(),
+            None => chrono::Duration::from_std(LEAD).unwrap_or_default(),
+        }
+    }
+
+    /// When the clock must act next: a held run's slot, a dead-man's switch deadline, or
+    /// [`LEAD`] before a trigger's slot.
+    fn next_wake(&self) -> Option<DateTime<Utc>> {
+        let lead = self.lead();
+        let queued = self
+            .queue
+            .first()
+            .map(|(t, _, index)| if *index == EXPECT { *t } else { *t - lead });
+        let held = self.held.first().map(|(t, _, _, _)| *t);
+        match (queued, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands every held run whose slot has come to the pool (none once shutdown has begun:
+    /// the workers may have drained the queue already, so they are interrupted here).
+    fn release_due(&mut self) {
+        if self.engine.is_shutting_down() {
+            self.drop_held();
+            return;
+        }
+        while let Some((t, _, _, _)) = self.held.first() {
+            if *t > Utc::now() {
+                break;
+            }
+            if let Some((_, job_id, _, run_id)) = self.held.pop_first() {
+                self.engine.release_held(&job_id, &run_id);
+                // The API's next_fire_at showed the held slot until now.
+                let next = self
+                    .jobs
+                    .get(&job_id)
+                    .and_then(|e| e.iter().map(|s| s.next).min());
+                self.engine.set_next_fire(&job_id, next);
+            }
+        }
+    }
+
+    /// At shutdown: the held runs will not start (marked interrupted, as the queued ones).
+    fn drop_held(&mut self) {
+        while let Some((_, job_id, _, run_id)) = self.held.pop_first() {
+            if let Some(w) = self.engine.take_held(&job_id, &run_id) {
+                Metrics::dec(&self.engine.metrics.runs_queued);
+                crate::worker::interrupt_unstarted(&self.engine, w);
+            }
+        }
+    }
+
+    /// Prepares the runs of the slots due within [`LEAD`] (held), checks due dead-man's
+    /// switches, and releases the held runs whose slot has come.
     fn fire_due(&mut self) {
+        self.release_due();
         let now = Utc::now();
+        let lead = self.lead();
         let mut fired = false;
         while let Some((t, job_id, index)) = self.queue.first().cloned() {
-            if t > now {
+            if t > now + lead || (index == EXPECT && t > now) {
                 break;
             }
             self.queue.pop_first();
@@ -239,16 +325,24 @@ impl Clock {
                 }
             };
             let scheduled = t;
-            if let Some(next) = next_after(&s.plan, now) {
+            // The slot is in the future when prepared ahead; one missed by more than its
+            // period (the machine slept) fires once, then the schedule continues from now.
+            if let Some(next) = next_after(&s.plan, now.max(t)) {
                 s.next = next;
                 self.queue.insert((next, job_id.clone(), index));
             } else {
                 entries.retain(|e| e.index != index);
             }
-            let next_fire = entries.iter().map(|s| s.next).min();
+            // A slot prepared ahead is still the next one until it is released.
+            let next_fire = entries
+                .iter()
+                .map(|s| s.next)
+                .chain(Some(t).filter(|t| *t > now))
+                .min();
             self.engine.set_next_fire(&job_id, next_fire);
             self.fire(&job_id, index, kind, scheduled, ctx, key);
         }
+        self.release_due();
         if fired {
             Metrics::inc(&self.engine.metrics.scheduler_wakeups_total);
         } else {
@@ -286,7 +380,15 @@ impl Clock {
             }
             return;
         }
-        self.engine.fire_from_trigger(job_id, trigger);
+        if scheduled > Utc::now() {
+            // Prepared ahead: held until the slot.
+            if let Some(run) = self.engine.fire_held(job_id, trigger) {
+                self.held
+                    .insert((scheduled, job_id.to_string(), index, run));
+            }
+        } else {
+            self.engine.fire_from_trigger(job_id, trigger);
+        }
         if let (Some(key), true) = (state_key, catch_up) {
             self.state
                 .last_fire

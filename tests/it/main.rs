@@ -7,6 +7,7 @@
 mod common;
 mod support;
 
+mod ahead;
 mod api;
 mod budgets;
 mod cache;
