@@ -400,6 +400,13 @@ fn start_cluster(
     c: &Arc<crate::cluster::Cluster>,
     jobs_rev: i64,
 ) -> std::io::Result<()> {
+    // Fencing: when this node's lease lapses, the agents of its claimed runs are killed.
+    let weak = Arc::downgrade(engine);
+    c.on_fence(move |ids| {
+        if let Some(e) = weak.upgrade() {
+            e.kill_fenced(ids);
+        }
+    });
     c.spawn(engine.shutdown_signal())?;
     let e = engine.clone();
     c.follow_jobs(

@@ -26,6 +26,9 @@ pub enum EtcdError {
     Server { status: u16, message: String },
     /// The answer was not what the gateway sends.
     BadAnswer(String),
+    /// A write about a run was refused because the run is no longer this node's (its
+    /// claim or its `active/` key names another node or an older lease of this one).
+    Lost(String),
 }
 
 impl std::fmt::Display for EtcdError {
@@ -36,6 +39,7 @@ impl std::fmt::Display for EtcdError {
                 write!(f, "etcd refused the request ({status}): {message}")
             }
             EtcdError::BadAnswer(e) => write!(f, "unexpected answer from etcd: {e}"),
+            EtcdError::Lost(e) => write!(f, "{e}"),
         }
     }
 }
@@ -67,6 +71,8 @@ pub enum Compare<'a> {
     ValueIs(&'a str, &'a [u8]),
     /// The key exists.
     Present(&'a str),
+    /// The key exists under this lease.
+    LeaseIs(&'a str, i64),
 }
 
 /// A write of a transaction.
@@ -294,6 +300,10 @@ impl Etcd {
                 Compare::Present(k) => json!({
                     "key": b64(k.as_bytes()), "target": "CREATE", "result": "GREATER",
                     "create_revision": "0",
+                }),
+                Compare::LeaseIs(k, l) => json!({
+                    "key": b64(k.as_bytes()), "target": "LEASE", "result": "EQUAL",
+                    "lease": l.to_string(),
                 }),
                 Compare::ValueIs(k, v) => json!({
                     "key": b64(k.as_bytes()), "target": "VALUE", "result": "EQUAL",

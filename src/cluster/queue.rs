@@ -175,7 +175,7 @@ impl Cluster {
             if !claimed {
                 continue;
             }
-            self.claimed(run_id, &kv.value);
+            self.claimed(run_id, &kv.value, lease);
             match parse_payload(&kv.value) {
                 Some(q) => out.push(q),
                 None => {
@@ -323,18 +323,50 @@ impl Cluster {
             })
     }
 
-    /// Gives back a claim this node cannot honour (its local queue is full).
+    /// Gives back a claim this node cannot honour (its local queue is full): only while the
+    /// claim is still this node's, under the lease it was made with.
     pub fn unclaim(&self, run_id: &str) {
-        let _ = self.etcd.delete(&self.key(&format!("claims/{run_id}")));
+        let lease = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .map(|c| c.lease);
+        if let Some(lease) = lease {
+            let claim = self.key(&format!("claims/{run_id}"));
+            match self.etcd.txn(
+                &[
+                    Compare::ValueIs(&claim, self.node().as_bytes()),
+                    Compare::LeaseIs(&claim, lease),
+                ],
+                &[Op::Delete(&claim)],
+            ) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::info!(event = "cluster.queue", run = run_id; "claim of run {run_id} was already gone (this node's lease lapsed)")
+                }
+                Err(e) => {
+                    log::warn!(event = "cluster.queue", run = run_id; "could not give back the claim of run {run_id} ({e}); it lapses with this node's lease")
+                }
+            }
+        }
         self.claimed_done(run_id);
     }
 
-    /// Notes a run this node claimed, and its payload; the count limits further claims.
-    fn claimed(&self, run_id: &str, payload: &[u8]) {
+    /// Notes a run this node claimed under `lease`, and its payload; the count limits
+    /// further claims.
+    fn claimed(&self, run_id: &str, payload: &[u8], lease: i64) {
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string(), payload.to_vec());
+            .insert(
+                run_id.to_string(),
+                super::Claim {
+                    payload: payload.to_vec(),
+                    lease,
+                    started: false,
+                },
+            );
     }
 
     /// The payload of a run this node claimed.
@@ -343,7 +375,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
-            .cloned()
+            .map(|c| c.payload.clone())
     }
 
     /// Forgets a claimed run; whether it was one.

@@ -4,10 +4,17 @@
 //! in the same transaction as the record. The leader reaps: a run whose node's lease has
 //! expired (the node died or lost etcd for longer than the lease) is closed `interrupted`,
 //! with the node and the reason.
+//!
+//! Fencing: a node writes a run it claimed only while the run is still its own — the
+//! `running` record with a transaction that compares `claims/<run>` (this node, under the
+//! lease it claimed with), the final one comparing `active/<run>` (which names the node and
+//! that lease). When the comparison fails (the lease lapsed and the leader retried or
+//! closed the run), the write is dropped with a log line and the run is fenced: its agent is
+//! killed.
 
 use serde_json::{json, Value};
 
-use super::etcd::{EtcdError, Op};
+use super::etcd::{Compare, EtcdError, Op};
 use super::Cluster;
 use crate::run::{RunRecord, RunStatus};
 use crate::store::SharedRuns;
@@ -21,7 +28,41 @@ impl Cluster {
         self.key(&format!("active/{run_id}"))
     }
 
+    /// What a write of `rec` must find in etcd: the run's claim or `active/` key still this
+    /// node's when this node claimed it; nothing for other records. Err when the run was
+    /// fenced already.
+    fn guard(&self, rec: &RunRecord) -> Result<Guard, EtcdError> {
+        if self.is_fenced(&rec.id) {
+            return Err(self.lost(rec));
+        }
+        let claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match claimed.get(&rec.id) {
+            Some(c) if c.started => Guard::Active(c.lease),
+            Some(c) => Guard::Claim(c.lease),
+            None => Guard::Free,
+        })
+    }
+
+    fn lost(&self, rec: &RunRecord) -> EtcdError {
+        EtcdError::Lost(format!(
+            "run {} is no longer this node's (its lease lapsed; the cluster retried or closed the run); its {} record is kept in this node's data dir only",
+            rec.id,
+            rec.status.as_str()
+        ))
+    }
+
+    /// The value of `active/<run>`: the run's job, node and the lease it runs under.
+    fn marker(&self, rec: &RunRecord, lease: i64) -> String {
+        json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node()), "lease": lease})
+            .to_string()
+    }
+
     fn save_run(&self, rec: &RunRecord) -> Result<(), EtcdError> {
+        let guard = self.guard(rec)?;
+        self.save_guarded(rec, guard)
+    }
+
+    fn save_guarded(&self, rec: &RunRecord, guard: Guard) -> Result<(), EtcdError> {
         let data = shared_copy(rec, self.node())?;
         let key = self.run_key(&rec.job_id, &rec.id);
         let active = self.active_key(&rec.id);
@@ -32,8 +73,17 @@ impl Cluster {
             RunStatus::Running => self.claimed_payload(&rec.id),
             _ => None,
         };
-        let marker = json!({"job": rec.job_id, "node": rec.node.as_deref().unwrap_or(self.node())})
-            .to_string();
+        let lease = match guard {
+            Guard::Claim(l) | Guard::Active(l) => l,
+            Guard::Free => self.lease.load(std::sync::atomic::Ordering::SeqCst),
+        };
+        let marker = self.marker(rec, lease);
+        let node = self.node().as_bytes();
+        let compare: Vec<Compare<'_>> = match guard {
+            Guard::Free => Vec::new(),
+            Guard::Claim(l) => vec![Compare::ValueIs(&claim, node), Compare::LeaseIs(&claim, l)],
+            Guard::Active(_) => vec![Compare::ValueIs(&active, marker.as_bytes())],
+        };
         let mut ops = vec![Op::Put {
             key: &key,
             value: &data,
@@ -64,14 +114,30 @@ impl Cluster {
                 ops.push(Op::Delete(&payload_key));
             }
         }
-        self.etcd
-            .txn(&[], &ops)
-            .map(drop)
-            .inspect_err(|e| self.failed(e))
+        let done = self
+            .etcd
+            .txn(&compare, &ops)
+            .inspect_err(|e| self.failed(e))?;
+        if !done {
+            return Err(self.lost(rec));
+        }
+        if rec.status == RunStatus::Running {
+            if let Some(c) = self
+                .claimed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&rec.id)
+            {
+                c.started = true;
+            }
+        }
+        Ok(())
     }
 
-    /// The leader's round: closes the runs of nodes that are gone (not in `alive`).
-    pub(super) fn reap(&self, alive: &[String]) -> Result<(), EtcdError> {
+    /// The leader's round: closes the runs of nodes that are gone (not in `alive`, the live
+    /// nodes with their leases), and those a live node started under a lease it has since
+    /// lost (it fenced them: killed their agents, or it restarted).
+    pub(super) fn reap(&self, alive: &[(String, i64)]) -> Result<(), EtcdError> {
         let prefix = self.key("active/");
         let (kvs, _) = self.etcd.range_prefix(&prefix)?;
         for kv in kvs {
@@ -83,7 +149,17 @@ impl Cluster {
                 self.etcd.delete(&kv.key)?;
                 continue;
             };
-            if alive.iter().any(|n| n == node) {
+            let lease = super::etcd::int(&v["lease"]);
+            if alive
+                .iter()
+                .any(|(n, l)| n == node && (lease == 0 || *l == lease))
+            {
+                continue;
+            }
+            // The node may have taken a new lease since `alive` was read (and then claimed
+            // this run under it): read its key again.
+            let now = self.etcd.get(&self.key(&format!("nodes/{node}")))?;
+            if now.is_some_and(|kv| lease == 0 || kv.lease == lease) {
                 continue;
             }
             let rec = self
@@ -159,6 +235,17 @@ impl Cluster {
     }
 }
 
+/// What a write of a run record compares (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// Not a run this node claimed: written as is.
+    Free,
+    /// Claimed, not started: `claims/<run>` names this node, under this lease.
+    Claim(i64),
+    /// Started: `active/<run>` names this node and this lease.
+    Active(i64),
+}
+
 fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
     kvs.into_iter()
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
@@ -205,11 +292,19 @@ impl Cluster {
                 let b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
                 b.values().next().cloned()
             };
-            let Some(rec) = next else {
+            let Some((rec, guard)) = next else {
                 return Ok(());
             };
-            match self.save_run(&rec) {
+            let r = if self.is_fenced(&rec.id) {
+                Err(self.lost(&rec))
+            } else {
+                self.save_guarded(&rec, guard)
+            };
+            match r {
                 Ok(()) => {}
+                Err(e @ EtcdError::Lost(_)) => {
+                    log::warn!(event = "cluster.fenced", run = rec.id.as_str(); "{e}");
+                }
                 // etcd refuses this one for good: it stays in the node's data dir only.
                 Err(
                     e @ EtcdError::Server {
@@ -223,7 +318,7 @@ impl Cluster {
             }
             let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
             // Unless a newer version of it was queued meanwhile.
-            if b.get(&rec.id) == Some(&rec) {
+            if b.get(&rec.id).is_some_and(|(r, _)| *r == rec) {
                 b.remove(&rec.id);
             }
         }
@@ -233,14 +328,30 @@ impl Cluster {
 impl SharedRuns for Cluster {
     fn save(&self, rec: &RunRecord) -> Result<(), String> {
         let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
-        match self.save_run(rec) {
+        let guard = match self.guard(rec) {
+            Ok(g) => g,
+            Err(e) => {
+                log::warn!(event = "cluster.fenced", run = rec.id.as_str(); "{e}");
+                return Ok(());
+            }
+        };
+        match self.save_guarded(rec, guard) {
             Ok(()) => {
                 b.remove(&rec.id);
                 Ok(())
             }
+            Err(e @ EtcdError::Lost(_)) => {
+                // Another node has the run now: this one stops it, and keeps its record.
+                b.remove(&rec.id);
+                log::warn!(event = "cluster.fenced", run = rec.id.as_str(); "{e}");
+                drop(b);
+                self.fence_run(&rec.id);
+                Ok(())
+            }
             Err(e) => {
-                // Kept, newest version only, and written when etcd answers again.
-                b.insert(rec.id.clone(), rec.clone());
+                // Kept, newest version only, with its condition, and written when etcd
+                // answers again.
+                b.insert(rec.id.clone(), (rec.clone(), guard));
                 Err(format!(
                     "{e}; the record is kept and written to etcd when it answers again"
                 ))

@@ -299,6 +299,27 @@ impl Engine {
                 log::warn!(event = "cluster.queue", run = run_id; "could not release the run in etcd ({e}); the leader releases it");
             }
             c.kick_queue();
+        } else {
+            // A fenced run (this node's lease lapsed): the cluster has it now.
+            c.unfence(run_id);
+        }
+    }
+
+    /// Cluster mode: whether a run taken by a worker was given up when this node's lease
+    /// lapsed (it must not start: another node may be running it).
+    pub(super) fn fenced_here(&self, run_id: &str) -> bool {
+        self.cluster().is_some_and(|c| c.is_fenced(run_id))
+    }
+
+    /// Kills the agents of runs this node gave up when its lease lapsed (the
+    /// `cluster-fence` thread, through [`crate::cluster::Cluster::on_fence`]).
+    pub fn kill_fenced(&self, run_ids: &[String]) {
+        let m = lock(&self.running);
+        for id in run_ids {
+            if let Some(tx) = m.get(id) {
+                log::warn!(event = "run.fenced", run = id.as_str(); "killing the agent of run {id}: this node's lease lapsed and the cluster may run it elsewhere");
+                let _ = tx.try_send(());
+            }
         }
     }
 }

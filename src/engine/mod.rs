@@ -232,7 +232,11 @@ impl Engine {
 
     /// Registers the kill switch of a running agent.
     pub fn register_running(&self, run_id: &str, kill: Sender<()>) {
-        lock(&self.running).insert(run_id.to_string(), kill);
+        lock(&self.running).insert(run_id.to_string(), kill.clone());
+        // Cluster mode: fenced between its start and now (engine/cluster.rs).
+        if self.fenced_here(run_id) {
+            let _ = kill.try_send(());
+        }
     }
 
     /// Forgets a finished agent.

@@ -513,6 +513,64 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
     });
     assert!(runs.iter().all(|r| r["node"] == "b"), "{runs:?}");
 
+    // Fencing: a node frozen past its lease (SIGSTOP) while its agent runs. The leader
+    // retries the run on another node; the frozen node, once it wakes, finds its lease
+    // lapsed, kills its agent and writes nothing more of the run: one agent finishes, and
+    // the record is the retry's.
+    let marks = s.nodes[0].dir.parent().unwrap().join("fence-marks");
+    let script = format!(
+        "echo start >> {m}; sleep 15; echo end >> {m}",
+        m = marks.display()
+    );
+    let fj = create_id(
+        &s.nodes[0],
+        &json!({
+            "name": "fenced", "prompt": "p", "max_retries": 1,
+            "agent": {"command": ["sh", "-c", script]},
+            "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    wait_job(&s, &fj, &[0, 1, 2], 5);
+    let (fr, _) = run_on(&s.nodes[0], &fj);
+    let names = ["a", "b", "c"];
+    let rec = wait_for(10, "the run running", || {
+        let (st, r) = s.nodes[0].get(&format!("/jobs/{fj}/runs/{fr}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let v = names.iter().position(|n| *n == rec["node"]).unwrap();
+    let w = (v + 1) % 3;
+    s.nodes[v].signal(libc::SIGSTOP);
+    let retried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(20, "the run retried on another node", || {
+            let (st, r) = s.nodes[w].get(&format!("/jobs/{fj}/runs/{fr}"));
+            (st == 200 && r["status"] == "running" && r["attempts"] == 2).then_some(r)
+        })
+    }));
+    s.nodes[v].signal(libc::SIGCONT);
+    let retried = retried.unwrap();
+    assert_ne!(retried["node"], names[v], "{retried}");
+    let done = wait_for(30, "the retried run finished", || {
+        let (st, r) = s.nodes[w].get(&format!("/jobs/{fj}/runs/{fr}"));
+        (st == 200 && all_final(std::slice::from_ref(&r))).then_some(r)
+    });
+    assert_eq!(
+        (&done["status"], &done["node"], &done["attempts"]),
+        (&json!("succeeded"), &retried["node"], &json!(2)),
+        "{done}"
+    );
+    let m = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(
+        (m.matches("start").count(), m.matches("end").count()),
+        (2, 1),
+        "the frozen node's agent was not killed when it woke: {m}\n{}",
+        s.nodes[v].stderr()
+    );
+    assert!(
+        s.nodes[v].stderr().contains("cluster.lease_expired"),
+        "{}",
+        s.nodes[v].stderr()
+    );
+
     // A node stopped with SIGTERM leaves the cluster: the others see it go, and one leads.
     let mut s = s;
     let l = leader(&s, &[0, 1, 2]);
