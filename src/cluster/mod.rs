@@ -406,7 +406,7 @@ impl Cluster {
     /// Marks an exchange made elsewhere (a write) as failed.
     pub(crate) fn failed(&self, e: &EtcdError) {
         let down = match e {
-            EtcdError::Unreachable(_) => true,
+            EtcdError::Unreachable(_) | EtcdError::Unknown(_) => true,
             EtcdError::Server { status, .. } => *status >= 500,
             EtcdError::BadAnswer(_) | EtcdError::Lost(_) => false,
         };

@@ -114,12 +114,37 @@ impl Cluster {
                 ops.push(Op::Delete(&payload_key));
             }
         }
-        let done = self
-            .etcd
-            .txn(&compare, &ops)
-            .inspect_err(|e| self.failed(e))?;
+        let mut unknown = None;
+        let done = match self.etcd.txn(&compare, &ops) {
+            Ok(d) => d,
+            // Sent, unanswered: applied if the record in etcd is this one (read below).
+            Err(e @ EtcdError::Unknown(_)) => {
+                unknown = Some(e);
+                false
+            }
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        // Not applied, or not known to be: the write took effect (this try, or an earlier
+        // one whose answer was lost) when etcd holds this very record.
         if !done {
-            return Err(self.lost(rec));
+            let mine = self
+                .etcd
+                .get(&key)
+                .inspect_err(|e| self.failed(e))?
+                .is_some_and(|kv| kv.value == data);
+            if !mine {
+                return Err(match unknown {
+                    // Not applied: kept and written again later.
+                    Some(e) => {
+                        self.failed(&e);
+                        e
+                    }
+                    None => self.lost(rec),
+                });
+            }
         }
         if rec.status == RunStatus::Running {
             if let Some(c) = self
