@@ -92,7 +92,11 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     // Cluster mode: run records are shared through etcd as well.
     let store = match &cluster {
-        Some(c) => store.share_runs(c.clone()),
+        Some(c) => {
+            // Runs that ended here while etcd was away, before a restart: their records.
+            c.reconcile_own(|job, run| store.read_run(job, run));
+            store.share_runs(c.clone())
+        }
         None => store,
     };
     let token = match cluster.as_ref().map(|c| cluster_token(c, &store)) {

@@ -3,7 +3,7 @@
 //!
 //! Keys and values travel base64-encoded, int64 fields come back as strings. Every request
 //! has a deadline; the endpoints are tried in turn (the one that answered last first), so
-//! a stopped member costs one refused connection. A write (`put`, `txn`) goes to the next
+//! a stopped member costs one refused connection. A transaction goes to the next
 //! endpoint only when it was never sent (the connection failed): after a timeout or a 5xx
 //! it may have taken effect, and sending it again could apply it twice, so it fails with
 //! [`EtcdError::Unknown`] and the caller reads back what happened (each write's value
@@ -308,7 +308,8 @@ impl Etcd {
         if lease != 0 {
             body["lease"] = lease.to_string().into();
         }
-        self.call_write("/v3/kv/put", &body).map(drop)
+        // The same put twice leaves the same state: it may go to the next endpoint.
+        self.call("/v3/kv/put", &body).map(drop)
     }
 
     /// Deletes a key (absent is fine).

@@ -176,7 +176,8 @@ pub struct Cluster {
     lease_state: Mutex<LeaseState>,
     /// Runs given up when the lease lapsed: nothing more of them is written to etcd, and
     /// their agents are killed (or never start).
-    fenced: Mutex<std::collections::HashSet<String>>,
+    /// Each with what its later writes must still find in etcd (`runs::Guard`).
+    fenced: Mutex<std::collections::HashMap<String, runs::Guard>>,
     /// Kills the agents of fenced runs (set by the daemon at start-up).
     on_fence: std::sync::OnceLock<FenceHook>,
     /// Whether the last exchange with etcd succeeded.
@@ -193,6 +194,9 @@ pub struct Cluster {
     backlog: Mutex<std::collections::BTreeMap<String, (crate::run::RunRecord, runs::Guard)>>,
     /// Set at the end of shutdown: the `cluster` thread stops renewing the lease.
     left: AtomicBool,
+    /// Set when the `cluster` thread starts: only then does a leader reap (start-up writes
+    /// the node's own unfinished records first, [`Cluster::reconcile_own`]).
+    started: AtomicBool,
     /// Rounds of the `cluster` thread.
     rounds: std::sync::atomic::AtomicU64,
     /// Runs this node claimed from the queue and has not finished.
@@ -222,6 +226,7 @@ impl Cluster {
             backlog: Mutex::default(),
             rounds: Default::default(),
             left: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             claimed: Mutex::default(),
             kick_tx,
             kick_rx,
@@ -321,6 +326,7 @@ impl Cluster {
     /// `cluster-fence` thread (fences this node when the lease's local deadline passes).
     /// On shutdown the lease is kept while the runs drain; [`Cluster::leave`] revokes it.
     pub fn spawn(self: &Arc<Self>, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+        self.started.store(true, Ordering::SeqCst);
         let c = self.clone();
         thread::Builder::new()
             .name("cluster-lease".into())
@@ -467,17 +473,27 @@ impl Cluster {
             self.lease.store(0, Ordering::SeqCst);
         }
         self.set_leading(false);
-        let ids: Vec<String> = self
+        // A started run's final record is still written if its `active/` key names this
+        // node and the old lease (nobody retried or closed it meanwhile).
+        let runs: Vec<(String, runs::Guard)> = self
             .claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .map(|(id, _)| id)
+            .map(|(id, c)| {
+                let g = if c.started {
+                    runs::Guard::Active(c.lease)
+                } else {
+                    runs::Guard::Gone
+                };
+                (id, g)
+            })
             .collect();
+        let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
         self.fenced
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend(ids.iter().cloned());
+            .extend(runs);
         log::warn!(event = "cluster.lease_expired", node = self.node(), runs = ids.len();
             "this node's lease lapsed ({why}); its {} claimed run(s) are killed and left to the cluster (the leader retries or interrupts them); taking a new lease", ids.len());
         if let Some(hook) = self.on_fence.get() {
@@ -496,7 +512,16 @@ impl Cluster {
         self.fenced
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(run_id)
+            .contains_key(run_id)
+    }
+
+    /// What the writes of a fenced run must find in etcd (None: not fenced).
+    pub(crate) fn fenced_guard(&self, run_id: &str) -> Option<runs::Guard> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .copied()
     }
 
     /// Marks one run as given up (its write found it no longer this node's) and kills it.
@@ -508,7 +533,7 @@ impl Cluster {
         self.fenced
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string());
+            .insert(run_id.to_string(), runs::Guard::Gone);
         if let Some(hook) = self.on_fence.get() {
             hook(&[run_id.to_string()]);
         }
@@ -531,9 +556,6 @@ impl Cluster {
         if lease == 0 {
             let sent = Instant::now();
             lease = self.etcd.grant(LEASE_TTL)?;
-            // `nodes/<node>` names the new lease before any claim is made under it: the
-            // reaper takes a run whose `active/` key names another lease for a lost one.
-            self.etcd.put(&me, info.as_bytes(), lease)?;
             let mut st = self.lease_state.lock().unwrap_or_else(|p| p.into_inner());
             *st = LeaseState {
                 id: lease,
@@ -552,19 +574,14 @@ impl Cluster {
             .is_some_and(|kv| kv.value == node.as_bytes() && kv.lease == lease);
         let (nodes, _) = self.etcd.range_prefix(&self.key("nodes/"))?;
         let prefix = self.key("nodes/");
-        let leases: Vec<(String, i64)> = nodes
+        let mut names: Vec<String> = nodes
             .iter()
-            .filter_map(|kv| {
-                kv.key
-                    .strip_prefix(&prefix)
-                    .map(|n| (n.to_string(), kv.lease))
-            })
+            .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
             .collect();
-        let mut names: Vec<String> = leases.iter().map(|(n, _)| n.clone()).collect();
         names.sort();
         self.flush_backlog()?;
-        if leading {
-            self.reap(&leases)?;
+        if leading && self.started.load(Ordering::SeqCst) {
+            self.reap(&names)?;
             // The busy keys are a slower check: every 10th round.
             if self.rounds.fetch_add(1, Ordering::Relaxed) % 10 == 0 {
                 self.heal_busy()?;

@@ -32,8 +32,8 @@ impl Cluster {
     /// node's when this node claimed it; nothing for other records. Err when the run was
     /// fenced already.
     fn guard(&self, rec: &RunRecord) -> Result<Guard, EtcdError> {
-        if self.is_fenced(&rec.id) {
-            return Err(self.lost(rec));
+        if let Some(g) = self.fenced_guard(&rec.id) {
+            return Ok(g);
         }
         let claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
         Ok(match claimed.get(&rec.id) {
@@ -63,6 +63,9 @@ impl Cluster {
     }
 
     fn save_guarded(&self, rec: &RunRecord, guard: Guard) -> Result<(), EtcdError> {
+        if guard == Guard::Gone {
+            return Err(self.lost(rec));
+        }
         let data = shared_copy(rec, self.node())?;
         let key = self.run_key(&rec.job_id, &rec.id);
         let active = self.active_key(&rec.id);
@@ -75,12 +78,12 @@ impl Cluster {
         };
         let lease = match guard {
             Guard::Claim(l) | Guard::Active(l) => l,
-            Guard::Free => self.lease.load(std::sync::atomic::Ordering::SeqCst),
+            Guard::Free | Guard::Gone => self.lease.load(std::sync::atomic::Ordering::SeqCst),
         };
         let marker = self.marker(rec, lease);
         let node = self.node().as_bytes();
         let compare: Vec<Compare<'_>> = match guard {
-            Guard::Free => Vec::new(),
+            Guard::Free | Guard::Gone => Vec::new(),
             Guard::Claim(l) => vec![Compare::ValueIs(&claim, node), Compare::LeaseIs(&claim, l)],
             Guard::Active(_) => vec![Compare::ValueIs(&active, marker.as_bytes())],
         };
@@ -159,10 +162,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// The leader's round: closes the runs of nodes that are gone (not in `alive`, the live
-    /// nodes with their leases), and those a live node started under a lease it has since
-    /// lost (it fenced them: killed their agents, or it restarted).
-    pub(super) fn reap(&self, alive: &[(String, i64)]) -> Result<(), EtcdError> {
+    /// The leader's round: closes the runs of nodes that are gone (not in `alive`). A live
+    /// node closes its own: fenced runs through their old guard, an earlier life's runs at
+    /// start-up ([`Cluster::reconcile_own`]).
+    pub(super) fn reap(&self, alive: &[String]) -> Result<(), EtcdError> {
         let prefix = self.key("active/");
         let (kvs, _) = self.etcd.range_prefix(&prefix)?;
         for kv in kvs {
@@ -174,17 +177,7 @@ impl Cluster {
                 self.etcd.delete(&kv.key)?;
                 continue;
             };
-            let lease = super::etcd::int(&v["lease"]);
-            if alive
-                .iter()
-                .any(|(n, l)| n == node && (lease == 0 || *l == lease))
-            {
-                continue;
-            }
-            // The node may have taken a new lease since `alive` was read (and then claimed
-            // this run under it): read its key again.
-            let now = self.etcd.get(&self.key(&format!("nodes/{node}")))?;
-            if now.is_some_and(|kv| lease == 0 || kv.lease == lease) {
+            if alive.iter().any(|n| n == node) {
                 continue;
             }
             let rec = self
@@ -213,6 +206,97 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// At start-up: the runs this node executed in an earlier life (their `active/` key names
+    /// this node and another lease) whose final record never reached etcd (it ended while
+    /// etcd was away, and the daemon stopped before etcd was back; or the daemon was killed).
+    /// The final record in the data dir (`local`) is written, else the run is closed
+    /// `interrupted`, in a transaction compared on the `active/` key; then the job is
+    /// released.
+    pub fn reconcile_own(&self, local: impl Fn(&str, &str) -> Option<RunRecord>) {
+        let prefix = self.active_key("");
+        let lease = self.lease.load(std::sync::atomic::Ordering::SeqCst);
+        let kvs = match self.etcd.range_prefix(&prefix) {
+            Ok((kvs, _)) => kvs,
+            Err(e) => {
+                log::warn!(event = "cluster.reconcile", node = self.node(); "cannot read this node's earlier runs from etcd: {e}; the leader closes them as interrupted");
+                return;
+            }
+        };
+        for kv in kvs {
+            let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let (Some(job), Some(node), Some(run)) = (
+                v["job"].as_str(),
+                v["node"].as_str(),
+                kv.key.strip_prefix(&prefix),
+            ) else {
+                continue;
+            };
+            if node != self.node() || super::etcd::int(&v["lease"]) == lease {
+                continue;
+            }
+            let (rec, found) = match local(job, run).filter(|r| r.status.is_final()) {
+                Some(r) => (r, true),
+                None => {
+                    let shared = self
+                        .etcd
+                        .get(&self.run_key(job, run))
+                        .ok()
+                        .flatten()
+                        .and_then(|kv| serde_json::from_slice::<RunRecord>(&kv.value).ok());
+                    let Some(mut r) = shared.filter(|r| !r.status.is_final()) else {
+                        continue;
+                    };
+                    r.interrupt(format!(
+                        "node {node} stopped while this run was {} (it restarted without a final record of it)",
+                        r.status.as_str()
+                    ));
+                    (r, false)
+                }
+            };
+            let r = self.write_final_over(&rec, &kv.key, &kv.value);
+            match r {
+                Ok(true) => {
+                    if found {
+                        log::info!(event = "cluster.reconcile", job = rec.job_name.as_str(), run = run; "run {run} ended while etcd was away; its {} record is now in etcd", rec.status.as_str());
+                    } else {
+                        log::warn!(event = "run.interrupted", job = rec.job_name.as_str(), run = run; "run {run} of this node's earlier life has no final record here; marked interrupted");
+                    }
+                    if let Err(e) = self.release(job, run) {
+                        log::warn!(event = "cluster.reconcile", run = run; "could not release the job of run {run}: {e}; the leader releases it");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!(event = "cluster.reconcile", run = run; "could not write the record of run {run} to etcd: {e}; the leader closes it as interrupted")
+                }
+            }
+        }
+    }
+
+    /// Writes a final record in place of the `running` one, if `active` still holds `held`.
+    fn write_final_over(
+        &self,
+        rec: &RunRecord,
+        active: &str,
+        held: &[u8],
+    ) -> Result<bool, EtcdError> {
+        let data = shared_copy(rec, self.node())?;
+        let key = self.run_key(&rec.job_id, &rec.id);
+        let queue = self.key(&format!("queue/{}", rec.id));
+        let claim = self.key(&format!("claims/{}", rec.id));
+        let payload = self.key(&format!("payload/{}", rec.id));
+        self.etcd.txn(
+            &[Compare::ValueIs(active, held)],
+            &[
+                Op::put(&key, &data),
+                Op::Delete(active),
+                Op::Delete(&queue),
+                Op::Delete(&claim),
+                Op::Delete(&payload),
+            ],
+        )
+    }
+
     /// A run whose node died while executing it goes back to the queue when its job has
     /// retries left (the attempts it made count); returns whether it did.
     fn retry_elsewhere(&self, r: &RunRecord, node: &str) -> Result<bool, EtcdError> {
@@ -269,6 +353,8 @@ pub(crate) enum Guard {
     Claim(i64),
     /// Started: `active/<run>` names this node and this lease.
     Active(i64),
+    /// Given up: nothing more of the run is written.
+    Gone,
 }
 
 fn records(kvs: Vec<super::etcd::Kv>) -> Vec<RunRecord> {
@@ -320,12 +406,9 @@ impl Cluster {
             let Some((rec, guard)) = next else {
                 return Ok(());
             };
-            let r = if self.is_fenced(&rec.id) {
-                Err(self.lost(&rec))
-            } else {
-                self.save_guarded(&rec, guard)
-            };
-            match r {
+            match self.save_guarded(&rec, guard) {
+                // Its node could not release the job as the run ended: done now.
+                Ok(()) if rec.status.is_final() => self.release(&rec.job_id, &rec.id)?,
                 Ok(()) => {}
                 Err(e @ EtcdError::Lost(_)) => {
                     log::warn!(event = "cluster.fenced", run = rec.id.as_str(); "{e}");

@@ -470,7 +470,9 @@ impl Store {
         self.read_run(job_id, run_id)
     }
 
-    fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
+    /// Reads one run record from this node's data dir only (cluster mode's start-up
+    /// reconciliation, `cluster/runs.rs`).
+    pub fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
         let p = self.runs_dir(job_id).join(format!("{run_id}.json"));
         let data = fs::read(&p).ok()?;
         serde_json::from_slice(&data).ok()

@@ -1,6 +1,7 @@
 //! Cluster mode (README "Running a cluster"): a real 3-member etcd cluster on loopback and
-//! three real daemons joined to it. Skipped, with a message, when `etcd` is not installed
-//! (`.ci/run` installs Debian's etcd-server, so in CI they run).
+//! three real daemons joined to it. Skipped, with a message, when `etcd` is not installed,
+//! unless `CI` or `BOG_REQUIRE_ETCD` is set: then they fail (`.ci/run` installs Debian's
+//! etcd-server and sets `BOG_REQUIRE_ETCD`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -160,8 +161,20 @@ struct Setup {
     nodes: Vec<Daemon>,
 }
 
+/// Whether a missing etcd fails the cluster tests instead of skipping them: in CI (`CI` is
+/// set, as `.ci/run` does) or with `BOG_REQUIRE_ETCD`.
+fn etcd_required() -> bool {
+    ["CI", "BOG_REQUIRE_ETCD"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
 fn setup(env: &[(&str, &str)]) -> Option<Setup> {
     if !etcd_installed() {
+        assert!(
+            !etcd_required(),
+            "etcd is not installed, and CI or BOG_REQUIRE_ETCD is set: the cluster tests must run (apt-get install etcd-server)"
+        );
         eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server); the cluster tests need a real etcd");
         return None;
     }
@@ -599,9 +612,31 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
         (!all_runs(&s, &id).is_empty()).then_some(())
     });
 
+    // A run that ends during the outage (its record waits in memory on its node).
+    let dj = create_id(
+        &s.nodes[0],
+        &json!({
+            "name": "during", "prompt": "p", "agent": {"command": ["sleep", "2"]},
+            "overlap": "skip", "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    wait_job(&s, &dj, &[0, 1, 2], 10);
+    let (st, r) = s.nodes[0].post(&format!("/jobs/{dj}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let dr = r["run_id"].as_str().unwrap().to_string();
+    let rec = wait_for(10, "the run running", || {
+        let (st, r) = s.nodes[0].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let n = ["a", "b", "c"]
+        .iter()
+        .position(|x| *x == rec["node"])
+        .unwrap();
+
     // Every member down: reads answer, writes get 503, /health says so, nothing fires.
     s.etcd.stop(1);
     s.etcd.stop(2);
+    let down = chrono::Utc::now().timestamp();
     for d in &s.nodes {
         wait_for(15, "etcd unavailable in /health", || {
             (cluster_health(d)["etcd"] == "unavailable").then_some(())
@@ -617,6 +652,12 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
     assert_eq!(st, 503, "{body}");
     assert_eq!(s.nodes[2].get(&format!("/jobs/{id}")).0, 200);
     assert_eq!(s.nodes[0].get("/jobs").0, 200);
+    // The run ends meanwhile; its node's own record says so.
+    wait_for(15, "the run final on its node", || {
+        let (st, r) = s.nodes[n].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    let up = chrono::Utc::now().timestamp();
 
     // Back: without a restart of any daemon, writes and firing resume.
     for i in 0..3 {
@@ -639,10 +680,21 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
             .any(|t| *t > back)
             .then_some(())
     });
-    // No slot fired twice through it all.
+    // No slot fired twice through it all, and none while etcd was down.
     for (t, runs) in by_slot(&all_runs(&s, &id)) {
         assert_eq!(runs.len(), 1, "slot {t} fired {} times", runs.len());
+        assert!(
+            t <= down || t >= up,
+            "slot {t} fired during the outage ({down}..{up})"
+        );
     }
+    // The run that ended during the outage reached etcd, and released its job.
+    wait_for(15, "the outage's run succeeded in etcd", || {
+        let (st, r) = s.nodes[(n + 1) % 3].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    let (st, r) = s.nodes[1].post(&format!("/jobs/{dj}/run"), &json!({}));
+    assert_eq!((st, &r["status"]), (202, &json!("queued")), "{r}");
 }
 
 #[test]
@@ -744,4 +796,59 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already in the cluster"), "{err}");
+}
+
+#[test]
+fn a_run_that_ended_while_etcd_was_down_reaches_it_after_its_node_restarts() {
+    let _h = heavy();
+    if !etcd_installed() {
+        assert!(
+            !etcd_required(),
+            "etcd is required here (CI or BOG_REQUIRE_ETCD is set)"
+        );
+        eprintln!("SKIPPED: etcd is not installed");
+        return;
+    }
+    // One member, one node: the run's record can only reach etcd through the node itself.
+    let dir = tempdir();
+    let mut etcd = Etcd::start(&dir.path().join("etcd"), 1);
+    let data = dir.path().join("a");
+    std::fs::create_dir_all(&data).unwrap();
+    let args = ["--etcd", &etcd.urls(), "--node", "a"].map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut d = Daemon::start_env(&data, &args, &[]);
+    let id = create_id(
+        &d,
+        &json!({
+            "name": "w", "prompt": "p", "agent": {"command": ["sleep", "2"]},
+            "overlap": "skip", "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    let (st, r) = d.post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let run = r["run_id"].as_str().unwrap().to_string();
+    wait_for(10, "the run running", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "running").then_some(())
+    });
+    etcd.stop(0);
+    wait_for(15, "the run final on the node", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    // Stopped before etcd is back: the record it kept in memory is gone with it.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(30).success());
+    etcd.restart(0);
+    etcd.wait_healthy(0);
+    let d = Daemon::start_env(&data, &args, &[]);
+    let rec = wait_for(20, "the run's final record in etcd", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && cluster_health(&d)["etcd"] == "ok" && all_final(std::slice::from_ref(&r)))
+            .then_some(r)
+    });
+    assert_eq!(rec["status"], "succeeded", "{rec}\n{}", d.stderr());
+    // And the job is free again (overlap: skip).
+    let (st, r) = d.post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!((st, &r["status"]), (202, &json!("queued")), "{r}");
 }
