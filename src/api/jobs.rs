@@ -77,6 +77,7 @@ fn job_error(e: JobError) -> Resp {
             Resp::error(500, format!("could not store the job: {e}"))
         }
         JobError::Unavailable(e) => Resp::error(503, e),
+        JobError::Rejected(status, e) => Resp::error(status, e),
     }
 }
 

@@ -284,6 +284,19 @@ impl Etcd {
         Ok((kvs(&v)?, int(&v["header"]["revision"])))
     }
 
+    /// Every key under `prefix`, without the values (`keys_only`: a listing stays small
+    /// however big the values are).
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<String>, EtcdError> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({
+                "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)),
+                "keys_only": true,
+            }),
+        )?;
+        Ok(kvs(&v)?.into_iter().map(|kv| kv.key).collect())
+    }
+
     /// At most `limit` keys under `prefix`, the greatest first (`keys_only`: without values).
     pub fn range_prefix_desc(
         &self,

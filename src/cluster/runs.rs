@@ -433,7 +433,64 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `history` pruning in etcd, by keys only (a record's output can be large): the
+    /// newest `keep` run ids stay; of the older ones, those queued, parked or running
+    /// anywhere (keys under `queue/`, `pending/<job>`, `active/`) stay too.
+    fn prune_shared(
+        &self,
+        job_id: &str,
+        keep: usize,
+        active: &std::collections::HashSet<String>,
+    ) -> Result<(), EtcdError> {
+        let prefix = self.key(&format!("runs/{job_id}/"));
+        let mut ids: Vec<String> = self
+            .etcd
+            .keys_prefix(&prefix)?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        if ids.len() <= keep {
+            return Ok(());
+        }
+        // Run ids sort by time: the newest last.
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let live = |p: &str| -> Result<std::collections::HashSet<String>, EtcdError> {
+            let full = self.key(p);
+            Ok(self
+                .etcd
+                .keys_prefix(&full)?
+                .iter()
+                .filter_map(|k| k.strip_prefix(&full).map(str::to_string))
+                .collect())
+        };
+        let (queued, running) = (live("queue/")?, live("active/")?);
+        let parked = self
+            .etcd
+            .get(&self.key(&format!("pending/{job_id}")))?
+            .and_then(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+            .and_then(|v| v["run"]["id"].as_str().map(str::to_string));
+        let old: Vec<String> = ids
+            .into_iter()
+            .skip(keep)
+            .filter(|id| {
+                !active.contains(id)
+                    && !queued.contains(id)
+                    && !running.contains(id)
+                    && parked.as_deref() != Some(id.as_str())
+            })
+            .collect();
+        for id in &old {
+            self.etcd.delete(&self.run_key(job_id, id))?;
+        }
+        Ok(())
+    }
+}
+
 impl SharedRuns for Cluster {
+    /// Never fails: the record is in the node's data dir already, and one etcd could not
+    /// take now is kept and written when it answers (so a firing is answered as what it
+    /// is, queued, and runs).
     fn save(&self, rec: &RunRecord) -> Result<(), String> {
         let mut b = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         let guard = match self.guard(rec) {
@@ -460,9 +517,8 @@ impl SharedRuns for Cluster {
                 // Kept, newest version only, with its condition, and written when etcd
                 // answers again.
                 b.insert(rec.id.clone(), (rec.clone(), guard));
-                Err(format!(
-                    "{e}; the record is kept and written to etcd when it answers again"
-                ))
+                log::warn!(event = "store.error", run = rec.id.as_str(); "run record not written to etcd now ({e}); it is kept and written when etcd answers again");
+                Ok(())
             }
         }
     }
@@ -473,10 +529,22 @@ impl SharedRuns for Cluster {
             return None;
         }
         let prefix = self.key(&format!("runs/{job_id}/"));
-        self.etcd
-            .range_prefix_desc(&prefix, limit, false)
-            .ok()
-            .map(records)
+        match self.etcd.range_prefix_desc(&prefix, limit, false) {
+            Ok(kvs) => Some(records(kvs)),
+            Err(e) => {
+                log::warn!(event = "store.error", job = job_id; "cannot list the job's runs in etcd ({e}); answering with this node's own records");
+                None
+            }
+        }
+    }
+
+    fn prune(&self, job_id: &str, keep: usize, active: &std::collections::HashSet<String>) {
+        if !self.available() {
+            return;
+        }
+        if let Err(e) = self.prune_shared(job_id, keep, active) {
+            log::warn!(event = "store.error", job = job_id; "cannot prune the job's runs in etcd: {e}; tried again after its next run");
+        }
     }
 
     fn load(&self, job_id: &str, run_id: &str) -> Option<Option<RunRecord>> {

@@ -18,6 +18,28 @@ use crate::metrics::Metrics;
 use crate::run::RunRecord;
 
 impl Engine {
+    /// A failed job write's error: etcd's own refusal (4xx) is the client's to fix, not a
+    /// reason to try again.
+    fn job_write_error(&self, e: &EtcdError) -> JobError {
+        match e {
+            EtcdError::Server {
+                status: 400..=499,
+                message,
+            } => {
+                let status = if message.contains("too large") {
+                    413
+                } else {
+                    400
+                };
+                JobError::Rejected(
+                    status,
+                    format!("the cluster's store (etcd) refused the job: {message}; nothing was changed (an etcd value holds at most about 1.5 MiB: shorten the prompt)"),
+                )
+            }
+            e => JobError::Unavailable(self.unavailable(e)),
+        }
+    }
+
     fn unavailable(&self, e: &EtcdError) -> String {
         match self.cluster() {
             Some(c) => format!("{} ({e})", c.unavailable_text()),
@@ -28,9 +50,7 @@ impl Engine {
     /// Makes a new or changed job durable: in etcd in cluster mode, else its job file.
     pub(super) fn persist_job(&self, job: &Job) -> Result<(), JobError> {
         match self.cluster() {
-            Some(c) => c
-                .save_job(job)
-                .map_err(|e| JobError::Unavailable(self.unavailable(&e))),
+            Some(c) => c.save_job(job).map_err(|e| self.job_write_error(&e)),
             None => self.store.save_job(job).map_err(JobError::Store),
         }
     }
@@ -256,7 +276,7 @@ impl Engine {
         let runs = match c.claim_runs(free) {
             Ok(r) => r,
             Err(e) => {
-                log::debug!(event = "cluster.queue"; "cannot claim queued runs: {e}");
+                log::warn!(event = "cluster.queue"; "cannot claim queued runs: {e}");
                 return;
             }
         };

@@ -139,6 +139,9 @@ pub enum JobError {
     Store(std::io::Error),
     /// Cluster mode, and etcd cannot be reached: nothing was changed (503).
     Unavailable(String),
+    /// Cluster mode, and etcd refused the write for good (a job too large for an etcd
+    /// value: 413; another 4xx: 400), with etcd's message. Nothing was changed.
+    Rejected(u16, String),
 }
 
 impl Engine {

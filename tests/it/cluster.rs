@@ -422,12 +422,13 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
     }
     assert_eq!(per, HashMap::from([("d-1".into(), 1), ("d-2".into(), 1)]));
 
-    // The overlap policy holds across the cluster: manual runs asked of three nodes.
+    // The overlap policy holds across the cluster: manual runs asked of three nodes while
+    // the first run is running (a long agent, so that it outlasts the requests).
     let serial = |name: &str, overlap: &str| {
         let id = create_id(
             &s.nodes[0],
             &json!({
-                "name": name, "prompt": "p", "agent": {"command": ["sleep", "1"]}, "overlap": overlap,
+                "name": name, "prompt": "p", "agent": {"command": ["sleep", "3"]}, "overlap": overlap,
                 "triggers": [{"type": "interval", "seconds": 3600}],
             }),
         );
@@ -442,8 +443,15 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
             r["status"].as_str().unwrap().to_string(),
         )
     };
+    let running = |id: &str, run: &str| {
+        wait_for(10, "the first run running", || {
+            let (st, r) = s.nodes[2].get(&format!("/jobs/{id}/runs/{run}"));
+            (st == 200 && r["status"] == "running").then_some(())
+        })
+    };
     let q = serial("queued-one", "queue");
     let (r1, st1) = run_on(&s.nodes[0], &q);
+    running(&q, &r1);
     let (r2, st2) = run_on(&s.nodes[1], &q);
     let (r3, st3) = run_on(&s.nodes[2], &q);
     assert_eq!(
@@ -451,7 +459,7 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         ("queued", "queued", "coalesced")
     );
     assert_eq!(r3, r2, "a third firing merges into the pending run");
-    wait_for(20, "both queued runs final", || {
+    wait_for(30, "both queued runs final", || {
         let r = all_runs(&s, &q);
         (r.len() == 2 && all_final(&r)).then_some(())
     });
@@ -468,7 +476,8 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         "the pending run started before the first ended: {a} {b}"
     );
     let k = serial("skipping-one", "skip");
-    let (_, st1) = run_on(&s.nodes[1], &k);
+    let (k1, st1) = run_on(&s.nodes[1], &k);
+    running(&k, &k1);
     let (_, st2) = run_on(&s.nodes[2], &k);
     assert_eq!((st1.as_str(), st2.as_str()), ("queued", "skipped"));
 
