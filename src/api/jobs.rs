@@ -78,6 +78,7 @@ fn job_error(e: JobError) -> Resp {
         }
         JobError::Unavailable(e) => Resp::error(503, e),
         JobError::Rejected(status, e) => Resp::error(status, e),
+        JobError::Conflict(e) => Resp::error(409, e),
     }
 }
 

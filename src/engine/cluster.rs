@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{lock, log_job_warnings, Engine, Extra, FireError, Fired, JobError, Work};
-use crate::cluster::jobs::JobEvent;
+use crate::cluster::jobs::{JobEvent, JobWriteError};
 use crate::cluster::queue::{Enqueued, Gate};
 use crate::cluster::EtcdError;
 use crate::job::{FieldError, Job, Overlap, Trigger};
@@ -48,9 +48,29 @@ impl Engine {
     }
 
     /// Makes a new or changed job durable: in etcd in cluster mode, else its job file.
-    pub(super) fn persist_job(&self, job: &Job) -> Result<(), JobError> {
+    /// `previous` is the version the change was made on (None: a new job); in cluster mode
+    /// a job changed elsewhere meanwhile is a conflict, and the node takes etcd's version.
+    pub(super) fn persist_job(&self, job: &Job, previous: Option<&Job>) -> Result<(), JobError> {
         match self.cluster() {
-            Some(c) => c.save_job(job).map_err(|e| self.job_write_error(&e)),
+            Some(c) => match c.save_job(job, previous) {
+                Ok(()) => Ok(()),
+                Err(JobWriteError::Etcd(e)) => Err(self.job_write_error(&e)),
+                Err(JobWriteError::Conflict(now)) => {
+                    // This node's version was stale: it takes etcd's (the watch would).
+                    match now {
+                        Some(j) => self.apply_cluster_job(*j),
+                        None => {
+                            if previous.is_some() && matches!(c.load_job(&job.id), Ok(None)) {
+                                self.unload(&job.id);
+                            }
+                        }
+                    }
+                    Err(JobError::Conflict(format!(
+                        "job {} was changed on another node of the cluster meanwhile; nothing was changed: read it again (GET /jobs/{}) and retry",
+                        job.name, job.id
+                    )))
+                }
+            },
             None => self.store.save_job(job).map_err(JobError::Store),
         }
     }

@@ -142,6 +142,9 @@ pub enum JobError {
     /// Cluster mode, and etcd refused the write for good (a job too large for an etcd
     /// value: 413; another 4xx: 400), with etcd's message. Nothing was changed.
     Rejected(u16, String),
+    /// Cluster mode: the job was changed on another node meanwhile; nothing was changed
+    /// here (409; read it again and retry).
+    Conflict(String),
 }
 
 impl Engine {

@@ -287,6 +287,54 @@ fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_
     );
     wait_job(&s, &id, &[0, 1, 2], 5);
 
+    // Concurrent changes of one job on two nodes: an acknowledged change is never lost
+    // (a change made on a stale version is answered 409 instead of overwriting another).
+    let ed = create_id(
+        &s.nodes[0],
+        &json!({"name": "edited", "prompt": "p", "agent": {"command": ["true"]},
+            "triggers": [{"type": "interval", "seconds": 3600}]}),
+    );
+    wait_job(&s, &ed, &[0, 1], 5);
+    let patch = |d: &Daemon, body: Value| {
+        d.req("PATCH", &format!("/jobs/{ed}"), Some(&body.to_string()))
+            .0
+    };
+    let (acked_prompt, acked_history) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| {
+            let mut last = None;
+            for i in 0..15 {
+                match patch(&s.nodes[0], json!({"prompt": format!("p{i}")})) {
+                    200 => last = Some(format!("p{i}")),
+                    409 => {}
+                    st => panic!("PATCH answered {st}"),
+                }
+            }
+            last
+        });
+        let b = sc.spawn(|| {
+            let mut last = None;
+            for i in 0..15 {
+                match patch(&s.nodes[1], json!({"history": 100 + i})) {
+                    200 => last = Some(100 + i),
+                    409 => {}
+                    st => panic!("PATCH answered {st}"),
+                }
+            }
+            last
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (acked_prompt, acked_history) = (acked_prompt.unwrap(), acked_history.unwrap());
+    wait_for(10, "both changes everywhere", || {
+        [0, 1, 2]
+            .iter()
+            .all(|&i| {
+                let j = s.nodes[i].get(&format!("/jobs/{ed}")).1;
+                j["prompt"] == acked_prompt.as_str() && j["history"] == acked_history
+            })
+            .then_some(())
+    });
+
     // ~20 s of an every-second cron: exactly one run per second in the whole cluster (the
     // leader fires; any node's workers run them).
     wait_for(40, "20 slots fired", || {
