@@ -254,5 +254,6 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
         Err(FireError::ShuttingDown) => Resp::error(503, "the daemon is shutting down"),
         Err(FireError::Store(e)) => Resp::error(500, format!("could not record the run: {e}")),
         Err(FireError::Unavailable(e)) => Resp::error(503, e),
+        Err(FireError::Rejected(status, e)) => Resp::error(status, e),
     }
 }

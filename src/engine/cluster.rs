@@ -277,6 +277,13 @@ impl Engine {
                     Err(e) => Err(FireError::Store(e)),
                 }
             }
+            Err(EtcdError::Server {
+                status: 400..=499,
+                message,
+            }) => Err(FireError::Rejected(
+                if message.contains("too large") { 413 } else { 400 },
+                format!("the cluster's store (etcd) refused the run: {message}; nothing was queued (an etcd value holds at most about 1.5 MiB: send smaller variables or body)"),
+            )),
             Err(e) => Err(FireError::Unavailable(self.unavailable(&e))),
         };
         Some(r)

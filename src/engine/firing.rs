@@ -291,7 +291,7 @@ impl Engine {
             | Err(FireError::Disabled)
             | Err(FireError::NoSuchJob)
             | Err(FireError::ShuttingDown) => {}
-            Err(FireError::Unavailable(e)) => {
+            Err(FireError::Unavailable(e)) | Err(FireError::Rejected(_, e)) => {
                 log::warn!(event = "fire.unavailable", job = job_id; "{e}")
             }
             Err(FireError::Store(e)) => {

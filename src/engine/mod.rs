@@ -90,6 +90,9 @@ pub enum FireError {
     Store(std::io::Error),
     /// Cluster mode, and etcd cannot be reached: nothing fires (503; the text says so).
     Unavailable(String),
+    /// Cluster mode, and etcd refused the firing for good (413 when too large, else 400),
+    /// with etcd's message: trying again would not help.
+    Rejected(u16, String),
 }
 
 /// Shared daemon state; one `Arc<Engine>` is handed to every thread.
