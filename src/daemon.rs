@@ -92,7 +92,11 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     // Cluster mode: run records are shared through etcd as well.
     let store = match &cluster {
-        Some(c) => store.share_runs(c.clone()),
+        Some(c) => {
+            // Runs that ended here while etcd was away, before a restart: their records.
+            c.reconcile_own(|job, run| store.read_run(job, run));
+            store.share_runs(c.clone())
+        }
         None => store,
     };
     let token = match cluster.as_ref().map(|c| cluster_token(c, &store)) {
@@ -403,6 +407,13 @@ fn start_cluster(
     c: &Arc<crate::cluster::Cluster>,
     jobs_rev: i64,
 ) -> std::io::Result<()> {
+    // Fencing: when this node's lease lapses, the agents of its claimed runs are killed.
+    let weak = Arc::downgrade(engine);
+    c.on_fence(move |ids| {
+        if let Some(e) = weak.upgrade() {
+            e.kill_fenced(ids);
+        }
+    });
     c.spawn(engine.shutdown_signal())?;
     let e = engine.clone();
     c.follow_jobs(

@@ -66,5 +66,6 @@ fn to_resp(path: &str, o: Outcome) -> Resp {
         }
         Outcome::StoreFailed(e) => Resp::error(500, format!("could not record the run: {e}")),
         Outcome::Unavailable(e) => Resp::error(503, e),
+        Outcome::Rejected(status, e) => Resp::error(status, e),
     }
 }

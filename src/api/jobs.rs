@@ -77,6 +77,8 @@ fn job_error(e: JobError) -> Resp {
             Resp::error(500, format!("could not store the job: {e}"))
         }
         JobError::Unavailable(e) => Resp::error(503, e),
+        JobError::Rejected(status, e) => Resp::error(status, e),
+        JobError::Conflict(e) => Resp::error(409, e),
     }
 }
 
@@ -252,5 +254,6 @@ pub fn trigger(api: &Api, id: &str, req: &Req) -> Resp {
         Err(FireError::ShuttingDown) => Resp::error(503, "the daemon is shutting down"),
         Err(FireError::Store(e)) => Resp::error(500, format!("could not record the run: {e}")),
         Err(FireError::Unavailable(e)) => Resp::error(503, e),
+        Err(FireError::Rejected(status, e)) => Resp::error(status, e),
     }
 }

@@ -48,13 +48,20 @@ impl Cluster {
                 lease: 0,
             });
         }
-        let r = self.etcd.txn(
+        let r = match self.etcd.txn(
             &[
                 Compare::ValueIs(&leader, self.node().as_bytes()),
                 Compare::Absent(&slot),
             ],
             &ops,
-        );
+        ) {
+            // Sent, unanswered: the slot is this node's if it names it under this lease.
+            Err(e @ EtcdError::Unknown(_)) => match self.etcd.get(&slot) {
+                Ok(Some(kv)) => Ok(kv.value == self.node().as_bytes() && kv.lease == lease),
+                _ => Err(e),
+            },
+            r => r,
+        };
         if let Err(e) = &r {
             self.slot_lease.drop_current();
             self.failed(e);
@@ -128,9 +135,16 @@ impl Cluster {
             .dedupe_lease
             .get(&self.etcd)
             .inspect_err(|e| self.failed(e))?;
-        let r = self
-            .etcd
-            .create(&self.delivery_key(id), self.node().as_bytes(), lease);
+        // The value names this claim alone, so an unanswered write can be read back.
+        let key = self.delivery_key(id);
+        let mine = format!("{} {}", self.node(), crate::ids::new_run_id());
+        let r = match self.etcd.create(&key, mine.as_bytes(), lease) {
+            Err(e @ EtcdError::Unknown(_)) => match self.etcd.get(&key) {
+                Ok(Some(kv)) => Ok(kv.value == mine.as_bytes()),
+                _ => Err(e),
+            },
+            r => r,
+        };
         if let Err(e) = &r {
             self.dedupe_lease.drop_current();
             self.failed(e);

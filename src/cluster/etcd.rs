@@ -3,7 +3,13 @@
 //!
 //! Keys and values travel base64-encoded, int64 fields come back as strings. Every request
 //! has a deadline; the endpoints are tried in turn (the one that answered last first), so
-//! a stopped member costs one refused connection. etcd is trusted infrastructure, but an
+//! a stopped member costs one refused connection. A transaction goes to the next
+//! endpoint only when it was never sent (the connection failed): after a timeout or a 5xx
+//! it may have taken effect, and sending it again could apply it twice, so it fails with
+//! [`EtcdError::Unknown`] and the caller reads back what happened (each write's value
+//! names its writer: a run id, a node and lease, a record).
+//! Connections are not pooled, so a connection that a restarted member closed is never
+//! mistaken for an answer lost in flight. etcd is trusted infrastructure, but an
 //! answer is still bounded in size.
 
 use std::io::Read;
@@ -26,6 +32,12 @@ pub enum EtcdError {
     Server { status: u16, message: String },
     /// The answer was not what the gateway sends.
     BadAnswer(String),
+    /// A write reached etcd but no answer came back (a timeout, a 5xx): it may or may not
+    /// have taken effect.
+    Unknown(String),
+    /// A write about a run was refused because the run is no longer this node's (its
+    /// claim or its `active/` key names another node or an older lease of this one).
+    Lost(String),
 }
 
 impl std::fmt::Display for EtcdError {
@@ -36,6 +48,8 @@ impl std::fmt::Display for EtcdError {
                 write!(f, "etcd refused the request ({status}): {message}")
             }
             EtcdError::BadAnswer(e) => write!(f, "unexpected answer from etcd: {e}"),
+            EtcdError::Lost(e) => write!(f, "{e}"),
+            EtcdError::Unknown(e) => write!(f, "etcd did not answer a write in time: {e}"),
         }
     }
 }
@@ -67,6 +81,8 @@ pub enum Compare<'a> {
     ValueIs(&'a str, &'a [u8]),
     /// The key exists.
     Present(&'a str),
+    /// The key exists under this lease.
+    LeaseIs(&'a str, i64),
 }
 
 /// A write of a transaction.
@@ -182,13 +198,23 @@ impl Etcd {
                 .timeout_connect(Duration::from_millis(500))
                 .timeout(REQUEST_TIMEOUT)
                 .redirects(0)
+                .max_idle_connections(0)
                 .build(),
             first: AtomicUsize::new(0),
         }
     }
 
-    /// POSTs `body` to `path` on each endpoint in turn until one answers.
+    /// POSTs `body` to `path` on each endpoint in turn until one answers (a read).
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        self.send(path, body, true)
+    }
+
+    /// POSTs a write: to the next endpoint only while it could not be sent at all.
+    fn call_write(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        self.send(path, body, false)
+    }
+
+    fn send(&self, path: &str, body: &Value, repeatable: bool) -> Result<Value, EtcdError> {
         let n = self.endpoints.len();
         let start = self.first.load(Ordering::Relaxed);
         let mut last = EtcdError::Unreachable("no endpoint".into());
@@ -203,7 +229,10 @@ impl Etcd {
             {
                 Ok(resp) => {
                     self.first.store(at, Ordering::Relaxed);
-                    return read_json(resp);
+                    return read_json(resp).map_err(|e| match e {
+                        EtcdError::Unreachable(m) if !repeatable => EtcdError::Unknown(m),
+                        e => e,
+                    });
                 }
                 Err(ureq::Error::Status(status, resp)) => {
                     let v = read_json(resp).unwrap_or(Value::Null);
@@ -212,11 +241,27 @@ impl Etcd {
                         .or(v["error"].as_str())
                         .unwrap_or("no message")
                         .to_string();
-                    last = EtcdError::Server { status, message };
-                    // A member without quorum or leader: another may have both.
+                    // A member without quorum or leader: another may have both (a read);
+                    // a write may have been applied (a timeout inside etcd).
                     if status < 500 {
-                        return Err(last);
+                        return Err(EtcdError::Server { status, message });
                     }
+                    if !repeatable {
+                        return Err(EtcdError::Unknown(format!(
+                            "{}: {status} {message}",
+                            self.endpoints[at]
+                        )));
+                    }
+                    last = EtcdError::Server { status, message };
+                }
+                Err(ureq::Error::Transport(t))
+                    if !repeatable
+                        && !matches!(
+                            t.kind(),
+                            ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
+                        ) =>
+                {
+                    return Err(EtcdError::Unknown(format!("{}: {t}", self.endpoints[at])));
                 }
                 Err(e) => last = EtcdError::Unreachable(format!("{}: {e}", self.endpoints[at])),
             }
@@ -237,6 +282,19 @@ impl Etcd {
             &json!({ "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)) }),
         )?;
         Ok((kvs(&v)?, int(&v["header"]["revision"])))
+    }
+
+    /// Every key under `prefix`, without the values (`keys_only`: a listing stays small
+    /// however big the values are).
+    pub fn keys_prefix(&self, prefix: &str) -> Result<Vec<String>, EtcdError> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({
+                "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)),
+                "keys_only": true,
+            }),
+        )?;
+        Ok(kvs(&v)?.into_iter().map(|kv| kv.key).collect())
     }
 
     /// At most `limit` keys under `prefix`, the greatest first (`keys_only`: without values).
@@ -263,6 +321,7 @@ impl Etcd {
         if lease != 0 {
             body["lease"] = lease.to_string().into();
         }
+        // The same put twice leaves the same state: it may go to the next endpoint.
         self.call("/v3/kv/put", &body).map(drop)
     }
 
@@ -295,6 +354,10 @@ impl Etcd {
                     "key": b64(k.as_bytes()), "target": "CREATE", "result": "GREATER",
                     "create_revision": "0",
                 }),
+                Compare::LeaseIs(k, l) => json!({
+                    "key": b64(k.as_bytes()), "target": "LEASE", "result": "EQUAL",
+                    "lease": l.to_string(),
+                }),
                 Compare::ValueIs(k, v) => json!({
                     "key": b64(k.as_bytes()), "target": "VALUE", "result": "EQUAL",
                     "value": b64(v),
@@ -314,7 +377,7 @@ impl Etcd {
                 Op::Delete(k) => json!({ "request_delete_range": { "key": b64(k.as_bytes()) } }),
             })
             .collect();
-        let v = self.call(
+        let v = self.call_write(
             "/v3/kv/txn",
             &json!({ "compare": compare, "success": success, "failure": [] }),
         )?;

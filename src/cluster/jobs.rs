@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::etcd::{EtcdError, Event, Kv, WatchError};
+use super::etcd::{Compare, EtcdError, Event, Kv, Op, WatchError};
 use super::Cluster;
 use crate::job::Job;
 
@@ -25,6 +25,21 @@ pub enum JobEvent {
     All(Vec<Job>),
 }
 
+/// Why a job was not written.
+#[derive(Debug)]
+pub enum JobWriteError {
+    Etcd(EtcdError),
+    /// The job was changed (or created, or deleted: None) elsewhere since the version this
+    /// change was made on; the version etcd holds now.
+    Conflict(Option<Box<Job>>),
+}
+
+impl From<EtcdError> for JobWriteError {
+    fn from(e: EtcdError) -> Self {
+        JobWriteError::Etcd(e)
+    }
+}
+
 /// The jobs read from etcd, the keys that hold no valid job (with why), and the revision.
 pub type Loaded = (Vec<Job>, Vec<(String, String)>, i64);
 
@@ -37,13 +52,56 @@ impl Cluster {
         self.key(&format!("jobs/{id}"))
     }
 
-    /// Writes a job (created or changed).
-    pub fn save_job(&self, job: &Job) -> Result<(), EtcdError> {
-        let data = serde_json::to_vec_pretty(job)
-            .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the job: {e}")))?;
-        self.etcd
-            .put(&self.job_key(&job.id), &data, 0)
-            .inspect_err(|e| self.failed(e))
+    /// Writes a job: created (`previous` None: only if absent) or changed from `previous`,
+    /// the version this node's change was made on — only if etcd still holds that version.
+    /// A job changed meanwhile elsewhere is `Conflict` with the version etcd holds (None:
+    /// deleted), and nothing is written.
+    pub fn save_job(&self, job: &Job, previous: Option<&Job>) -> Result<(), JobWriteError> {
+        let ser = |j: &Job| {
+            serde_json::to_vec_pretty(j)
+                .map_err(|e| EtcdError::BadAnswer(format!("cannot serialise the job: {e}")))
+        };
+        let data = ser(job)?;
+        let key = self.job_key(&job.id);
+        let mut expected = match previous {
+            Some(p) => Some(ser(p)?),
+            None => None,
+        };
+        // Twice at most: etcd may hold the same version serialised otherwise (another
+        // daemon version), which is compared again as it is.
+        for _ in 0..2 {
+            let compare = match &expected {
+                Some(v) => Compare::ValueIs(&key, v),
+                None => Compare::Absent(&key),
+            };
+            let done = match self.etcd.txn(&[compare], &[Op::put(&key, &data)]) {
+                Ok(d) => d,
+                // Sent, unanswered: written if etcd holds this very job (read below).
+                Err(EtcdError::Unknown(_)) => false,
+                Err(e) => {
+                    self.failed(&e);
+                    return Err(e.into());
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            let now = self.etcd.get(&key).inspect_err(|e| self.failed(e))?;
+            let Some(kv) = now else {
+                return Err(JobWriteError::Conflict(None));
+            };
+            if kv.value == data {
+                return Ok(());
+            }
+            let theirs = self.parse(&kv).ok();
+            match (previous, theirs) {
+                (Some(p), Some(t)) if *p == t && expected.as_deref() != Some(&kv.value[..]) => {
+                    expected = Some(kv.value);
+                }
+                (_, t) => return Err(JobWriteError::Conflict(t.map(Box::new))),
+            }
+        }
+        Err(JobWriteError::Conflict(None))
     }
 
     /// Deletes a job.

@@ -37,8 +37,11 @@ use etcd::{Etcd, Kv};
 /// Seconds a node's lease lives without a keep-alive: how long a dead node keeps its
 /// leadership (and its key under `nodes/`).
 pub const LEASE_TTL: i64 = 5;
-/// How often the `cluster` thread renews the lease and reads the leader and the nodes.
+/// How often the `cluster` thread reads the leader and the nodes (and the `cluster-lease`
+/// thread renews the lease).
 const TICK: Duration = Duration::from_millis(1000);
+/// How often the `cluster-fence` thread checks the lease's local deadline.
+const FENCE_CHECK: Duration = Duration::from_millis(200);
 /// How long start-up waits for etcd (and for a previous node of the same name to be gone)
 /// before giving up: more than the lease's TTL.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
@@ -137,13 +140,46 @@ impl SharedLease {
     }
 }
 
+/// What this node knows of its own lease: its id and when it lapses at the latest (the
+/// send time of the last keep-alive etcd answered, plus the TTL it gave). Past the deadline
+/// the lease may be gone in etcd, and another node may be retrying this node's runs: the
+/// node fences itself ([`Cluster::fence`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct LeaseState {
+    id: i64,
+    deadline: Option<Instant>,
+}
+
+/// A run this node claimed from the queue and has not finished.
+pub(crate) struct Claim {
+    /// Its payload (kept in etcd as `payload/<run>` once it starts, for a retry elsewhere).
+    pub(crate) payload: Vec<u8>,
+    /// The lease the claim was made under.
+    pub(crate) lease: i64,
+    /// Whether its `running` record (and `active/<run>`) was written under that lease.
+    pub(crate) started: bool,
+}
+
+/// Called with the ids of the runs this node gave up when its lease lapsed (the engine
+/// kills their agents).
+type FenceHook = Box<dyn Fn(&[String]) + Send + Sync>;
+
 /// This node's membership of the cluster; one `Arc<Cluster>` is shared by the engine, the
 /// API and the `cluster` thread.
 pub struct Cluster {
     pub(crate) etcd: Etcd,
     opts: Options,
-    /// This node's lease (0: none yet, or it expired).
+    /// This node's lease (0: none yet, or it expired); a copy of `lease_state.id` for
+    /// readers.
     lease: AtomicI64,
+    /// The lease and its local deadline (written by the threads that grant, renew and fence).
+    lease_state: Mutex<LeaseState>,
+    /// Runs given up when the lease lapsed: nothing more of them is written to etcd, and
+    /// their agents are killed (or never start).
+    /// Each with what its later writes must still find in etcd (`runs::Guard`).
+    fenced: Mutex<std::collections::HashMap<String, runs::Guard>>,
+    /// Kills the agents of fenced runs (set by the daemon at start-up).
+    on_fence: std::sync::OnceLock<FenceHook>,
     /// Whether the last exchange with etcd succeeded.
     ok: AtomicBool,
     /// Whether this node holds the `leader` key under its live lease.
@@ -153,15 +189,18 @@ pub struct Cluster {
     leadership: Mutex<Vec<Sender<bool>>>,
     slot_lease: SharedLease,
     dedupe_lease: SharedLease,
-    /// Run records that could not be written to etcd, by run id (`runs.rs`).
-    backlog: Mutex<std::collections::BTreeMap<String, crate::run::RunRecord>>,
+    /// Run records that could not be written to etcd, by run id, each with the condition
+    /// its write must still meet (`runs.rs`).
+    backlog: Mutex<std::collections::BTreeMap<String, (crate::run::RunRecord, runs::Guard)>>,
     /// Set at the end of shutdown: the `cluster` thread stops renewing the lease.
     left: AtomicBool,
+    /// Set when the `cluster` thread starts: only then does a leader reap (start-up writes
+    /// the node's own unfinished records first, [`Cluster::reconcile_own`]).
+    started: AtomicBool,
     /// Rounds of the `cluster` thread.
     rounds: std::sync::atomic::AtomicU64,
-    /// Runs this node claimed from the queue and has not finished, with their payloads
-    /// (kept in etcd as `payload/<run>` once they start, for a retry elsewhere).
-    claimed: Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    /// Runs this node claimed from the queue and has not finished.
+    claimed: Mutex<std::collections::HashMap<String, Claim>>,
     /// Wakes the `cluster-queue` thread.
     kick_tx: Sender<()>,
     kick_rx: Receiver<()>,
@@ -175,6 +214,9 @@ impl Cluster {
             etcd: Etcd::new(opts.endpoints.clone()),
             opts,
             lease: AtomicI64::new(0),
+            lease_state: Mutex::default(),
+            fenced: Mutex::default(),
+            on_fence: std::sync::OnceLock::new(),
             ok: AtomicBool::new(false),
             leading: AtomicBool::new(false),
             view: Mutex::new(View::default()),
@@ -184,6 +226,7 @@ impl Cluster {
             backlog: Mutex::default(),
             rounds: Default::default(),
             left: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             claimed: Mutex::default(),
             kick_tx,
             kick_rx,
@@ -277,9 +320,34 @@ impl Cluster {
         )
     }
 
-    /// Starts the `cluster` thread: keeps the lease alive, competes for leadership, reads
-    /// the view. On shutdown it revokes the lease, so another node leads at once.
+    /// Starts the `cluster` thread (competes for leadership, reads the view, writes the
+    /// backlog, and, leading, reaps), the `cluster-lease` thread (renews the lease every
+    /// second, with no other work, so a slow round never lets a healthy lease lapse) and the
+    /// `cluster-fence` thread (fences this node when the lease's local deadline passes).
+    /// On shutdown the lease is kept while the runs drain; [`Cluster::leave`] revokes it.
     pub fn spawn(self: &Arc<Self>, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+        self.started.store(true, Ordering::SeqCst);
+        let c = self.clone();
+        thread::Builder::new()
+            .name("cluster-lease".into())
+            .spawn(move || {
+                while !c.left.load(Ordering::SeqCst) {
+                    thread::sleep(TICK);
+                    c.renew();
+                }
+            })?;
+        let c = self.clone();
+        thread::Builder::new()
+            .name("cluster-fence".into())
+            .spawn(move || {
+                while !c.left.load(Ordering::SeqCst) {
+                    thread::sleep(FENCE_CHECK);
+                    let st = *c.lease_state.lock().unwrap_or_else(|p| p.into_inner());
+                    if st.id != 0 && st.deadline.is_some_and(|d| Instant::now() >= d) {
+                        c.fence(st.id, "no keep-alive reached etcd within the lease's TTL");
+                    }
+                }
+            })?;
         let c = self.clone();
         thread::Builder::new()
             .name("cluster".into())
@@ -301,10 +369,6 @@ impl Cluster {
                 c.resign();
                 while !c.left.load(Ordering::SeqCst) {
                     thread::sleep(TICK);
-                    let lease = c.lease.load(Ordering::SeqCst);
-                    if lease != 0 {
-                        let _ = c.etcd.keepalive(lease);
-                    }
                     let _ = c.flush_backlog();
                 }
             })
@@ -348,9 +412,9 @@ impl Cluster {
     /// Marks an exchange made elsewhere (a write) as failed.
     pub(crate) fn failed(&self, e: &EtcdError) {
         let down = match e {
-            EtcdError::Unreachable(_) => true,
+            EtcdError::Unreachable(_) | EtcdError::Unknown(_) => true,
             EtcdError::Server { status, .. } => *status >= 500,
-            EtcdError::BadAnswer(_) => false,
+            EtcdError::BadAnswer(_) | EtcdError::Lost(_) => false,
         };
         if down {
             self.set_leading(false);
@@ -374,21 +438,131 @@ impl Cluster {
         }
     }
 
-    /// One round: renew (or get) the lease, register, try to lead, read the view.
+    /// The `cluster-lease` thread's round: one keep-alive. The deadline moves to the send
+    /// time plus the TTL etcd gives; a TTL of 0 (the lease is gone) fences at once.
+    fn renew(&self) {
+        let lease = self.lease.load(Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let sent = Instant::now();
+        match self.etcd.keepalive(lease) {
+            Ok(ttl) if ttl > 0 => {
+                let mut st = self.lease_state.lock().unwrap_or_else(|p| p.into_inner());
+                if st.id == lease {
+                    st.deadline = Some(sent + Duration::from_secs(ttl.unsigned_abs()));
+                }
+            }
+            Ok(_) => self.fence(lease, "etcd says the lease expired"),
+            // The `cluster-fence` thread acts at the deadline.
+            Err(_) => {}
+        }
+    }
+
+    /// Gives up lease `lease` (when it is still this node's): this node stops leading, its
+    /// claims are dropped, the agents of its claimed runs are killed, and nothing more of
+    /// those runs is written to etcd (another node may be running them again). The
+    /// `cluster` thread takes a new lease at its next round.
+    pub(crate) fn fence(&self, lease: i64, why: &str) {
+        {
+            let mut st = self.lease_state.lock().unwrap_or_else(|p| p.into_inner());
+            if lease == 0 || st.id != lease {
+                return;
+            }
+            *st = LeaseState::default();
+            self.lease.store(0, Ordering::SeqCst);
+        }
+        self.set_leading(false);
+        // A started run's final record is still written if its `active/` key names this
+        // node and the old lease (nobody retried or closed it meanwhile).
+        let runs: Vec<(String, runs::Guard)> = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(id, c)| {
+                let g = if c.started {
+                    runs::Guard::Active(c.lease)
+                } else {
+                    runs::Guard::Gone
+                };
+                (id, g)
+            })
+            .collect();
+        let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(runs);
+        log::warn!(event = "cluster.lease_expired", node = self.node(), runs = ids.len();
+            "this node's lease lapsed ({why}); its {} claimed run(s) are killed and left to the cluster (the leader retries or interrupts them); taking a new lease", ids.len());
+        if let Some(hook) = self.on_fence.get() {
+            hook(&ids);
+        }
+    }
+
+    /// Sets what kills the agents of fenced runs (once, at start-up).
+    pub fn on_fence(&self, hook: impl Fn(&[String]) + Send + Sync + 'static) {
+        let _ = self.on_fence.set(Box::new(hook));
+    }
+
+    /// Whether `run_id` was given up when the lease lapsed: it must not start, and its
+    /// agent, if running, is killed.
+    pub fn is_fenced(&self, run_id: &str) -> bool {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(run_id)
+    }
+
+    /// What the writes of a fenced run must find in etcd (None: not fenced).
+    pub(crate) fn fenced_guard(&self, run_id: &str) -> Option<runs::Guard> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .copied()
+    }
+
+    /// Marks one run as given up (its write found it no longer this node's) and kills it.
+    pub(crate) fn fence_run(&self, run_id: &str) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id.to_string(), runs::Guard::Gone);
+        if let Some(hook) = self.on_fence.get() {
+            hook(&[run_id.to_string()]);
+        }
+    }
+
+    /// Forgets a fenced run (it ended on this node).
+    pub fn unfence(&self, run_id: &str) {
+        self.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(run_id);
+    }
+
+    /// One round: get a lease if there is none, register, try to lead, read the view.
     fn tick(&self) -> Result<(), EtcdError> {
         let node = self.node().to_string();
         let mut lease = self.lease.load(Ordering::SeqCst);
-        if lease != 0 && self.etcd.keepalive(lease)? <= 0 {
-            log::warn!(event = "cluster.lease_expired", node = node.as_str(); "this node's lease expired (etcd was out of reach for more than {LEASE_TTL}s); taking a new one");
-            self.set_leading(false);
-            lease = 0;
-        }
-        if lease == 0 {
-            lease = self.etcd.grant(LEASE_TTL)?;
-            self.lease.store(lease, Ordering::SeqCst);
-        }
         let me = self.key(&format!("nodes/{node}"));
         let info = json!({"node": node, "pid": std::process::id()}).to_string();
+        if lease == 0 {
+            let sent = Instant::now();
+            lease = self.etcd.grant(LEASE_TTL)?;
+            let mut st = self.lease_state.lock().unwrap_or_else(|p| p.into_inner());
+            *st = LeaseState {
+                id: lease,
+                deadline: Some(sent + Duration::from_secs(LEASE_TTL.unsigned_abs())),
+            };
+            self.lease.store(lease, Ordering::SeqCst);
+        }
         if self.etcd.get(&me)?.is_none_or(|kv| kv.lease != lease) {
             self.etcd.put(&me, info.as_bytes(), lease)?;
         }
@@ -406,7 +580,7 @@ impl Cluster {
             .collect();
         names.sort();
         self.flush_backlog()?;
-        if leading {
+        if leading && self.started.load(Ordering::SeqCst) {
             self.reap(&names)?;
             // The busy keys are a slower check: every 10th round.
             if self.rounds.fetch_add(1, Ordering::Relaxed) % 10 == 0 {
@@ -427,6 +601,7 @@ impl Cluster {
         self.left.store(true, Ordering::SeqCst);
         self.set_leading(false);
         let lease = self.lease.swap(0, Ordering::SeqCst);
+        *self.lease_state.lock().unwrap_or_else(|p| p.into_inner()) = LeaseState::default();
         if lease != 0 {
             if let Err(e) = self.etcd.revoke(lease) {
                 log::warn!(event = "cluster.leave", node = self.node(); "could not release this node's lease ({e}); another node leads within {LEASE_TTL}s");

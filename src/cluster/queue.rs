@@ -71,11 +71,39 @@ impl Cluster {
         body: Option<&[u8]>,
         gate: Gate,
     ) -> Result<Enqueued, EtcdError> {
-        let r = self.enqueue_inner(rec, vars, body, gate, 3);
+        let r = match self.enqueue_inner(rec, vars, body, gate, 3) {
+            // Sent, unanswered: what happened is read back (the run id is unique).
+            Err(EtcdError::Unknown(e)) => self.enqueued_after_all(rec).and_then(|r| {
+                r.ok_or(EtcdError::Unreachable(format!(
+                    "{e} (the run was not queued)"
+                )))
+            }),
+            r => r,
+        };
         if let Err(e) = &r {
             self.failed(e);
         }
         r
+    }
+
+    /// After a write whose answer was lost: whether the firing's record reached etcd, and
+    /// then whether it was queued or parked.
+    fn enqueued_after_all(&self, rec: &RunRecord) -> Result<Option<Enqueued>, EtcdError> {
+        let run_key = self.key(&format!("runs/{}/{}", rec.job_id, rec.id));
+        if self.etcd.get(&run_key)?.is_none() {
+            return Ok(None);
+        }
+        let pending = self.key(&format!("pending/{}", rec.job_id));
+        let parked = self
+            .etcd
+            .get(&pending)?
+            .and_then(|kv| parse_payload(&kv.value))
+            .is_some_and(|q| q.run.id == rec.id);
+        Ok(Some(if parked {
+            Enqueued::Parked
+        } else {
+            Enqueued::Queued
+        }))
     }
 
     fn enqueue_inner(
@@ -148,6 +176,31 @@ impl Cluster {
         // Runs claimed already are passed over without a transaction each.
         let claims = self.key("claims/");
         let (taken, _) = self.etcd.range_prefix(&claims)?;
+        // A claim of this node (this lease) it does not know of: made by a claim whose answer
+        // was lost. Given back, so any node (this one too) claims the run again.
+        let orphans: Vec<String> = {
+            let known = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+            taken
+                .iter()
+                .filter(|kv| kv.value == self.node().as_bytes() && kv.lease == lease)
+                .filter(|kv| {
+                    kv.key
+                        .strip_prefix(&claims)
+                        .is_some_and(|id| !known.contains_key(id))
+                })
+                .map(|kv| kv.key.clone())
+                .collect()
+        };
+        for key in &orphans {
+            log::warn!(event = "cluster.queue", key = key.as_str(); "giving back a claim of this node it had lost track of (an unanswered write)");
+            self.etcd.txn(
+                &[
+                    Compare::ValueIs(key, self.node().as_bytes()),
+                    Compare::LeaseIs(key, lease),
+                ],
+                &[Op::Delete(key)],
+            )?;
+        }
         let taken: std::collections::HashSet<&str> = taken
             .iter()
             .filter_map(|kv| kv.key.strip_prefix(&claims))
@@ -164,18 +217,25 @@ impl Cluster {
                 continue;
             }
             let claim = self.key(&format!("claims/{run_id}"));
-            let claimed = self.etcd.txn(
+            let claimed = match self.etcd.txn(
                 &[Compare::Absent(&claim), Compare::Present(&kv.key)],
                 &[Op::Put {
                     key: &claim,
                     value: self.node().as_bytes(),
                     lease,
                 }],
-            )?;
+            ) {
+                // Sent, unanswered: the claim is this node's if it names it, under its lease.
+                Err(EtcdError::Unknown(_)) => self
+                    .etcd
+                    .get(&claim)?
+                    .is_some_and(|c| c.value == self.node().as_bytes() && c.lease == lease),
+                r => r?,
+            };
             if !claimed {
                 continue;
             }
-            self.claimed(run_id, &kv.value);
+            self.claimed(run_id, &kv.value, lease);
             match parse_payload(&kv.value) {
                 Some(q) => out.push(q),
                 None => {
@@ -323,18 +383,50 @@ impl Cluster {
             })
     }
 
-    /// Gives back a claim this node cannot honour (its local queue is full).
+    /// Gives back a claim this node cannot honour (its local queue is full): only while the
+    /// claim is still this node's, under the lease it was made with.
     pub fn unclaim(&self, run_id: &str) {
-        let _ = self.etcd.delete(&self.key(&format!("claims/{run_id}")));
+        let lease = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .map(|c| c.lease);
+        if let Some(lease) = lease {
+            let claim = self.key(&format!("claims/{run_id}"));
+            match self.etcd.txn(
+                &[
+                    Compare::ValueIs(&claim, self.node().as_bytes()),
+                    Compare::LeaseIs(&claim, lease),
+                ],
+                &[Op::Delete(&claim)],
+            ) {
+                Ok(true) => {}
+                Ok(false) => {
+                    log::info!(event = "cluster.queue", run = run_id; "claim of run {run_id} was already gone (this node's lease lapsed)")
+                }
+                Err(e) => {
+                    log::warn!(event = "cluster.queue", run = run_id; "could not give back the claim of run {run_id} ({e}); it lapses with this node's lease")
+                }
+            }
+        }
         self.claimed_done(run_id);
     }
 
-    /// Notes a run this node claimed, and its payload; the count limits further claims.
-    fn claimed(&self, run_id: &str, payload: &[u8]) {
+    /// Notes a run this node claimed under `lease`, and its payload; the count limits
+    /// further claims.
+    fn claimed(&self, run_id: &str, payload: &[u8], lease: i64) {
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string(), payload.to_vec());
+            .insert(
+                run_id.to_string(),
+                super::Claim {
+                    payload: payload.to_vec(),
+                    lease,
+                    started: false,
+                },
+            );
     }
 
     /// The payload of a run this node claimed.
@@ -343,7 +435,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run_id)
-            .cloned()
+            .map(|c| c.payload.clone())
     }
 
     /// Forgets a claimed run; whether it was one.

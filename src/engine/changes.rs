@@ -38,7 +38,7 @@ impl Engine {
             }
         }
         if current.as_deref() != Some(&job) {
-            self.persist_job(&job)?;
+            self.persist_job(&job, current.as_deref())?;
         }
         Ok(Ok(self.install(job)))
     }

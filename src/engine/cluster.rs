@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{lock, log_job_warnings, Engine, Extra, FireError, Fired, JobError, Work};
-use crate::cluster::jobs::JobEvent;
+use crate::cluster::jobs::{JobEvent, JobWriteError};
 use crate::cluster::queue::{Enqueued, Gate};
 use crate::cluster::EtcdError;
 use crate::job::{FieldError, Job, Overlap, Trigger};
@@ -18,6 +18,28 @@ use crate::metrics::Metrics;
 use crate::run::RunRecord;
 
 impl Engine {
+    /// A failed job write's error: etcd's own refusal (4xx) is the client's to fix, not a
+    /// reason to try again.
+    fn job_write_error(&self, e: &EtcdError) -> JobError {
+        match e {
+            EtcdError::Server {
+                status: 400..=499,
+                message,
+            } => {
+                let status = if message.contains("too large") {
+                    413
+                } else {
+                    400
+                };
+                JobError::Rejected(
+                    status,
+                    format!("the cluster's store (etcd) refused the job: {message}; nothing was changed (an etcd value holds at most about 1.5 MiB: shorten the prompt)"),
+                )
+            }
+            e => JobError::Unavailable(self.unavailable(e)),
+        }
+    }
+
     fn unavailable(&self, e: &EtcdError) -> String {
         match self.cluster() {
             Some(c) => format!("{} ({e})", c.unavailable_text()),
@@ -26,11 +48,29 @@ impl Engine {
     }
 
     /// Makes a new or changed job durable: in etcd in cluster mode, else its job file.
-    pub(super) fn persist_job(&self, job: &Job) -> Result<(), JobError> {
+    /// `previous` is the version the change was made on (None: a new job); in cluster mode
+    /// a job changed elsewhere meanwhile is a conflict, and the node takes etcd's version.
+    pub(super) fn persist_job(&self, job: &Job, previous: Option<&Job>) -> Result<(), JobError> {
         match self.cluster() {
-            Some(c) => c
-                .save_job(job)
-                .map_err(|e| JobError::Unavailable(self.unavailable(&e))),
+            Some(c) => match c.save_job(job, previous) {
+                Ok(()) => Ok(()),
+                Err(JobWriteError::Etcd(e)) => Err(self.job_write_error(&e)),
+                Err(JobWriteError::Conflict(now)) => {
+                    // This node's version was stale: it takes etcd's (the watch would).
+                    match now {
+                        Some(j) => self.apply_cluster_job(*j),
+                        None => {
+                            if previous.is_some() && matches!(c.load_job(&job.id), Ok(None)) {
+                                self.unload(&job.id);
+                            }
+                        }
+                    }
+                    Err(JobError::Conflict(format!(
+                        "job {} was changed on another node of the cluster meanwhile; nothing was changed: read it again (GET /jobs/{}) and retry",
+                        job.name, job.id
+                    )))
+                }
+            },
             None => self.store.save_job(job).map_err(JobError::Store),
         }
     }
@@ -237,6 +277,13 @@ impl Engine {
                     Err(e) => Err(FireError::Store(e)),
                 }
             }
+            Err(EtcdError::Server {
+                status: 400..=499,
+                message,
+            }) => Err(FireError::Rejected(
+                if message.contains("too large") { 413 } else { 400 },
+                format!("the cluster's store (etcd) refused the run: {message}; nothing was queued (an etcd value holds at most about 1.5 MiB: send smaller variables or body)"),
+            )),
             Err(e) => Err(FireError::Unavailable(self.unavailable(&e))),
         };
         Some(r)
@@ -256,7 +303,7 @@ impl Engine {
         let runs = match c.claim_runs(free) {
             Ok(r) => r,
             Err(e) => {
-                log::debug!(event = "cluster.queue"; "cannot claim queued runs: {e}");
+                log::warn!(event = "cluster.queue"; "cannot claim queued runs: {e}");
                 return;
             }
         };
@@ -299,6 +346,27 @@ impl Engine {
                 log::warn!(event = "cluster.queue", run = run_id; "could not release the run in etcd ({e}); the leader releases it");
             }
             c.kick_queue();
+        } else {
+            // A fenced run (this node's lease lapsed): the cluster has it now.
+            c.unfence(run_id);
+        }
+    }
+
+    /// Cluster mode: whether a run taken by a worker was given up when this node's lease
+    /// lapsed (it must not start: another node may be running it).
+    pub(super) fn fenced_here(&self, run_id: &str) -> bool {
+        self.cluster().is_some_and(|c| c.is_fenced(run_id))
+    }
+
+    /// Kills the agents of runs this node gave up when its lease lapsed (the
+    /// `cluster-fence` thread, through [`crate::cluster::Cluster::on_fence`]).
+    pub fn kill_fenced(&self, run_ids: &[String]) {
+        let m = lock(&self.running);
+        for id in run_ids {
+            if let Some(tx) = m.get(id) {
+                log::warn!(event = "run.fenced", run = id.as_str(); "killing the agent of run {id}: this node's lease lapsed and the cluster may run it elsewhere");
+                let _ = tx.try_send(());
+            }
         }
     }
 }

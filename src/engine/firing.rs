@@ -25,7 +25,7 @@ fn trigger_outcome(job_id: &str, r: Result<Fired, FireError>) -> Option<Fired> {
     match r {
         Ok(f) => Some(f),
         Err(FireError::Disabled) | Err(FireError::NoSuchJob) | Err(FireError::ShuttingDown) => None,
-        Err(FireError::Unavailable(e)) => {
+        Err(FireError::Unavailable(e)) | Err(FireError::Rejected(_, e)) => {
             log::warn!(event = "fire.unavailable", job = job_id; "{e}");
             None
         }
@@ -454,6 +454,10 @@ impl Engine {
     /// agent, limits and outputs are the job's at start). None when the job is gone: the
     /// run is then closed without starting (see [`Engine::cancel_unstarted`]).
     pub fn start_run(&self, mut w: Work) -> Option<Work> {
+        if self.fenced_here(&w.run.id) {
+            log::warn!(event = "run.fenced", job = w.run.job_name.as_str(), run = w.run.id.as_str(); "not started: this node's lease lapsed after it claimed the run, which the cluster may run elsewhere");
+            return None;
+        }
         match self.job_by_id(&w.job.id) {
             Some(job) => {
                 w.run.job_name = job.name.clone();

@@ -90,6 +90,9 @@ pub enum FireError {
     Store(std::io::Error),
     /// Cluster mode, and etcd cannot be reached: nothing fires (503; the text says so).
     Unavailable(String),
+    /// Cluster mode, and etcd refused the firing for good (413 when too large, else 400),
+    /// with etcd's message: trying again would not help.
+    Rejected(u16, String),
 }
 
 /// Shared daemon state; one `Arc<Engine>` is handed to every thread.
@@ -139,6 +142,12 @@ pub enum JobError {
     Store(std::io::Error),
     /// Cluster mode, and etcd cannot be reached: nothing was changed (503).
     Unavailable(String),
+    /// Cluster mode, and etcd refused the write for good (a job too large for an etcd
+    /// value: 413; another 4xx: 400), with etcd's message. Nothing was changed.
+    Rejected(u16, String),
+    /// Cluster mode: the job was changed on another node meanwhile; nothing was changed
+    /// here (409; read it again and retry).
+    Conflict(String),
 }
 
 impl Engine {
@@ -232,7 +241,11 @@ impl Engine {
 
     /// Registers the kill switch of a running agent.
     pub fn register_running(&self, run_id: &str, kill: Sender<()>) {
-        lock(&self.running).insert(run_id.to_string(), kill);
+        lock(&self.running).insert(run_id.to_string(), kill.clone());
+        // Cluster mode: fenced between its start and now (engine/cluster.rs).
+        if self.fenced_here(run_id) {
+            let _ = kill.try_send(());
+        }
     }
 
     /// Forgets a finished agent.

@@ -33,6 +33,9 @@ pub trait SharedRuns: Send + Sync {
     fn remove(&self, job_id: &str, run_ids: &[String]);
     /// Deletes every record of a job.
     fn remove_all(&self, job_id: &str);
+    /// Deletes a job's oldest records beyond `keep` that are final (not queued or running
+    /// anywhere) and not in `active`.
+    fn prune(&self, job_id: &str, keep: usize, active: &HashSet<String>);
 }
 
 impl std::fmt::Debug for dyn SharedRuns {
@@ -470,7 +473,9 @@ impl Store {
         self.read_run(job_id, run_id)
     }
 
-    fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
+    /// Reads one run record from this node's data dir only (cluster mode's start-up
+    /// reconciliation, `cluster/runs.rs`).
+    pub fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
         let p = self.runs_dir(job_id).join(format!("{run_id}.json"));
         let data = fs::read(&p).ok()?;
         serde_json::from_slice(&data).ok()
@@ -492,16 +497,7 @@ impl Store {
     pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
         if let Some(s) = &self.shared {
             // The cluster's records of the job: the newest `keep` stay, wherever they ran.
-            // (Never one that is queued or running, on any node.)
-            if let Some(recs) = s.list(job_id, 100_000) {
-                let old: Vec<String> = recs
-                    .into_iter()
-                    .skip(keep)
-                    .filter(|r| r.status.is_final() && !active.contains(&r.id))
-                    .map(|r| r.id)
-                    .collect();
-                s.remove(job_id, &old);
-            }
+            s.prune(job_id, keep, active);
         }
         let ids = self.local_run_ids(job_id);
         if ids.len() <= keep {

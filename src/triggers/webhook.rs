@@ -93,6 +93,8 @@ pub enum Outcome {
     ShuttingDown,
     /// A run record could not be written (500).
     StoreFailed(std::io::Error),
+    /// Cluster mode, and etcd refused the firing for good (413 or 400, etcd's message).
+    Rejected(u16, String),
     /// Cluster mode, and etcd cannot be reached (503).
     Unavailable(String),
 }
@@ -345,6 +347,10 @@ impl Intake {
                 Err(FireError::Unavailable(e)) => {
                     self.forget_delivery(engine, delivery);
                     return Outcome::Unavailable(e);
+                }
+                Err(FireError::Rejected(status, e)) => {
+                    self.forget_delivery(engine, delivery);
+                    return Outcome::Rejected(status, e);
                 }
                 Err(FireError::NoSuchJob) | Err(FireError::Disabled) => {}
             }

@@ -1,6 +1,7 @@
 //! Cluster mode (README "Running a cluster"): a real 3-member etcd cluster on loopback and
-//! three real daemons joined to it. Skipped, with a message, when `etcd` is not installed
-//! (`.ci/run` installs Debian's etcd-server, so in CI they run).
+//! three real daemons joined to it. Skipped, with a message, when `etcd` is not installed,
+//! unless `CI` or `BOG_REQUIRE_ETCD` is set: then they fail (`.ci/run` installs Debian's
+//! etcd-server and sets `BOG_REQUIRE_ETCD`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -160,8 +161,20 @@ struct Setup {
     nodes: Vec<Daemon>,
 }
 
+/// Whether a missing etcd fails the cluster tests instead of skipping them: in CI (`CI` is
+/// set, as `.ci/run` does) or with `BOG_REQUIRE_ETCD`.
+fn etcd_required() -> bool {
+    ["CI", "BOG_REQUIRE_ETCD"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
 fn setup(env: &[(&str, &str)]) -> Option<Setup> {
     if !etcd_installed() {
+        assert!(
+            !etcd_required(),
+            "etcd is not installed, and CI or BOG_REQUIRE_ETCD is set: the cluster tests must run (apt-get install etcd-server)"
+        );
         eprintln!("SKIPPED: etcd is not installed (apt-get install etcd-server); the cluster tests need a real etcd");
         return None;
     }
@@ -273,6 +286,54 @@ fn a_job_is_live_everywhere_one_leader_fires_each_second_and_a_new_leader_takes_
         }),
     );
     wait_job(&s, &id, &[0, 1, 2], 5);
+
+    // Concurrent changes of one job on two nodes: an acknowledged change is never lost
+    // (a change made on a stale version is answered 409 instead of overwriting another).
+    let ed = create_id(
+        &s.nodes[0],
+        &json!({"name": "edited", "prompt": "p", "agent": {"command": ["true"]},
+            "triggers": [{"type": "interval", "seconds": 3600}]}),
+    );
+    wait_job(&s, &ed, &[0, 1], 5);
+    let patch = |d: &Daemon, body: Value| {
+        d.req("PATCH", &format!("/jobs/{ed}"), Some(&body.to_string()))
+            .0
+    };
+    let (acked_prompt, acked_history) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| {
+            let mut last = None;
+            for i in 0..15 {
+                match patch(&s.nodes[0], json!({"prompt": format!("p{i}")})) {
+                    200 => last = Some(format!("p{i}")),
+                    409 => {}
+                    st => panic!("PATCH answered {st}"),
+                }
+            }
+            last
+        });
+        let b = sc.spawn(|| {
+            let mut last = None;
+            for i in 0..15 {
+                match patch(&s.nodes[1], json!({"history": 100 + i})) {
+                    200 => last = Some(100 + i),
+                    409 => {}
+                    st => panic!("PATCH answered {st}"),
+                }
+            }
+            last
+        });
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (acked_prompt, acked_history) = (acked_prompt.unwrap(), acked_history.unwrap());
+    wait_for(10, "both changes everywhere", || {
+        [0, 1, 2]
+            .iter()
+            .all(|&i| {
+                let j = s.nodes[i].get(&format!("/jobs/{ed}")).1;
+                j["prompt"] == acked_prompt.as_str() && j["history"] == acked_history
+            })
+            .then_some(())
+    });
 
     // ~20 s of an every-second cron: exactly one run per second in the whole cluster (the
     // leader fires; any node's workers run them).
@@ -409,12 +470,13 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
     }
     assert_eq!(per, HashMap::from([("d-1".into(), 1), ("d-2".into(), 1)]));
 
-    // The overlap policy holds across the cluster: manual runs asked of three nodes.
+    // The overlap policy holds across the cluster: manual runs asked of three nodes while
+    // the first run is running (a long agent, so that it outlasts the requests).
     let serial = |name: &str, overlap: &str| {
         let id = create_id(
             &s.nodes[0],
             &json!({
-                "name": name, "prompt": "p", "agent": {"command": ["sleep", "1"]}, "overlap": overlap,
+                "name": name, "prompt": "p", "agent": {"command": ["sleep", "3"]}, "overlap": overlap,
                 "triggers": [{"type": "interval", "seconds": 3600}],
             }),
         );
@@ -429,8 +491,15 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
             r["status"].as_str().unwrap().to_string(),
         )
     };
+    let running = |id: &str, run: &str| {
+        wait_for(10, "the first run running", || {
+            let (st, r) = s.nodes[2].get(&format!("/jobs/{id}/runs/{run}"));
+            (st == 200 && r["status"] == "running").then_some(())
+        })
+    };
     let q = serial("queued-one", "queue");
     let (r1, st1) = run_on(&s.nodes[0], &q);
+    running(&q, &r1);
     let (r2, st2) = run_on(&s.nodes[1], &q);
     let (r3, st3) = run_on(&s.nodes[2], &q);
     assert_eq!(
@@ -438,7 +507,7 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         ("queued", "queued", "coalesced")
     );
     assert_eq!(r3, r2, "a third firing merges into the pending run");
-    wait_for(20, "both queued runs final", || {
+    wait_for(30, "both queued runs final", || {
         let r = all_runs(&s, &q);
         (r.len() == 2 && all_final(&r)).then_some(())
     });
@@ -455,7 +524,8 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
         "the pending run started before the first ended: {a} {b}"
     );
     let k = serial("skipping-one", "skip");
-    let (_, st1) = run_on(&s.nodes[1], &k);
+    let (k1, st1) = run_on(&s.nodes[1], &k);
+    running(&k, &k1);
     let (_, st2) = run_on(&s.nodes[2], &k);
     assert_eq!((st1.as_str(), st2.as_str()), ("queued", "skipped"));
 
@@ -513,6 +583,64 @@ fn a_webhook_delivery_runs_once_overlap_holds_and_file_triggers_stay_on_their_no
     });
     assert!(runs.iter().all(|r| r["node"] == "b"), "{runs:?}");
 
+    // Fencing: a node frozen past its lease (SIGSTOP) while its agent runs. The leader
+    // retries the run on another node; the frozen node, once it wakes, finds its lease
+    // lapsed, kills its agent and writes nothing more of the run: one agent finishes, and
+    // the record is the retry's.
+    let marks = s.nodes[0].dir.parent().unwrap().join("fence-marks");
+    let script = format!(
+        "echo start >> {m}; sleep 15; echo end >> {m}",
+        m = marks.display()
+    );
+    let fj = create_id(
+        &s.nodes[0],
+        &json!({
+            "name": "fenced", "prompt": "p", "max_retries": 1,
+            "agent": {"command": ["sh", "-c", script]},
+            "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    wait_job(&s, &fj, &[0, 1, 2], 5);
+    let (fr, _) = run_on(&s.nodes[0], &fj);
+    let names = ["a", "b", "c"];
+    let rec = wait_for(10, "the run running", || {
+        let (st, r) = s.nodes[0].get(&format!("/jobs/{fj}/runs/{fr}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let v = names.iter().position(|n| *n == rec["node"]).unwrap();
+    let w = (v + 1) % 3;
+    s.nodes[v].signal(libc::SIGSTOP);
+    let retried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(20, "the run retried on another node", || {
+            let (st, r) = s.nodes[w].get(&format!("/jobs/{fj}/runs/{fr}"));
+            (st == 200 && r["status"] == "running" && r["attempts"] == 2).then_some(r)
+        })
+    }));
+    s.nodes[v].signal(libc::SIGCONT);
+    let retried = retried.unwrap();
+    assert_ne!(retried["node"], names[v], "{retried}");
+    let done = wait_for(30, "the retried run finished", || {
+        let (st, r) = s.nodes[w].get(&format!("/jobs/{fj}/runs/{fr}"));
+        (st == 200 && all_final(std::slice::from_ref(&r))).then_some(r)
+    });
+    assert_eq!(
+        (&done["status"], &done["node"], &done["attempts"]),
+        (&json!("succeeded"), &retried["node"], &json!(2)),
+        "{done}"
+    );
+    let m = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(
+        (m.matches("start").count(), m.matches("end").count()),
+        (2, 1),
+        "the frozen node's agent was not killed when it woke: {m}\n{}",
+        s.nodes[v].stderr()
+    );
+    assert!(
+        s.nodes[v].stderr().contains("cluster.lease_expired"),
+        "{}",
+        s.nodes[v].stderr()
+    );
+
     // A node stopped with SIGTERM leaves the cluster: the others see it go, and one leads.
     let mut s = s;
     let l = leader(&s, &[0, 1, 2]);
@@ -541,9 +669,31 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
         (!all_runs(&s, &id).is_empty()).then_some(())
     });
 
+    // A run that ends during the outage (its record waits in memory on its node).
+    let dj = create_id(
+        &s.nodes[0],
+        &json!({
+            "name": "during", "prompt": "p", "agent": {"command": ["sleep", "2"]},
+            "overlap": "skip", "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    wait_job(&s, &dj, &[0, 1, 2], 10);
+    let (st, r) = s.nodes[0].post(&format!("/jobs/{dj}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let dr = r["run_id"].as_str().unwrap().to_string();
+    let rec = wait_for(10, "the run running", || {
+        let (st, r) = s.nodes[0].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "running").then_some(r)
+    });
+    let n = ["a", "b", "c"]
+        .iter()
+        .position(|x| *x == rec["node"])
+        .unwrap();
+
     // Every member down: reads answer, writes get 503, /health says so, nothing fires.
     s.etcd.stop(1);
     s.etcd.stop(2);
+    let down = chrono::Utc::now().timestamp();
     for d in &s.nodes {
         wait_for(15, "etcd unavailable in /health", || {
             (cluster_health(d)["etcd"] == "unavailable").then_some(())
@@ -559,6 +709,12 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
     assert_eq!(st, 503, "{body}");
     assert_eq!(s.nodes[2].get(&format!("/jobs/{id}")).0, 200);
     assert_eq!(s.nodes[0].get("/jobs").0, 200);
+    // The run ends meanwhile; its node's own record says so.
+    wait_for(15, "the run final on its node", || {
+        let (st, r) = s.nodes[n].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    let up = chrono::Utc::now().timestamp();
 
     // Back: without a restart of any daemon, writes and firing resume.
     for i in 0..3 {
@@ -581,10 +737,21 @@ fn etcd_outages_one_member_is_harmless_all_members_refuse_writes_until_they_are_
             .any(|t| *t > back)
             .then_some(())
     });
-    // No slot fired twice through it all.
+    // No slot fired twice through it all, and none while etcd was down.
     for (t, runs) in by_slot(&all_runs(&s, &id)) {
         assert_eq!(runs.len(), 1, "slot {t} fired {} times", runs.len());
+        assert!(
+            t <= down || t >= up,
+            "slot {t} fired during the outage ({down}..{up})"
+        );
     }
+    // The run that ended during the outage reached etcd, and released its job.
+    wait_for(15, "the outage's run succeeded in etcd", || {
+        let (st, r) = s.nodes[(n + 1) % 3].get(&format!("/jobs/{dj}/runs/{dr}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    let (st, r) = s.nodes[1].post(&format!("/jobs/{dj}/run"), &json!({}));
+    assert_eq!((st, &r["status"]), (202, &json!("queued")), "{r}");
 }
 
 #[test]
@@ -686,4 +853,59 @@ fn a_run_on_a_node_killed_mid_run_is_interrupted_and_every_node_lists_the_cluste
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already in the cluster"), "{err}");
+}
+
+#[test]
+fn a_run_that_ended_while_etcd_was_down_reaches_it_after_its_node_restarts() {
+    let _h = heavy();
+    if !etcd_installed() {
+        assert!(
+            !etcd_required(),
+            "etcd is required here (CI or BOG_REQUIRE_ETCD is set)"
+        );
+        eprintln!("SKIPPED: etcd is not installed");
+        return;
+    }
+    // One member, one node: the run's record can only reach etcd through the node itself.
+    let dir = tempdir();
+    let mut etcd = Etcd::start(&dir.path().join("etcd"), 1);
+    let data = dir.path().join("a");
+    std::fs::create_dir_all(&data).unwrap();
+    let args = ["--etcd", &etcd.urls(), "--node", "a"].map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut d = Daemon::start_env(&data, &args, &[]);
+    let id = create_id(
+        &d,
+        &json!({
+            "name": "w", "prompt": "p", "agent": {"command": ["sleep", "2"]},
+            "overlap": "skip", "triggers": [{"type": "interval", "seconds": 3600}],
+        }),
+    );
+    let (st, r) = d.post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!(st, 202, "{r}");
+    let run = r["run_id"].as_str().unwrap().to_string();
+    wait_for(10, "the run running", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "running").then_some(())
+    });
+    etcd.stop(0);
+    wait_for(15, "the run final on the node", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && r["status"] == "succeeded").then_some(())
+    });
+    // Stopped before etcd is back: the record it kept in memory is gone with it.
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(30).success());
+    etcd.restart(0);
+    etcd.wait_healthy(0);
+    let d = Daemon::start_env(&data, &args, &[]);
+    let rec = wait_for(20, "the run's final record in etcd", || {
+        let (st, r) = d.get(&format!("/jobs/{id}/runs/{run}"));
+        (st == 200 && cluster_health(&d)["etcd"] == "ok" && all_final(std::slice::from_ref(&r)))
+            .then_some(r)
+    });
+    assert_eq!(rec["status"], "succeeded", "{rec}\n{}", d.stderr());
+    // And the job is free again (overlap: skip).
+    let (st, r) = d.post(&format!("/jobs/{id}/run"), &json!({}));
+    assert_eq!((st, &r["status"]), (202, &json!("queued")), "{r}");
 }
