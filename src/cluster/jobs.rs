@@ -67,9 +67,11 @@ impl Cluster {
             Some(p) => Some(ser(p)?),
             None => None,
         };
-        // Twice at most: etcd may hold the same version serialised otherwise (another
-        // daemon version), which is compared again as it is.
-        for _ in 0..2 {
+        // A few rounds at most: etcd may hold the same version serialised otherwise (another
+        // daemon version), which is compared again as it is; and a write sent but not
+        // answered (a member going down) that did not take effect is sent again.
+        let mut unanswered = None;
+        for _ in 0..3 {
             let compare = match &expected {
                 Some(v) => Compare::ValueIs(&key, v),
                 None => Compare::Absent(&key),
@@ -77,7 +79,10 @@ impl Cluster {
             let done = match self.etcd.txn(&[compare], &[Op::put(&key, &data)]) {
                 Ok(d) => d,
                 // Sent, unanswered: written if etcd holds this very job (read below).
-                Err(EtcdError::Unknown(_)) => false,
+                Err(EtcdError::Unknown(e)) => {
+                    unanswered = Some(e);
+                    false
+                }
                 Err(e) => {
                     self.failed(&e);
                     return Err(e.into());
@@ -88,6 +93,10 @@ impl Cluster {
             }
             let now = self.etcd.get(&key).inspect_err(|e| self.failed(e))?;
             let Some(kv) = now else {
+                if expected.is_none() && unanswered.is_some() {
+                    // A creation that was not answered and did not take effect: again.
+                    continue;
+                }
                 return Err(JobWriteError::Conflict(None));
             };
             if kv.value == data {
@@ -101,7 +110,15 @@ impl Cluster {
                 (_, t) => return Err(JobWriteError::Conflict(t.map(Box::new))),
             }
         }
-        Err(JobWriteError::Conflict(None))
+        match unanswered {
+            // etcd never answered the write and does not hold it: not written, try later.
+            Some(e) => {
+                let e = EtcdError::Unknown(e);
+                self.failed(&e);
+                Err(e.into())
+            }
+            None => Err(JobWriteError::Conflict(None)),
+        }
     }
 
     /// Deletes a job.
