@@ -116,13 +116,7 @@ fn node_starts_under_memory_mb_512_and_dies_at_1_gib_with_the_limit_named() {
     }
     for mode in ["auto", "process_group"] {
         let t = tempdir();
-        let data = t.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(
-            data.join("config.json"),
-            format!(r#"{{"containment": "{mode}"}}"#),
-        )
-        .unwrap();
+        write_config(t.path(), &format!(r#"{{"containment": "{mode}"}}"#));
         let d = Daemon::start(t.path(), &[]);
         let m = containment(&d)["mode"].clone();
         let start = run_once(
@@ -722,13 +716,7 @@ fn a_prompt_too_big_for_argv_fails_clearly_and_prompt_file_hands_it_over() {
 fn a_plain_exit_under_memory_mb_does_not_blame_the_limit() {
     for mode in ["auto", "process_group"] {
         let t = tempdir();
-        let data = t.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(
-            data.join("config.json"),
-            format!(r#"{{"containment": "{mode}"}}"#),
-        )
-        .unwrap();
+        write_config(t.path(), &format!(r#"{{"containment": "{mode}"}}"#));
         let d = Daemon::start(t.path(), &[]);
         let r = run_once(
             &d,
