@@ -199,9 +199,7 @@ fn escapee_without_marker_is_gone_at_end_timeout_and_stop() {
         job["limits"] = json!({"timeout_seconds": 5});
         d.create(&job);
         let id = manual(&d, name);
-        let pid: i32 = wait_for(20, "escaped pid", || {
-            std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-        });
+        let pid: i32 = wait_pid_file(&pidfile, "escaped pid");
         let r = d.wait_final(name, &id, 60);
         assert_eq!(r["status"], status, "{r}");
         // A run that exits leaves the escapee behind, and the record counts it. At a
@@ -221,9 +219,7 @@ fn escapee_without_marker_is_gone_at_end_timeout_and_stop() {
         idle_trigger(),
     ));
     manual(&d, "stop");
-    let pid: i32 = wait_for(20, "escaped pid", || {
-        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-    });
+    let pid: i32 = wait_pid_file(&pidfile, "escaped pid");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(30).code(), Some(0));
     assert!(!alive(pid), "escapee {pid} survived the daemon's stop");
@@ -248,9 +244,7 @@ fn escapee_of_a_crashed_daemon_is_killed_at_the_next_start() {
         idle_trigger(),
     ));
     let id = manual(&d, "crash");
-    let pid: i32 = wait_for(20, "escaped pid", || {
-        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-    });
+    let pid: i32 = wait_pid_file(&pidfile, "escaped pid");
     d.kill9();
     assert!(alive(pid));
     let d = Daemon::start(t.path(), &[]);

@@ -425,9 +425,7 @@ fn test_agents_are_bounded_and_a_daemon_that_stops_stops_them() {
             .map(|r| r.into_string().unwrap_or_default())
             .unwrap_or_else(|e| e.to_string())
     });
-    let pid: i32 = wait_for(20, "the test agent to start", || {
-        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-    });
+    let pid: i32 = wait_pid_file(&pidfile, "the test agent to start");
     assert!(alive(pid));
     // Test agents are bounded by the worker count: a second one now is refused.
     let (st, v) = d.post("/jobs/sleeper/test", &json!({"exec": true}));

@@ -370,9 +370,7 @@ fn escaped_grandchildren_do_not_survive() {
         job["limits"] = json!({"timeout_seconds": 5});
         d.create(&job);
         let id = manual(&d, name);
-        let pid: i32 = wait_for(20, "escaped pid", || {
-            std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-        });
+        let pid: i32 = wait_pid_file(&pidfile, "escaped pid");
         let r = d.wait_final(name, &id, 30);
         // A run that exits leaves the escapee behind and its record counts it; at a timeout
         // a run cgroup kills every process at once, so the count depends on which kill
@@ -399,9 +397,7 @@ fn escaped_grandchildren_do_not_survive() {
         idle_trigger(),
     ));
     manual(&d, "shutdown");
-    let pid: i32 = wait_for(20, "escaped pid", || {
-        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
-    });
+    let pid: i32 = wait_pid_file(&pidfile, "escaped pid");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(30).code(), Some(0));
     wait_for(

@@ -61,6 +61,14 @@ pub fn write_config(root: &Path, json: &str) {
     std::fs::write(data.join("config.json"), json).unwrap();
 }
 
+/// Waits (at most 20 s) until the agent has written its pid to `pidfile`; `what` names it
+/// in the panic.
+pub fn wait_pid_file(pidfile: &Path, what: &str) -> i32 {
+    wait_for(20, what, || {
+        std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+    })
+}
+
 /// A shell script that waits until `flag` exists: a run held as long as a test wants.
 pub fn hold_until(flag: &Path) -> String {
     format!("while [ ! -e {} ]; do sleep 0.05; done", flag.display())
