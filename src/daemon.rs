@@ -85,6 +85,16 @@ pub fn run(opts: RunOptions) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&e.to_string()),
     };
+    // The intake journal: records a crash lost since the last checkpoint come back first
+    // (before runs are recovered, and before a cluster node reconciles its records).
+    let store = match store.with_journal() {
+        Ok((s, 0)) => s,
+        Ok((s, n)) => {
+            log::warn!(event = "journal.replayed", restored = n; "{n} run record(s) restored from the intake journal");
+            s
+        }
+        Err(e) => return fail(&format!("cannot open the intake journal: {e}")),
+    };
     // Cluster mode: join before anything is loaded (the token and the jobs live in etcd).
     let cluster = match join_cluster(&opts, &cfg) {
         Ok(c) => c,
@@ -207,6 +217,7 @@ pub fn run(opts: RunOptions) -> i32 {
 
     let (exit_tx, exit_rx) = bounded::<()>(0);
     let started = (|| -> std::io::Result<_> {
+        let journal = engine.store.journal().map(|j| j.start()).transpose()?;
         if let Some(c) = &cluster {
             start_cluster(&engine, c, jobs_rev)?;
         }
@@ -233,9 +244,9 @@ pub fn run(opts: RunOptions) -> i32 {
         )?;
         let (sig_tx, sig_rx) = unbounded();
         signals::spawn(sig_tx)?;
-        Ok((sig_rx, server, clock))
+        Ok((sig_rx, server, clock, journal))
     })();
-    let (sig_rx, server, clock) = match started {
+    let (sig_rx, server, clock, journal) = match started {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot start threads: {e}")),
     };
@@ -308,6 +319,11 @@ pub fn run(opts: RunOptions) -> i32 {
         }
     }
     drop(server);
+    // What the journal holds is flushed in place, so the next start replays nothing.
+    if let (Some(j), Some(t)) = (engine.store.journal(), journal) {
+        j.close();
+        let _ = t.join();
+    }
     if let Some(c) = &cluster {
         c.leave();
     }

@@ -220,11 +220,17 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Writes `data` to a new file (it must not exist) with `mode`, without fsync: for scratch
-/// files that need not survive a crash, such as a spooled webhook body (its queued run is
-/// marked interrupted at the next start anyway).
+/// Writes `data` to a new file (it must not exist) with `mode`, without fsync, and removes
+/// it if the write fails: for scratch files that need not survive a crash, such as a
+/// spooled webhook body (its queued run is marked interrupted at the next start anyway), and
+/// for run records the intake journal keeps durable until they are flushed.
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    open_new(path, mode)?.write_all(data)
+    let r = open_new(path, mode)?.write_all(data);
+    if r.is_err() {
+        // Never a torn file under that name.
+        let _ = fs::remove_file(path);
+    }
+    r
 }
 
 #[cfg(test)]

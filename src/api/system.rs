@@ -26,8 +26,16 @@ pub fn metrics(api: &Api, req: &Req) -> Resp {
     let e = &api.engine;
     let h = &api.http;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let journal = e.store.journal().map(|j| j.stats());
+    let jget = |f: fn(&crate::store::journal::Stats) -> &std::sync::atomic::AtomicU64| {
+        journal.map(|s| get(f(s))).unwrap_or(0)
+    };
     let extra = [
         ("uptime_seconds", e.started.elapsed().as_secs()),
+        ("journal_records_total", jget(|s| &s.records)),
+        ("journal_flushes_total", jget(|s| &s.flushes)),
+        ("journal_bypassed_total", jget(|s| &s.bypassed)),
+        ("journal_checkpoints_total", jget(|s| &s.checkpoints)),
         ("max_concurrent_runs", e.settings.max_concurrent_runs as u64),
         ("jobs_over_budget", e.jobs_over_budget()),
         (

@@ -377,7 +377,7 @@ impl Engine {
         if *deleted || self.job_by_id(&rec.job_id).is_none() {
             return Err(FireError::NoSuchJob);
         }
-        self.store.save_run(rec).map_err(FireError::Store)
+        self.store.save_new_run(rec).map_err(FireError::Store)
     }
 
     fn record_skip(&self, slot: &JobSlot, rec: RunRecord) -> Result<Fired, FireError> {

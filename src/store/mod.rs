@@ -1,9 +1,12 @@
 //! The data directory (README "Data directory and durability"): the only code that reads or writes files under it.
 //!
-//! Layout: `jobs/<id>.json`, `runs/<job-id>/<run-id>.json`, `state.json`, `.token`,
-//! `config.json`, `daemon.lock`. Every write goes through [`crate::fsio::write_atomic`].
-//! Files that do not parse are renamed to `*.corrupt` and logged; loading carries on.
+//! Layout: `jobs/<id>.json`, `runs/<job-id>/<run-id>.json`, `journal/{0,1}`, `state.json`,
+//! `.token`, `config.json`, `daemon.lock`. Every write goes through
+//! [`crate::fsio::write_atomic`], except a firing's first record in a daemon, which is made
+//! durable through the intake journal ([`journal`]). Files that do not parse are renamed to
+//! `*.corrupt` and logged; loading carries on.
 
+pub mod journal;
 pub mod lock;
 pub mod state;
 
@@ -55,6 +58,9 @@ pub struct Store {
     runs: Arc<Mutex<HashMap<String, BTreeSet<Box<str>>>>>,
     /// Cluster mode: the cluster's run records (None on a single machine).
     shared: Option<Arc<dyn SharedRuns>>,
+    /// The intake journal (the daemon's store; None for the CLI's reads and in tests that
+    /// do not open one): [`Store::save_new_run`] commits through it.
+    journal: Option<journal::Journal>,
 }
 
 /// Where the data dir is: `--data-dir`, else `$BOG_AGENTS_HOME/daemon`, else
@@ -192,6 +198,7 @@ impl Store {
             dir: dir.to_path_buf(),
             runs: Arc::default(),
             shared: None,
+            journal: None,
         })
     }
 
@@ -201,7 +208,58 @@ impl Store {
             dir: dir.to_path_buf(),
             runs: Arc::default(),
             shared: None,
+            journal: None,
         }
+    }
+
+    /// Opens the intake journal (the daemon, under the data dir's lock, before runs are
+    /// recovered): restores every record the last daemon acknowledged through it whose file
+    /// a crash lost or tore, makes the files it kept durable, and starts the journal afresh.
+    /// Returns the store that commits through it and how many records were restored.
+    pub fn with_journal(mut self) -> io::Result<(Store, usize)> {
+        let (j, replayed) = journal::Journal::open(&self.dir)?;
+        let mut restored = 0;
+        for data in replayed {
+            let Ok(rec) = serde_json::from_slice::<RunRecord>(&data) else {
+                log::warn!(event = "journal.skipped"; "a journal entry is not a run record; left out");
+                continue;
+            };
+            if !crate::ids::is_run_id(&rec.id) || !is_plain_name(&rec.job_id) {
+                continue;
+            }
+            let d = self.runs_dir(&rec.job_id);
+            if !d.is_dir() {
+                // Its job was deleted: its records went with it.
+                continue;
+            }
+            let p = d.join(format!("{}.json", rec.id));
+            let parses = fs::read(&p)
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<RunRecord>(&b).is_ok());
+            if parses {
+                // This record or a newer one: kept, and made durable before the entry goes.
+                match journal::make_durable(&p) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(ctx(e, "cannot flush run record", &p))
+                    }
+                    _ => {}
+                }
+            } else {
+                fsio::write_atomic(&p, &data, 0o600)
+                    .map_err(|e| ctx(e, "cannot restore run record", &p))?;
+                log::warn!(event = "journal.restored", job = rec.job_name.as_str(), run = rec.id.as_str();
+                    "run record restored from the intake journal (its file was {})", if p.exists() { "torn" } else { "missing" });
+                restored += 1;
+            }
+        }
+        j.restart()?;
+        self.journal = Some(j);
+        Ok((self, restored))
+    }
+
+    /// The intake journal, if this store has one.
+    pub fn journal(&self) -> Option<&journal::Journal> {
+        self.journal.as_ref()
     }
 
     /// Cluster mode: run records are shared through `shared` too.
@@ -296,8 +354,13 @@ impl Store {
         if let Some(s) = &self.shared {
             s.remove_all(id);
         }
+        // No record file of the job is written by the journal from here on.
+        let _files = self.journal.as_ref().map(|j| j.files_guard());
         let p = self.job_path(id);
         fsio::remove_durable(&p).map_err(|e| ctx(e, "cannot remove job file", &p))?;
+        if let Some(j) = &self.journal {
+            j.forget_job(id);
+        }
         let r = self.runs_dir(id);
         let mut index = self.run_index();
         let done = match fs::remove_dir_all(&r) {
@@ -392,6 +455,39 @@ impl Store {
         let p = d.join(format!("{}.json", run.id));
         let data = serde_json::to_vec_pretty(run).map_err(io::Error::other)?;
         fsio::write_atomic(&p, &data, 0o600).map_err(|e| ctx(e, "cannot write run record", &p))?;
+        if let Some(j) = &self.journal {
+            j.superseded(&run.id);
+        }
+        self.after_save(run)
+    }
+
+    /// Writes a firing's first record (`queued` or `skipped`) durably: through the intake
+    /// journal when the store has one (the call returns once a journal flush that covers
+    /// it returned; the file is written by the journal's next checkpoint, and the record is
+    /// read from the journal until then), else as [`Store::save_run`].
+    pub fn save_new_run(&self, run: &RunRecord) -> io::Result<()> {
+        let Some(j) = &self.journal else {
+            return self.save_run(run);
+        };
+        let d = self.runs_dir(&run.job_id);
+        if !d.is_dir() {
+            fsio::create_dir_all_mode(&d, 0o700).map_err(|e| ctx(e, "cannot create", &d))?;
+        }
+        let p = d.join(format!("{}.json", run.id));
+        let data = serde_json::to_vec_pretty(run).map_err(io::Error::other)?;
+        // Served from the journal until its checkpoint writes the file.
+        let journaled = j
+            .append(&p, &run.job_id, &run.id, &data)
+            .map_err(|e| ctx(e, "cannot write to the intake journal for", &p))?;
+        if !journaled {
+            fsio::write_atomic(&p, &data, 0o600)
+                .map_err(|e| ctx(e, "cannot write run record", &p))?;
+        }
+        self.after_save(run)
+    }
+
+    /// What every record write does once the file is durable: the cluster's copy, the index.
+    fn after_save(&self, run: &RunRecord) -> io::Result<()> {
         if let Some(s) = &self.shared {
             s.save(run).map_err(|e| {
                 io::Error::other(format!("cannot share run record {} in etcd: {e}", run.id))
@@ -444,8 +540,16 @@ impl Store {
         f(ids)
     }
 
-    /// Run ids of a job as found in its directory.
+    /// Run ids of a job as found in its directory, and those the journal holds.
     fn read_run_ids(&self, job_id: &str) -> BTreeSet<Box<str>> {
+        let mut ids = self.read_run_dir(job_id);
+        if let Some(j) = &self.journal {
+            ids.extend(j.held_ids(job_id));
+        }
+        ids
+    }
+
+    fn read_run_dir(&self, job_id: &str) -> BTreeSet<Box<str>> {
         match fs::read_dir(self.runs_dir(job_id)) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -476,6 +580,9 @@ impl Store {
     /// Reads one run record from this node's data dir only (cluster mode's start-up
     /// reconciliation, `cluster/runs.rs`).
     pub fn read_run(&self, job_id: &str, run_id: &str) -> Option<RunRecord> {
+        if let Some(b) = self.journal.as_ref().and_then(|j| j.read(job_id, run_id)) {
+            return serde_json::from_slice(&b).ok();
+        }
         let p = self.runs_dir(job_id).join(format!("{run_id}.json"));
         let data = fs::read(&p).ok()?;
         serde_json::from_slice(&data).ok()
@@ -494,6 +601,8 @@ impl Store {
     }
 
     /// Deletes the oldest final run records beyond `keep`; runs in `active` are never removed.
+    /// Records the intake journal still holds are checkpointed first, so that a replay
+    /// cannot bring them back (one the journal cannot let go of stays for a later prune).
     pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
         if let Some(s) = &self.shared {
             // The cluster's records of the job: the newest `keep` stay, wherever they ran.
@@ -504,16 +613,27 @@ impl Store {
             return 0;
         }
         let d = self.runs_dir(job_id);
+        let doomed: Vec<&str> = ids
+            .iter()
+            .skip(keep)
+            .filter(|id| !active.contains(*id))
+            .map(String::as_str)
+            .collect();
+        // Records still in the journal are checkpointed first (a replay would bring them
+        // back); one that is still held after that (a failing disk) stays for a later prune.
+        if let Some(j) = &self.journal {
+            j.settle(&doomed, std::time::Duration::from_secs(10));
+        }
         let mut removed = 0;
-        for id in ids.iter().skip(keep) {
-            if active.contains(id) {
+        for id in doomed {
+            if self.journal.as_ref().is_some_and(|j| j.holds(id)) {
                 continue;
             }
             let _ = fs::remove_file(d.join(format!("{id}.payload")));
             if fs::remove_file(d.join(format!("{id}.json"))).is_ok() {
                 removed += 1;
                 if let Some(ids) = self.run_index().get_mut(job_id) {
-                    ids.remove(id.as_str());
+                    ids.remove(id);
                 }
             }
         }
@@ -584,6 +704,11 @@ impl Store {
             }
         }
     }
+}
+
+/// A single path component that names nothing else (`..`, a separator): safe to join.
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
 }
 
 /// `*.json` files that are not hidden temp files.

@@ -368,6 +368,32 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Writes all of `buf` at `offset` of `f` (pwrite; the file's cursor does not move).
+pub fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(buf, offset)
+}
+
+/// Flushes every file of the filesystem that holds `dir` in one call (Linux: `syncfs(2)`,
+/// which reports write-back errors since 5.8): returns `Ok(false)` where there is no such
+/// call, and the caller fsyncs file by file.
+pub fn sync_filesystem(dir: &Path) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let d = File::open(dir)?;
+        // SAFETY: syncfs on a descriptor this function owns and keeps open for the call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        Ok(false)
+    }
+}
+
 /// (device, inode) of a directory; None if `p` is not one.
 pub fn dir_identity(p: &Path) -> Option<(u64, u64)> {
     fs::metadata(p)

@@ -752,6 +752,30 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Writes all of `buf` at `offset` of `f` (positioned writes; the cursor moves, and no
+/// caller uses it).
+pub fn write_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_write(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// No filesystem-wide flush without administrator rights here: `Ok(false)`, and the caller
+/// flushes file by file.
+pub fn sync_filesystem(_dir: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// (volume serial number, file index) of a directory, Windows' (device, inode); None if `p`
 /// is not one.
 pub fn dir_identity(p: &Path) -> Option<(u64, u64)> {

@@ -23,6 +23,7 @@ mod filters;
 mod hostile;
 mod jobflags;
 mod jobtest;
+mod journal;
 mod load;
 mod manpage;
 mod outputs;
