@@ -83,11 +83,11 @@ fn queued_ahead(d: &Daemon, job: &str) -> (String, SystemTime) {
     }
 }
 
-/// Whether the worker of run `id` took it ahead of its slot (its debug line says so).
-fn staged(d: &Daemon, id: &str) -> bool {
+/// Whether the daemon logged `event` for run `id`.
+fn logged(d: &Daemon, event: &str, id: &str) -> bool {
     d.stderr()
         .lines()
-        .any(|l| l.contains("run.staged") && l.contains(id))
+        .any(|l| l.contains(event) && l.contains(id))
 }
 
 /// Every run of `job`, once none is queued or running.
@@ -170,10 +170,10 @@ fn a_job_disabled_before_the_slot_of_its_prepared_run_does_not_run_it() {
         assert_eq!(st, 200);
         let in_time = before_check(slot);
         let r = d.wait_final("off", &id, 20);
-        // Its worker took it ahead and checked the job at the slot (a worker that takes a
-        // run after its slot, on a busy machine, starts it as any queued run).
-        let staged = staged(&d, &id);
-        if !in_time || !staged {
+        // Its worker took it ahead (its debug line `run.staged`) and checked the job before
+        // the fork (a worker that takes a run after its slot, on a busy machine, starts it
+        // as any queued run).
+        if !in_time || !logged(&d, "run.staged", &id) {
             // Disabled after the last check: the run starts and finishes. Again.
             continue;
         }
@@ -207,19 +207,10 @@ fn a_job_deleted_before_the_slot_of_its_prepared_run_does_not_run_it() {
         }
         // Its worker closes it at the slot (its record went with the job).
         wait_for(20, "the run cancelled", || {
-            d.stderr()
-                .lines()
-                .any(|l| l.contains("run.cancelled") && l.contains(&id))
-                .then_some(())
+            logged(&d, "run.cancelled", &id).then_some(())
         });
         assert!(!ran(&marks, &id), "the agent of {id} ran");
-        assert!(
-            !d.stderr()
-                .lines()
-                .any(|l| l.contains("agent.spawned") && l.contains(&id)),
-            "{}",
-            d.stderr()
-        );
+        assert!(!logged(&d, "agent.spawned", &id), "{}", d.stderr());
         assert_eq!(d.get(&format!("/jobs/gone/runs/{id}")).0, 404);
         return;
     }
