@@ -180,7 +180,8 @@ pub fn agent_argv(job: &Job, default_agent: Option<&[String]>) -> (Vec<String>, 
 }
 
 /// A run rendered and made ready to start: everything of it but the fork and exec, which a
-/// run prepared ahead of its slot does at the slot ([`wait_for_slot`]).
+/// run taken ahead of its slot does at the slot: forked [`FORK_AHEAD`] before it, exec'd at
+/// it ([`wait_for_slot`]).
 struct Staged<'e> {
     run: Prepared,
     /// The template variables (the outputs render with them).

@@ -236,8 +236,9 @@ fn timespec_of(t: std::time::SystemTime) -> libc::timespec {
 }
 
 /// In a forked child, before its exec: sleeps until the wall-clock instant `at` (system
-/// calls only). On Linux a daemon (`parent`) that dies meanwhile kills the child, so it
-/// never execs an agent nobody watches.
+/// calls only), at most about two seconds however the wall clock is stepped meanwhile. On
+/// Linux a daemon (`parent`) that dies meanwhile kills the child, so it never execs an
+/// agent nobody watches.
 fn sleep_until(at: &libc::timespec, parent: libc::pid_t) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl and getppid on the calling process only.
@@ -249,15 +250,9 @@ fn sleep_until(at: &libc::timespec, parent: libc::pid_t) -> io::Result<()> {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = parent;
+    let began = clock(libc::CLOCK_MONOTONIC);
     loop {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime and nanosleep with pointers to locals.
-        unsafe {
-            libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
-        }
+        let now = clock(libc::CLOCK_REALTIME);
         let mut left = libc::timespec {
             tv_sec: at.tv_sec - now.tv_sec,
             tv_nsec: at.tv_nsec - now.tv_nsec,
@@ -266,10 +261,18 @@ fn sleep_until(at: &libc::timespec, parent: libc::pid_t) -> io::Result<()> {
             left.tv_sec -= 1;
             left.tv_nsec += 1_000_000_000;
         }
-        if left.tv_sec < 0 || (left.tv_sec == 0 && left.tv_nsec == 0) {
+        let done = left.tv_sec < 0 || (left.tv_sec == 0 && left.tv_nsec == 0);
+        if done || clock(libc::CLOCK_MONOTONIC).tv_sec - began.tv_sec > 1 {
             break;
         }
-        // SAFETY: as above; an interrupted sleep is taken up again by the loop.
+        if left.tv_sec > 0 {
+            left = libc::timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            };
+        }
+        // SAFETY: nanosleep with a pointer to a local; an interrupted sleep is taken up
+        // again by the loop.
         unsafe {
             libc::nanosleep(&left, std::ptr::null_mut());
         }
@@ -280,6 +283,19 @@ fn sleep_until(at: &libc::timespec, parent: libc::pid_t) -> io::Result<()> {
         libc::prctl(libc::PR_SET_PDEATHSIG, 0);
     }
     Ok(())
+}
+
+/// The time of clock `id` (a system call; no allocation).
+fn clock(id: libc::clockid_t) -> libc::timespec {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a pointer to a local.
+    unsafe {
+        libc::clock_gettime(id, &mut t);
+    }
+    t
 }
 
 /// The signal that ended a process, if any.
