@@ -120,7 +120,7 @@ def fire_figures(bins, seconds, config=None):
             if e.get("event") == "agent.spawned":
                 spawned[e.get("run")] = e
         rows = {"due -> queued record made (fire)": [], "due -> worker took the run": [],
-                "  worker: prompt, env, event file": [], "  agent::run: containment set-up": [],
+                "  worker: prompt, env, event file": [], "  containment set-up (agent::ready)": [],
                 "  waiting for the slot": [], "  fork + exec": [], "due -> fork + exec began": [],
                 "due -> process exec'd": [], "due -> agent's clock": []}
         for r in recs:
@@ -138,7 +138,7 @@ def fire_figures(bins, seconds, config=None):
                 at = s["at_us"] / 1e3 - due * 1000
                 rows["due -> process exec'd"].append(at)
                 rows["  worker: prompt, env, event file"].append(s["prepare_us"] / 1e3)
-                rows["  agent::run: containment set-up"].append(s["contain_us"] / 1e3)
+                rows["  containment set-up (agent::ready)"].append(s["contain_us"] / 1e3)
                 rows["  waiting for the slot"].append(s.get("wait_us", 0) / 1e3)
                 rows["  fork + exec"].append(s["fork_exec_us"] / 1e3)
                 rows["due -> fork + exec began"].append(at - s["fork_exec_us"] / 1e3)
