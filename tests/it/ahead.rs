@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-/// Tries per test to land a change within a run's lead.
-const TRIES: usize = 8;
+/// Tries per test to land a change within a run's lead (a try that misses costs about a
+/// second; a loaded machine, whose fsyncs are slow, misses more).
+const TRIES: usize = 25;
 
 /// How long before its slot a staged run's job is checked for the last time, and its agent
 /// forked to exec at the slot (`worker.rs` `FORK_AHEAD`): a change must land before it.
@@ -221,15 +222,13 @@ fn a_job_deleted_before_the_slot_of_its_prepared_run_does_not_run_it() {
 fn a_stop_while_a_run_is_prepared_starts_no_agent_and_leaves_none_queued() {
     let t = tempdir();
     let marks = t.path().join("marks");
-    let mut landed = 0;
     for _ in 0..TRIES {
         let mut d = Daemon::start(t.path(), &[]);
         if d.get("/jobs/ahead").0 == 404 {
             d.create(&every_second("ahead", &marks, "true"));
         }
-        let (id, slot) = queued_ahead(&d, "ahead");
+        let (id, _) = queued_ahead(&d, "ahead");
         d.signal(libc::SIGTERM);
-        let in_time = before_check(slot);
         assert!(d.wait_exit(30).success());
         // Read from disk: no daemon runs now, so nothing can change them.
         let mut found = None;
@@ -249,8 +248,9 @@ fn a_stop_while_a_run_is_prepared_starts_no_agent_and_leaves_none_queued() {
             }
         }
         let r = found.expect("the prepared run's record");
-        // The stop is seen by the daemon a little after the signal is sent: a run may have
-        // started at its slot meanwhile. Its record says which.
+        // The stop is seen by the daemon a little after the signal is sent: the run may
+        // have been forked for its slot meanwhile, and then runs. Its record says which; a
+        // stop seen in time is what this test waits for.
         if ran(&marks, &id) {
             assert_eq!(r["status"], "succeeded", "{r}");
         } else {
@@ -259,13 +259,10 @@ fn a_stop_while_a_run_is_prepared_starts_no_agent_and_leaves_none_queued() {
                 r["error"], "the daemon stopped before this run started",
                 "{r}"
             );
-            landed += usize::from(in_time);
-        }
-        if landed == 2 {
             return;
         }
     }
-    assert!(landed > 0, "no stop landed before a slot in {TRIES} tries");
+    panic!("no stop landed before a slot in {TRIES} tries");
 }
 
 #[test]
