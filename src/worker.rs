@@ -293,18 +293,21 @@ fn execute(engine: &Engine, w: Work) {
     // A run taken ahead of its slot is staged (rendered, its files written, its containment
     // made) before it, and its agent forked just before it, so that at the slot only the
     // exec remains.
-    let mut due = due.filter(|d| SystemTime::now() < *d);
+    let due = due.filter(|d| SystemTime::now() < *d);
     let mut keep_body = true;
+    // Staged again, once, when its job changed meanwhile (a second change starts it as
+    // staged then, like one made after the last check).
+    let mut restaged = false;
     // When the first attempt starts: its slot for a staged run (its agent execs then).
     let mut start_at = None;
     let mut staged = loop {
         let mut staged = Staged::new(engine, &setup, &job, &rec, &fired, keep_body);
         keep_body = false;
-        let Some(slot) = due.take() else {
+        let Some(slot) = due else {
             break staged;
         };
         match wait_for_slot(engine, &rec, slot) {
-            Some(now) if Arc::ptr_eq(&now, &job) => {
+            Some(now) if restaged || Arc::ptr_eq(&now, &job) => {
                 if let Some(Ok(agent)) = &mut staged.first {
                     agent.start_at(slot);
                     start_at = Some(chrono::DateTime::<chrono::Utc>::from(slot));
@@ -316,6 +319,7 @@ fn execute(engine: &Engine, w: Work) {
                 staged.discard();
                 rec.job_name = now.name.clone();
                 job = now;
+                restaged = true;
             }
             None => {
                 staged.discard();

@@ -107,8 +107,8 @@ fn a_job_changed_while_its_run_is_prepared_fires_each_slot_once_as_it_is_at_the_
     let t = tempdir();
     let marks = t.path().join("marks");
     let d = Daemon::start(t.path(), &[]);
-    // The agent prints the prompt it was given (from its event file).
-    let show = r#"sed -n 's/^ *"prompt": "\(.*\)",*$/\1/p' "$BOG_EVENT_FILE""#;
+    // The agent prints the prompt it was given (from its event file), then its clock.
+    let show = r#"sed -n 's/^ *"prompt": "\(.*\)",*$/\1/p' "$BOG_EVENT_FILE"; date +%s%N"#;
     d.create(&every_second("ahead", &marks, show));
     d.wait_run("ahead", 20, "a first run", |r| r["status"] == "succeeded");
     // A change while the run is staged (rendered, its worker waiting for the slot) makes
@@ -129,7 +129,11 @@ fn a_job_changed_while_its_run_is_prepared_fires_each_slot_once_as_it_is_at_the_
         }
         let r = d.wait_final("ahead", &id, 20);
         assert_eq!(r["status"], "succeeded", "{r}");
-        assert_eq!(r["output"].as_str().unwrap().trim(), prompt, "{r}");
+        assert_eq!(
+            r["output"].as_str().unwrap().lines().next(),
+            Some(&*prompt),
+            "{r}"
+        );
         landed += 1;
         if landed == 3 {
             break;
@@ -154,6 +158,20 @@ fn a_job_changed_while_its_run_is_prepared_fires_each_slot_once_as_it_is_at_the_
                 .is_some_and(|e| e.contains("disabled before"));
         assert!(r["status"] == "succeeded" || disabled, "{r}");
         assert_eq!(ran(&marks, r["id"].as_str().unwrap()), !disabled, "{r}");
+        // No agent starts before its slot, staged again after a change or not.
+        if !disabled {
+            let clock: i128 = r["output"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let slot = chrono::DateTime::parse_from_rfc3339(&at).unwrap();
+            let slot = i128::from(slot.timestamp_nanos_opt().unwrap());
+            assert!(clock >= slot, "the agent ran before its slot: {r}");
+        }
     }
 }
 
