@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
@@ -160,22 +160,39 @@ impl std::error::Error for Error {
     }
 }
 
-/// Spawns and waits for the agent. `on_spawn` receives the process-group id as soon as the
-/// process exists (it has exec'd: `Command::spawn` returns after the exec), and how long the
-/// fork and exec took. Errors are reasons the agent could not start, in words for the run
-/// record.
+/// Spawns and waits for the agent ([`ready`], then [`Ready::run`]). `on_spawn` receives
+/// the process-group id as soon as the process exists (it has exec'd: `Command::spawn`
+/// returns after the exec), and how long the fork and exec took. Errors are reasons the
+/// agent could not start, in words for the run record.
 pub fn run(
     spec: &Spec,
     control: &Control,
     on_spawn: impl FnOnce(i32, Duration),
 ) -> Result<Outcome, Error> {
+    ready(spec)?.run(spec, control, on_spawn)
+}
+
+/// An agent ready to start: its containment made (cgroup, Landlock ruleset, `$TMPDIR`) and
+/// its command built, so that [`Ready::run`] only forks and execs. A worker makes it ahead of
+/// a run's slot and starts it at the slot; dropped unstarted, it removes what it made.
+pub struct Ready {
+    jail: Jail,
+    cmd: Command,
+    /// When the agent execs ([`Ready::start_at`]); None: at once.
+    start_at: Option<SystemTime>,
+}
+
+/// Does everything of starting `spec`'s agent that can be done before the instant it
+/// should start: checks the command and working directory, makes the run's containment
+/// (fail closed) and builds the command.
+pub fn ready(spec: &Spec) -> Result<Ready, Error> {
     let Some(program) = spec.argv.first() else {
         return Err(Error::EmptyCommand);
     };
     if !spec.cwd.is_dir() {
         return Err(Error::NoWorkingDir(spec.cwd.clone()));
     }
-    let mut jail = contain::current()
+    let jail = contain::current()
         .prepare(&contain::Request {
             name: &spec.name,
             memory_mb: spec.memory_mb,
@@ -197,124 +214,154 @@ pub fn run(
         } else {
             Stdio::null()
         });
+    Ok(Ready {
+        jail,
+        cmd,
+        start_at: None,
+    })
+}
 
-    let started = Instant::now();
-    let mut child = jail.spawn(&mut cmd).map_err(|source| {
-        let program = program.clone();
-        match source.kind() {
-            io::ErrorKind::NotFound => Error::NotFound(program),
-            io::ErrorKind::PermissionDenied => Error::NotExecutable { program, source },
-            _ => Error::Spawn { program, source },
-        }
-    })?;
-    on_spawn(jail.id().unwrap_or(0), started.elapsed());
-
-    if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
-        let spawned = thread::Builder::new()
-            .name("agent-stdin".into())
-            .spawn(move || {
-                // EPIPE (the agent ignored its stdin) is not an error worth reporting.
-                let _ = stdin.write_all(&input);
-            });
-        if let Err(source) = spawned {
-            return Err(abandon(&jail, &mut child, spec, "stdin", source));
-        }
+impl Ready {
+    /// Makes [`Ready::run`] fork ahead of `at` and exec at `at` (a run's slot): the child
+    /// joins the cgroup and applies the limits, then waits for it (`sys::PreExec::start_at`).
+    pub fn start_at(&mut self, at: SystemTime) {
+        self.start_at = Some(at);
     }
 
-    let out = Arc::new(Mutex::new(Capture::new(spec.max_output_bytes, false)));
-    let err = Arc::new(Mutex::new(Capture::new(STDERR_TAIL_BYTES, true)));
-    let (done_tx, done_rx) = bounded::<()>(2);
-    for (pipe, cap, live) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            out.clone(),
-            spec.live.clone(),
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            err.clone(),
-            None,
-        ),
-    ] {
-        let done = done_tx.clone();
-        let spawned = thread::Builder::new()
-            .name("agent-pipe".into())
-            .spawn(move || {
-                if let Some(mut p) = pipe {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        match p.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => {
-                                lock(&cap).push(&buf[..n]);
-                                if let Some(l) = &live {
-                                    l.push(&buf[..n]);
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(_) => break,
-                        }
-                    }
-                }
-                let _ = done.send(());
-            });
-        if let Err(source) = spawned {
-            return Err(abandon(&jail, &mut child, spec, "output", source));
-        }
-    }
-    drop(done_tx);
-
-    let (exit_tx, exit_rx) = bounded::<io::Result<ExitStatus>>(1);
-    thread::Builder::new()
-        .name("agent-wait".into())
-        .spawn(move || {
-            let _ = exit_tx.send(child.wait());
-        })
-        .map_err(|source| {
-            jail.kill_all(spec.marker.as_deref());
-            Error::Thread {
-                what: "wait",
-                source,
+    /// Starts the agent (fork + exec, nothing else before it; at its [`Ready::start_at`])
+    /// and waits for it; `spec` is the one this was made [`ready`] from. The timeout counts
+    /// from the exec.
+    pub fn run(
+        self,
+        spec: &Spec,
+        control: &Control,
+        on_spawn: impl FnOnce(i32, Duration),
+    ) -> Result<Outcome, Error> {
+        let Ready {
+            mut jail,
+            mut cmd,
+            start_at,
+        } = self;
+        let forked = Instant::now();
+        let mut child = jail.spawn(&mut cmd, start_at).map_err(|source| {
+            let program = spec.argv.first().cloned().unwrap_or_default();
+            match source.kind() {
+                io::ErrorKind::NotFound => Error::NotFound(program),
+                io::ErrorKind::PermissionDenied => Error::NotExecutable { program, source },
+                _ => Error::Spawn { program, source },
             }
         })?;
+        // `Command::spawn` returns once the child has exec'd.
+        let started = Instant::now();
+        on_spawn(jail.id().unwrap_or(0), started - forked);
 
-    let mut outcome = Outcome {
-        mode: Some(jail.mode()),
-        ..Outcome::default()
-    };
-    let deadline = spec.timeout.map(|t| started + t);
-    let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, &jail, &mut outcome);
-    // Whatever the agent left running, in its group or escaped from it, goes with it.
-    let left = jail.kill_all(spec.marker.as_deref());
-    outcome.escaped_killed = left.escaped;
-    outcome.verdict = jail.verdict();
-    drop(jail);
-    let status = status?;
-    if let Some(code) = status.code() {
-        outcome.exit_code = Some(code);
-    }
-    outcome.signal = crate::sys::exit_signal(&status);
-
-    // Pipes close when every holder is gone; a process that left the group (setsid) may
-    // keep them open, so do not wait for it forever.
-    let pipe_deadline = Instant::now() + Duration::from_secs(2);
-    for _ in 0..2 {
-        if done_rx.recv_deadline(pipe_deadline).is_err() {
-            outcome.pipes_held_open = true;
-            break;
+        if let (Some(input), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
+            let spawned = thread::Builder::new()
+                .name("agent-stdin".into())
+                .spawn(move || {
+                    // EPIPE (the agent ignored its stdin) is not an error worth reporting.
+                    let _ = stdin.write_all(&input);
+                });
+            if let Err(source) = spawned {
+                return Err(abandon(&jail, &mut child, spec, "stdin", source));
+            }
         }
+
+        let out = Arc::new(Mutex::new(Capture::new(spec.max_output_bytes, false)));
+        let err = Arc::new(Mutex::new(Capture::new(STDERR_TAIL_BYTES, true)));
+        let (done_tx, done_rx) = bounded::<()>(2);
+        for (pipe, cap, live) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                out.clone(),
+                spec.live.clone(),
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|p| Box::new(p) as Box<dyn Read + Send>),
+                err.clone(),
+                None,
+            ),
+        ] {
+            let done = done_tx.clone();
+            let spawned = thread::Builder::new()
+                .name("agent-pipe".into())
+                .spawn(move || {
+                    if let Some(mut p) = pipe {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match p.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    lock(&cap).push(&buf[..n]);
+                                    if let Some(l) = &live {
+                                        l.push(&buf[..n]);
+                                    }
+                                }
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    let _ = done.send(());
+                });
+            if let Err(source) = spawned {
+                return Err(abandon(&jail, &mut child, spec, "output", source));
+            }
+        }
+        drop(done_tx);
+
+        let (exit_tx, exit_rx) = bounded::<io::Result<ExitStatus>>(1);
+        thread::Builder::new()
+            .name("agent-wait".into())
+            .spawn(move || {
+                let _ = exit_tx.send(child.wait());
+            })
+            .map_err(|source| {
+                jail.kill_all(spec.marker.as_deref());
+                Error::Thread {
+                    what: "wait",
+                    source,
+                }
+            })?;
+
+        let mut outcome = Outcome {
+            mode: Some(jail.mode()),
+            ..Outcome::default()
+        };
+        let deadline = spec.timeout.map(|t| started + t);
+        let status = wait_or_stop(&exit_rx, &control.kill_rx, deadline, &jail, &mut outcome);
+        // Whatever the agent left running, in its group or escaped from it, goes with it.
+        let left = jail.kill_all(spec.marker.as_deref());
+        outcome.escaped_killed = left.escaped;
+        outcome.verdict = jail.verdict();
+        drop(jail);
+        let status = status?;
+        if let Some(code) = status.code() {
+            outcome.exit_code = Some(code);
+        }
+        outcome.signal = crate::sys::exit_signal(&status);
+
+        // Pipes close when every holder is gone; a process that left the group (setsid) may
+        // keep them open, so do not wait for it forever.
+        let pipe_deadline = Instant::now() + Duration::from_secs(2);
+        for _ in 0..2 {
+            if done_rx.recv_deadline(pipe_deadline).is_err() {
+                outcome.pipes_held_open = true;
+                break;
+            }
+        }
+        let o = lock(&out).take();
+        outcome.stdout = o.0;
+        outcome.stdout_total = o.1;
+        outcome.stderr_tail = lock(&err).take().0;
+        Ok(outcome)
     }
-    let o = lock(&out).take();
-    outcome.stdout = o.0;
-    outcome.stdout_total = o.1;
-    outcome.stderr_tail = lock(&err).take().0;
-    Ok(outcome)
 }
 
 /// Ends a run whose `what` thread could not be started: kills it, reaps the agent.
@@ -475,6 +522,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn a_ready_agent_execs_at_its_instant_not_before() {
+        let (c, _tx) = Control::new();
+        let s = spec("date +%s%N");
+        let mut r = ready(&s).unwrap();
+        let at = SystemTime::now() + Duration::from_millis(300);
+        r.start_at(at);
+        let o = r.run(&s, &c, |_, _| {}).unwrap();
+        let ran: u128 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        let at = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        assert!(ran >= at, "ran at {ran}, due at {at}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use serde_json::{Map, Value};
@@ -97,11 +97,17 @@ fn worker_loop(engine: &Engine, rx: &Receiver<Work>, stop: &Receiver<()>) {
 
 /// Marks a run that never started as interrupted.
 pub fn interrupt_unstarted(engine: &Engine, w: Work) {
-    let mut rec = w.run;
+    let job_id = w.job.id.clone();
+    let run_id = w.run.id.clone();
+    interrupt_record(engine, w.run);
+    engine.finish_run(&job_id, &run_id);
+}
+
+/// Closes the record of a run that never started: the daemon stopped first.
+fn interrupt_record(engine: &Engine, mut rec: RunRecord) {
     rec.interrupt("the daemon stopped before this run started");
     save(engine, &rec);
     Metrics::inc(&engine.metrics.runs_interrupted_total);
-    engine.finish_run(&w.job.id, &rec.id);
 }
 
 /// A running run's [`crate::live::Live`] output on the engine's board; finished (followers
@@ -173,48 +179,182 @@ pub fn agent_argv(job: &Job, default_agent: Option<&[String]>) -> (Vec<String>, 
     }
 }
 
+/// A run rendered and made ready to start: everything of it but the fork and exec, which a
+/// run taken ahead of its slot does at the slot: forked [`FORK_AHEAD`] before it, exec'd at
+/// it ([`wait_for_slot`]).
+struct Staged<'e> {
+    run: Prepared,
+    /// The template variables (the outputs render with them).
+    vars: Value,
+    redactor: Redactor,
+    /// Followers of the output (`job logs -f`) read it redacted, line by line, while the
+    /// run lasts; the guard ends them when the run is over, however it ends.
+    live: LiveGuard<'e>,
+    spec: Spec,
+    /// Why the agent cannot be started at all, known before the first attempt.
+    unstartable: Option<String>,
+    /// The first attempt's agent, ready to start (its containment made), or why not.
+    first: Option<Result<agent::Ready, String>>,
+    /// When the rendering was done and when the containment was made (`agent.spawned`).
+    rendered: Instant,
+    contained: Instant,
+}
+
+impl Staged<'_> {
+    /// Renders the run, writes its files and makes its first attempt's containment. The
+    /// webhook body is kept beside the record when `keep_body`.
+    fn new<'e>(
+        engine: &'e Engine,
+        setup: &Setup<'_>,
+        job: &Job,
+        rec: &RunRecord,
+        fired: &Extra,
+        keep_body: bool,
+    ) -> Staged<'e> {
+        // The body is parsed here, once per run, and dropped when the run has started.
+        let mut run = prepare(setup, job, &rec.id, &rec.trigger, firing_vars(fired));
+        // Kept with the run's redactor: no secret of the daemon or the job is stored.
+        if let (true, Some(b)) = (keep_body, &fired.body) {
+            keep_payload(engine, rec, b, &run.redactor);
+        }
+        if !run.unknown.is_empty() {
+            log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", run.unknown.join(", "));
+        }
+        let files = run.materialize();
+        let vars = std::mem::take(&mut run.vars);
+        let redactor = run.redactor.clone();
+        let live = LiveGuard::new(engine, &rec.id, &redactor);
+        let mut spec = run.spec(job);
+        spec.live = Some(live.0.clone());
+        let unstartable = files.err().or_else(|| run.problem.clone());
+        let rendered = Instant::now();
+        let first = ready(&spec, &unstartable);
+        Staged {
+            run,
+            vars,
+            redactor,
+            live,
+            spec,
+            unstartable,
+            first: Some(first),
+            rendered,
+            contained: Instant::now(),
+        }
+    }
+
+    /// Removes what was made for a run that will not start as staged.
+    fn discard(mut self) {
+        drop(self.first.take());
+        self.run.cleanup(false);
+    }
+}
+
+/// An attempt's agent made ready to start ([`agent::ready`]), or why it cannot start.
+fn ready(spec: &Spec, unstartable: &Option<String>) -> Result<agent::Ready, String> {
+    match unstartable {
+        Some(reason) => Err(reason.clone()),
+        None => agent::ready(spec).map_err(|e| e.to_string()),
+    }
+}
+
+/// How long before its slot the agent of a run taken ahead of it is forked: the child
+/// joins the run's cgroup and applies its limits (under load the cgroup join alone takes
+/// milliseconds), then sleeps until the slot and execs (`sys::PreExec::start_at`). The
+/// last point at which the run's job and shutdown are checked.
+const FORK_AHEAD: Duration = Duration::from_millis(20);
+
+/// Waits until [`FORK_AHEAD`] before the slot of a run taken ahead of it (`Work::due`), then
+/// says whether it starts: the job as it is then, or None when the run was closed instead
+/// (the daemon began to stop: interrupted; the job was deleted or disabled meanwhile:
+/// [`Engine::at_slot`]).
+fn wait_for_slot(engine: &Engine, rec: &RunRecord, due: SystemTime) -> Option<Arc<Job>> {
+    log::debug!(event = "run.staged", run = rec.id.as_str(); "prepared ahead of its slot; the agent is forked {} ms before it and execs at it", FORK_AHEAD.as_millis());
+    let fork_at = due.checked_sub(FORK_AHEAD).unwrap_or(due);
+    let left = fork_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    if wait_or_shutdown(engine, left) {
+        interrupt_record(engine, rec.clone());
+        return None;
+    }
+    engine.at_slot(rec)
+}
+
 fn execute(engine: &Engine, w: Work) {
     // When the worker took the run (for the `agent.spawned` debug line: fire → fork → exec).
-    let mut picked = Some(std::time::Instant::now());
-    let job = w.job;
-    let mut rec = w.run;
-    // The body is parsed here, once per run, and dropped when the run has started.
-    let extra = firing_vars(&w.extra);
+    let picked = Instant::now();
+    let Work {
+        mut job,
+        run: mut rec,
+        extra: fired,
+        due,
+    } = w;
     let setup = Setup::of(engine);
-    let mut run = prepare(&setup, &job, &rec.id, &rec.trigger, extra);
-    // Kept with the run's redactor: no secret of the daemon or the job is stored.
-    if let Some(b) = &w.extra.body {
-        keep_payload(engine, &rec, b, &run.redactor);
-    }
-    drop(w.extra);
-    if !run.unknown.is_empty() {
-        log::warn!(event = "template.unknown", job = job.name.as_str(), run = rec.id.as_str(); "prompt names unknown template variables (rendered empty): {}", run.unknown.join(", "));
-    }
-    let files = run.materialize();
-    let vars = std::mem::take(&mut run.vars);
-    let redactor = run.redactor.clone();
-    // Followers of the output (`job logs -f`) read it redacted, line by line, while the
-    // run lasts; the guard ends them when the run is over, however it ends.
-    let live = LiveGuard::new(engine, &rec.id, &redactor);
-    let mut spec = run.spec(&job);
-    spec.live = Some(live.0.clone());
-    // Reasons the agent cannot be started at all, known before the first attempt.
-    let unstartable = files.err().or_else(|| run.problem.clone());
+    // A run taken ahead of its slot is staged (rendered, its files written, its containment
+    // made) before it, and its agent forked just before it, so that at the slot only the
+    // exec remains.
+    let due = due.filter(|d| SystemTime::now() < *d);
+    let mut keep_body = true;
+    // Staged again, once, when its job changed meanwhile (a second change starts it as
+    // staged then, like one made after the last check).
+    let mut restaged = false;
+    // When the first attempt starts: its slot for a staged run (its agent execs then).
+    let mut start_at = None;
+    let mut staged = loop {
+        let mut staged = Staged::new(engine, &setup, &job, &rec, &fired, keep_body);
+        keep_body = false;
+        let Some(slot) = due else {
+            break staged;
+        };
+        match wait_for_slot(engine, &rec, slot) {
+            Some(now) if restaged || Arc::ptr_eq(&now, &job) => {
+                if let Some(Ok(agent)) = &mut staged.first {
+                    agent.start_at(slot);
+                    start_at = Some(chrono::DateTime::<chrono::Utc>::from(slot));
+                }
+                break staged;
+            }
+            Some(now) => {
+                // Changed while staged: a run starts with the job as it is at start.
+                staged.discard();
+                rec.job_name = now.name.clone();
+                job = now;
+                restaged = true;
+            }
+            None => {
+                staged.discard();
+                return;
+            }
+        }
+    };
+    drop(fired);
+    let spec = &staged.spec;
+    let mut picked = Some(picked);
 
-    let first_start = chrono::Utc::now();
+    let first_start = start_at.unwrap_or_else(chrono::Utc::now);
     rec.started_at = Some(crate::time::rfc3339(first_start));
     loop {
         rec.attempts += 1;
         rec.status = RunStatus::Running;
         Metrics::inc(&engine.metrics.runs_started_total);
         Metrics::inc(&engine.metrics.runs_running);
-        log::info!(event = "run.started", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "agent starting: {}", spec.argv.first().map(String::as_str).unwrap_or(""));
         if rec.attempts > 1 {
-            live.0
+            staged
+                .live
+                .0
                 .push(format!("[bog-agents-daemon: attempt {}]\n", rec.attempts).as_bytes());
         }
+        // The first attempt's containment was made with the rendering; a retry's now.
+        let (agent, rendered, contained) = match staged.first.take() {
+            Some(a) => (a, staged.rendered, staged.contained),
+            None => {
+                let t = Instant::now();
+                (ready(spec, &staged.unstartable), t, Instant::now())
+            }
+        };
         let (control, kill_tx) = Control::new();
         engine.register_running(&rec.id, kill_tx);
+        log::info!(event = "run.started", job = job.name.as_str(), run = rec.id.as_str(), attempt = rec.attempts; "agent starting: {}", spec.argv.first().map(String::as_str).unwrap_or(""));
         // Fire first, write after: the `queued` record is already durable, so the agent
         // starts at once and the `running` record is written beside it, on a thread started
         // once the process exists. The writer is joined before any later write of the
@@ -223,10 +363,8 @@ fn execute(engine: &Engine, w: Work) {
         let running = rec.clone();
         let result = thread::scope(|sc| {
             let mut writer = None;
-            let entered = std::time::Instant::now();
-            let r = match &unstartable {
-                Some(reason) => Err(reason.clone()),
-                None => agent::run(&spec, &control, |pid, fork_exec| {
+            let r = agent.and_then(|a| {
+                a.run(spec, &control, |pid, fork_exec| {
                     let spawned = thread::Builder::new()
                         .name("run-record".into())
                         .spawn_scoped(sc, || save(engine, &running));
@@ -235,18 +373,20 @@ fn execute(engine: &Engine, w: Work) {
                         Err(_) => save(engine, &running),
                     }
                     // Where the time went (contrib/bench/perfcore.py): worker took the run
-                    // → agent::run (prompt, environment, event file) → containment set-up →
-                    // fork + exec.
-                    let total = entered.elapsed();
+                    // → prompt, environment, event file → containment set-up → waiting for
+                    // the slot → fork + exec.
+                    let forked = Instant::now().checked_sub(fork_exec).unwrap_or(contained);
+                    let us = |d: Duration| d.as_micros() as u64;
                     log::debug!(event = "agent.spawned", run = running.id.as_str(), pid = pid,
-                        prepare_us = picked.map(|p| entered.saturating_duration_since(p).as_micros() as u64).unwrap_or(0),
-                        contain_us = total.saturating_sub(fork_exec).as_micros() as u64,
-                        fork_exec_us = fork_exec.as_micros() as u64,
+                        prepare_us = picked.map(|p| us(rendered.saturating_duration_since(p))).unwrap_or(0),
+                        contain_us = us(contained.saturating_duration_since(rendered)),
+                        wait_us = us(forked.saturating_duration_since(contained)),
+                        fork_exec_us = us(fork_exec),
                         at_us = chrono::Utc::now().timestamp_micros();
                         "agent process started");
                 })
-                .map_err(|e| e.to_string()),
-            };
+                .map_err(|e| e.to_string())
+            });
             if let Some(w) = writer {
                 let _ = w.join();
             }
@@ -255,8 +395,8 @@ fn execute(engine: &Engine, w: Work) {
         picked = None;
         engine.unregister_running(&rec.id);
         Metrics::dec(&engine.metrics.runs_running);
-        apply_outcome(&job, &mut rec, result, &redactor);
-        if unstartable.is_some() {
+        apply_outcome(&job, &mut rec, result, &staged.redactor);
+        if staged.unstartable.is_some() {
             break;
         }
 
@@ -285,7 +425,7 @@ fn execute(engine: &Engine, w: Work) {
     }
     rec.duration_ms = Some((finished - first_start).num_milliseconds().max(0) as u64);
     let failed = !matches!(rec.status, RunStatus::Succeeded);
-    rec.checkout = run.cleanup(failed);
+    rec.checkout = staged.run.cleanup(failed);
 
     match rec.status {
         RunStatus::Succeeded => Metrics::inc(&engine.metrics.runs_succeeded_total),
@@ -295,7 +435,7 @@ fn execute(engine: &Engine, w: Work) {
     }
     if rec.status != RunStatus::Interrupted {
         let before = rec.dispatch_errors.len();
-        crate::outputs::dispatch(&job, &mut rec, &vars, &engine.shutdown_signal());
+        crate::outputs::dispatch(&job, &mut rec, &staged.vars, &engine.shutdown_signal());
         for e in &rec.dispatch_errors[before..] {
             Metrics::inc(&engine.metrics.dispatch_errors_total);
             log::warn!(event = "dispatch.error", job = job.name.as_str(), run = rec.id.as_str(), target = e.target.as_str(); "{}", e.error);

@@ -9,8 +9,10 @@ the shared machines here vary by +-30 %):
     clock (4 every-second jobs whose agent is `date +%s.%N`), from the run records and the
     daemon's debug line `agent.spawned` (builds that have it): due -> queued record made
     (the clock fires), -> a worker took the run (the queued record's fsyncs, the queue),
-    -> prompt, environment and event file, -> containment set-up, -> fork + exec
-    (`Command::spawn` returns after the exec), -> the agent's own clock (its loading).
+    -> prompt, environment and event file, -> containment set-up, -> waiting for the slot
+    (builds that take the run ahead: `wait_us`), -> fork + exec (`Command::spawn` returns
+    after the exec), -> the agent's own clock (its loading). Negative figures are before
+    the second.
 
     python3 contrib/bench/perfcore.py --a /path/to/before --b /path/to/after [--quick]
 
@@ -79,7 +81,7 @@ def http_figures(bins, secs, reps):
     return rows
 
 
-def fire_figures(bins, seconds):
+def fire_figures(bins, seconds, config=None):
     out = {}
     for k, b in bins.items():
         log = os.path.join(R.TMP, f"log-{k}")
@@ -87,6 +89,9 @@ def fire_figures(bins, seconds):
         with open(log, "w") as errf:
             data = os.path.join(R.TMP, f"f{k}{time.time_ns()}")
             os.makedirs(os.path.join(data, "jobs"))
+            if config:
+                with open(os.path.join(data, "config.json"), "w") as f:
+                    f.write(config)
             p = subprocess.Popen([b, "run", "--data-dir", data, "--port", "0", "--log-format", "json"],
                                  stdout=subprocess.DEVNULL, stderr=errf,
                                  env=dict(os.environ, RUST_LOG="bog_agents_daemon=debug"))
@@ -115,8 +120,9 @@ def fire_figures(bins, seconds):
             if e.get("event") == "agent.spawned":
                 spawned[e.get("run")] = e
         rows = {"due -> queued record made (fire)": [], "due -> worker took the run": [],
-                "  worker: prompt, env, event file": [], "  agent::run: containment set-up": [],
-                "  fork + exec": [], "due -> process exec'd": [], "due -> agent's clock": []}
+                "  worker: prompt, env, event file": [], "  containment set-up (agent::ready)": [],
+                "  waiting for the slot": [], "  fork + exec": [], "due -> fork + exec began": [],
+                "due -> process exec'd": [], "due -> agent's clock": []}
         for r in recs:
             try:
                 agent = float(r["output"].strip())
@@ -132,9 +138,12 @@ def fire_figures(bins, seconds):
                 at = s["at_us"] / 1e3 - due * 1000
                 rows["due -> process exec'd"].append(at)
                 rows["  worker: prompt, env, event file"].append(s["prepare_us"] / 1e3)
-                rows["  agent::run: containment set-up"].append(s["contain_us"] / 1e3)
+                rows["  containment set-up (agent::ready)"].append(s["contain_us"] / 1e3)
+                rows["  waiting for the slot"].append(s.get("wait_us", 0) / 1e3)
                 rows["  fork + exec"].append(s["fork_exec_us"] / 1e3)
-                rows["due -> worker took the run"].append(at - (s["prepare_us"] + s["contain_us"] + s["fork_exec_us"]) / 1e3)
+                rows["due -> fork + exec began"].append(at - s["fork_exec_us"] / 1e3)
+                rows["due -> worker took the run"].append(
+                    at - (s["prepare_us"] + s["contain_us"] + s.get("wait_us", 0) + s["fork_exec_us"]) / 1e3)
         out[k] = rows
     print("  fire -> fork -> exec (ms; p50 / p99 / max over the runs)", flush=True)
     names = list(next(iter(out.values())).keys())
@@ -158,6 +167,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-http", action="store_true")
     ap.add_argument("--no-fire", action="store_true")
+    ap.add_argument("--config", help="config.json for the firing figures' daemons, e.g. "
+                    "'{\"containment\": \"process_group\"}' to leave the cgroups out")
     a = ap.parse_args()
     R.TMP = tempfile.mkdtemp(prefix="bogperf")
     bins = {"before": a.a, "after": a.b}
@@ -167,7 +178,7 @@ def main():
         for n, v in rows.items():
             print(f"| {n} | {v['before']:,.0f} req/s | {v['after']:,.0f} req/s | {v['after'] / v['before']:.2f}x |")
     if not a.no_fire:
-        fire_figures(bins, 10 if a.quick else 30)
+        fire_figures(bins, 10 if a.quick else 30, a.config)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the target, whether it is met).
                                             # measured in turns in one run, as a ratio (~8 min)
     python3 contrib/bench/run.py --peers --all   # both tables
     python3 contrib/bench/run.py --http     # only the API and webhook intake figures
+    python3 contrib/bench/run.py --lateness # only cron lateness (p50, p99, max; 60 s, 20 with --quick)
     BOG_BIN=/other/build/bog-agents-daemon python3 contrib/bench/run.py --http   # another build
 
 --peers compares with Debian's `webhook` (adnanh/webhook; apt-get install webhook) on signed
@@ -518,10 +519,11 @@ def main():
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--http", action="store_true", help="only the HTTP figures (API and webhook intake)")
     ap.add_argument("--all", action="store_true", help="with --peers: our own figures too")
+    ap.add_argument("--lateness", action="store_true", help="only cron lateness (4 every-second jobs)")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"build first: cargo build --release ({BIN} missing)")
-    if not shutil.which("wrk"):
+    if not shutil.which("wrk") and not a.lateness:
         sys.exit("wrk is needed: apt-get install wrk")
     # Data dirs under $BENCH_DIR, by default ~/.cache/bog-agents-bench: a place like a
     # daemon's own data dir (~/.bog-agents/daemon), not /tmp. On ext4 without a journal (as
@@ -532,6 +534,16 @@ def main():
     base = os.environ.get("BENCH_DIR") or os.path.expanduser("~/.cache/bog-agents-bench")
     os.makedirs(base, exist_ok=True)
     TMP = tempfile.mkdtemp(prefix="bogbench", dir=base)
+    if a.lateness:
+        try:
+            late, how = cron_lateness(20 if a.quick else 60)
+        finally:
+            shutil.rmtree(TMP, ignore_errors=True)
+        p99 = late[min(len(late) - 1, int(len(late) * 0.99))]
+        print(f"cron lateness (scheduled second -> agent's clock; agent: {how}): n={len(late)}, "
+              f"p50 {statistics.median(late):.2f} ms, p99 {p99:.2f} ms, max {late[-1]:.2f} ms; "
+              f"load average {os.getloadavg()[0]:.2f}")
+        return
     try:
         if a.peers:
             bench_peers(a)

@@ -424,10 +424,18 @@ impl Jail {
 
     /// Starts the agent in the run's process tree ([`crate::sys::Tree`]: a new process
     /// group with a clean signal mask and the rlimits, or a job object), with the run's
-    /// cgroup joined and Landlock applied between fork and exec (Linux).
-    pub fn spawn(&mut self, cmd: &mut Command) -> std::io::Result<Child> {
+    /// cgroup joined and Landlock applied between fork and exec (Linux); at `start_at`
+    /// (then the child waits for it after all that, just before its exec).
+    pub fn spawn(
+        &mut self,
+        cmd: &mut Command,
+        start_at: Option<std::time::SystemTime>,
+    ) -> std::io::Result<Child> {
         #[allow(unused_mut)]
-        let mut pre = crate::sys::PreExec::default();
+        let mut pre = crate::sys::PreExec {
+            start_at,
+            ..Default::default()
+        };
         #[cfg(target_os = "linux")]
         {
             pre.join_fds = self

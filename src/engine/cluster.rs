@@ -326,6 +326,7 @@ impl Engine {
                 job,
                 run: q.run,
                 extra: Arc::new(Extra { vars: q.vars, body }),
+                due: None,
             };
             Metrics::inc(&self.metrics.runs_queued);
             if self.work_tx.try_send(work).is_err() {

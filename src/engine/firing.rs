@@ -59,20 +59,26 @@ impl Engine {
         extra: Extra,
         manual: bool,
     ) -> Result<Fired, FireError> {
-        self.fire_or_hold(id_or_name, trigger, extra, manual, false)
+        self.fire_or_hold(id_or_name, trigger, extra, manual, None)
     }
 
-    /// [`Engine::fire`], but a run that would be handed to the pool is held in the job's
-    /// slot instead (`JobRuns::held`), its `queued` record already durable, until
-    /// [`Engine::release_held`] sends it: the clock prepares a run shortly before its slot,
-    /// so no fsync stands between the slot and the agent. Returns `Fired::Queued` for a held
-    /// run too. Like [`Engine::fire_from_trigger`], it returns only the held run's id (None
-    /// when nothing is held: a skip, a run parked behind an active one, a disabled or
-    /// deleted job, shutdown, a failed write, which is logged).
-    pub fn fire_held(&self, job_id: &str, trigger: Map<String, Value>) -> Option<String> {
+    /// [`Engine::fire`] ahead of the slot `due`, but a run that would be handed to the pool
+    /// is held in the job's slot instead (`JobRuns::held`), its `queued` record already
+    /// durable, until [`Engine::release_held`] sends it (the clock does at once unless it is
+    /// stopping); its worker then prepares it and starts the agent at `due` (`Work::due`), so
+    /// no fsync and no preparation stand between the slot and the agent. Returns
+    /// `Fired::Queued` for a held run too. Like [`Engine::fire_from_trigger`], it returns only
+    /// the held run's id (None when nothing is held: a skip, a run parked behind an active
+    /// one, a disabled or deleted job, shutdown, a failed write, which is logged).
+    pub fn fire_held(
+        &self,
+        job_id: &str,
+        trigger: Map<String, Value>,
+        due: SystemTime,
+    ) -> Option<String> {
         match trigger_outcome(
             job_id,
-            self.fire_or_hold(job_id, trigger, Extra::default(), false, true),
+            self.fire_or_hold(job_id, trigger, Extra::default(), false, Some(due)),
         )? {
             Fired::Queued(id) => Some(id),
             _ => None,
@@ -85,7 +91,7 @@ impl Engine {
         trigger: Map<String, Value>,
         extra: Extra,
         manual: bool,
-        hold: bool,
+        hold: Option<SystemTime>,
     ) -> Result<Fired, FireError> {
         if self.is_shutting_down() {
             return Err(FireError::ShuttingDown);
@@ -146,6 +152,7 @@ impl Engine {
                     job,
                     run: rec,
                     extra: Arc::new(extra),
+                    due: None,
                 });
                 Metrics::inc(&self.metrics.runs_queued);
                 return Ok(Fired::Queued(id));
@@ -162,10 +169,11 @@ impl Engine {
             job,
             run: rec,
             extra: Arc::new(extra),
+            due: hold,
         };
         // Counted before the send: a worker may take it (and count it down) at once.
         Metrics::inc(&self.metrics.runs_queued);
-        if hold {
+        if hold.is_some() {
             runs.held.push(work);
             return Ok(Fired::Queued(id));
         }
@@ -470,6 +478,33 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// Called by a worker at the slot of a run it took ahead of it (`Work::due`), just before
+    /// the agent would start, when it was there before the slot: the job as it is now, or
+    /// None when the run must not start, which is then closed. A job deleted or unloaded
+    /// meanwhile cancels it as [`Engine::start_run`] does; one disabled before the slot skips
+    /// it (its firing is the slot's, which a disabled job does not have: its budget gets the
+    /// run back).
+    pub fn at_slot(&self, rec: &RunRecord) -> Option<Arc<Job>> {
+        let Some(job) = self.job_by_id(&rec.job_id) else {
+            self.cancel_unstarted(rec.clone());
+            return None;
+        };
+        if job.enabled {
+            return Some(job);
+        }
+        if let Some(b) = lock(&self.job_slot(&job.id).runs).budget.as_mut() {
+            b.forget(&rec.id);
+        }
+        self.views.invalidate(&job.id);
+        let mut rec = rec.clone();
+        rec.skip("the job was disabled before this run's slot");
+        log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "the job was disabled before this run's slot");
+        if self.save_record(&rec) {
+            Metrics::inc(&self.metrics.runs_skipped_total);
+        }
+        None
     }
 
     /// Called by a worker when a run is over. Returns the job's pending run, which the same

@@ -21,6 +21,10 @@ pub struct Work {
     /// Firing context that is too big or too raw for the run record: given to the prompt
     /// template and the event file only.
     pub extra: Arc<Extra>,
+    /// The slot of a run the clock prepared ahead of it ([`super::Engine::fire_held`]): the
+    /// worker takes it early, prepares everything, and starts the agent at this instant.
+    /// None: at once.
+    pub due: Option<SystemTime>,
 }
 
 /// What a firing carries besides its run record's `trigger` object.
@@ -51,7 +55,8 @@ pub struct JobRuns {
     /// Overlap `queue`: the one run waiting behind the active one.
     pub pending: Option<Work>,
     /// Runs the clock prepared ahead of their slot (`Engine::fire_held`): active, their
-    /// `queued` record durable, handed to the pool at the slot (`Engine::release_held`).
+    /// `queued` record durable, until the clock hands them to the pool
+    /// (`Engine::release_held`), where a worker prepares them and waits for the slot.
     pub held: Vec<Work>,
     /// Since when the job has had a run queued or executing.
     pub busy_since: Option<SystemTime>,
@@ -232,6 +237,11 @@ impl Budget {
         self.starts.pop_back();
     }
 
+    /// Takes back the admission of run `run` (it was closed without starting).
+    pub fn forget(&mut self, run: &str) {
+        self.starts.retain(|(_, id)| id != run);
+    }
+
     /// Each window's use at `now`.
     pub fn usage(&self, l: &Limits, now: DateTime<Utc>) -> Vec<BudgetUse> {
         windows(l)
@@ -314,6 +324,7 @@ mod tests {
             ),
             run: RunRecord::queued(id.into(), "job_1", "j", Value::Null),
             extra: Arc::default(),
+            due: None,
         }
     }
 
@@ -363,9 +374,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.field, "limits.max_runs_per_day");
         assert_eq!(e.frees_at, at("2026-01-02T10:00:00Z"));
-        // A refund gives the newest admission back.
+        // A refund gives the newest admission back; forgetting a run gives its own back.
         b.refund();
-        assert!(b.admit(&l, at("2026-01-01T12:30:00Z"), "run_x").is_ok());
+        assert!(b.admit(&l, at("2026-01-01T12:30:00Z"), "run_y").is_ok());
+        b.forget("run_y");
+        assert!(b.admit(&l, at("2026-01-01T12:30:00Z"), "run_z").is_ok());
+        assert_eq!(b.runs().last(), Some("run_z"));
     }
 
     #[test]

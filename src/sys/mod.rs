@@ -124,6 +124,11 @@ pub struct PreExec {
     /// Called last, with its descriptor (Landlock's `restrict_self` on its ruleset). It must
     /// only make system calls: it runs between fork and exec.
     pub last: Option<(ChildHook, i32)>,
+    /// The wall-clock instant the agent starts (a run's slot): on Unix the child, forked
+    /// ahead of it, does every step above and then sleeps until it to exec, so only the
+    /// exec is left for the slot (it dies with the daemon meanwhile on Linux); on Windows the
+    /// process is created at it. None: at once.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// A step of [`PreExec`]: only system calls, on the descriptor it is given.

@@ -105,10 +105,16 @@ impl Tree {
             memory_mb,
             max_processes,
         } = limits;
-        let PreExec { join_fds, last } = pre;
-        // SAFETY: the closure only makes system calls (sigprocmask, write, setrlimit, and
-        // `last`, which promises the same) on values computed before the fork; it does not
-        // allocate.
+        let PreExec {
+            join_fds,
+            last,
+            start_at,
+        } = pre;
+        let start_at = start_at.map(timespec_of);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only makes system calls (sigprocmask, write, setrlimit, `last`,
+        // which promises the same, and the wait for `start_at`) on values computed before the
+        // fork; it does not allocate.
         unsafe {
             cmd.pre_exec(move || {
                 let mut set: libc::sigset_t = std::mem::zeroed();
@@ -135,6 +141,9 @@ impl Tree {
                 }
                 if let Some((f, fd)) = last {
                     f(fd)?;
+                }
+                if let Some(at) = &start_at {
+                    sleep_until(at, parent)?;
                 }
                 Ok(())
             });
@@ -215,6 +224,78 @@ fn set_rlimit(res: Resource, soft: u64, hard: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A wall-clock instant as a `timespec` (before the epoch: the epoch).
+fn timespec_of(t: std::time::SystemTime) -> libc::timespec {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// In a forked child, before its exec: sleeps until the wall-clock instant `at` (system
+/// calls only), at most about two seconds however the wall clock is stepped meanwhile. On
+/// Linux a daemon (`parent`) that dies meanwhile kills the child, so it never execs an
+/// agent nobody watches.
+fn sleep_until(at: &libc::timespec, parent: libc::pid_t) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl and getppid on the calling process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = parent;
+    let began = clock(libc::CLOCK_MONOTONIC);
+    loop {
+        let now = clock(libc::CLOCK_REALTIME);
+        let mut left = libc::timespec {
+            tv_sec: at.tv_sec - now.tv_sec,
+            tv_nsec: at.tv_nsec - now.tv_nsec,
+        };
+        if left.tv_nsec < 0 {
+            left.tv_sec -= 1;
+            left.tv_nsec += 1_000_000_000;
+        }
+        let done = left.tv_sec < 0 || (left.tv_sec == 0 && left.tv_nsec == 0);
+        if done || clock(libc::CLOCK_MONOTONIC).tv_sec - began.tv_sec > 1 {
+            break;
+        }
+        if left.tv_sec > 0 {
+            left = libc::timespec {
+                tv_sec: 1,
+                tv_nsec: 0,
+            };
+        }
+        // SAFETY: nanosleep with a pointer to a local; an interrupted sleep is taken up
+        // again by the loop.
+        unsafe {
+            libc::nanosleep(&left, std::ptr::null_mut());
+        }
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl on the calling process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0);
+    }
+    Ok(())
+}
+
+/// The time of clock `id` (a system call; no allocation).
+fn clock(id: libc::clockid_t) -> libc::timespec {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a pointer to a local.
+    unsafe {
+        libc::clock_gettime(id, &mut t);
+    }
+    t
 }
 
 /// The signal that ended a process, if any.

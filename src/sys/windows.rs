@@ -206,7 +206,13 @@ impl Tree {
     /// console of its own (CREATE_NO_WINDOW: hidden), which by Windows' rules keeps the
     /// daemon's console's Ctrl-C from it (not tested: Wine turns a Linux signal into the
     /// event for one process). `pre` is Linux's.
-    pub fn spawn(cmd: &mut Command, limits: Limits, _pre: PreExec) -> io::Result<(Child, Tree)> {
+    pub fn spawn(cmd: &mut Command, limits: Limits, pre: PreExec) -> io::Result<(Child, Tree)> {
+        // Created at its instant: only the process is left for it.
+        if let Some(at) = pre.start_at {
+            if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+                std::thread::sleep(left);
+            }
+        }
         // SAFETY: no name, default security; the handle is owned at once.
         let h = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
         if h.is_null() {

@@ -42,13 +42,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 const EXPECT: usize = usize::MAX;
 
 /// How long before its slot a run is prepared ([`Engine::fire_held`]: the overlap decision,
-/// the budget, the durable `queued` record), so that at the slot only the hand-over to a
-/// worker remains. Longer than a burst of record writes usually takes; a firing that takes
-/// longer is released as soon as it is ready.
+/// the budget, the durable `queued` record) and handed to a worker, which renders it, makes
+/// its containment and waits for the slot to fork and exec the agent
+/// (`worker::wait_for_slot`), so that at the slot only the fork and exec remain. Longer than
+/// a burst of record writes and a run's preparation usually take; a run that is ready later
+/// starts as soon as it is.
 const LEAD: Duration = Duration::from_millis(100);
 
-/// A run prepared ahead of its slot: (slot, job id, trigger index, run id), released at
-/// the slot.
+/// A run prepared ahead of its slot and handed to the pool: (slot, job id, trigger index,
+/// run id), kept until the slot so that a re-plan does not plan that slot again.
 type Held = (DateTime<Utc>, String, usize, String);
 
 struct Scheduled {
@@ -68,7 +70,7 @@ struct Clock {
     /// `missed-notice` threads say here which notice (job id, its `trigger.deadline`) was
     /// delivered to its end.
     delivered: Sender<(String, Value)>,
-    /// Runs prepared ahead of their slot, oldest slot first.
+    /// Runs prepared ahead of their slot that has not come yet, oldest slot first.
     held: BTreeSet<Held>,
 }
 
@@ -253,8 +255,7 @@ impl Clock {
         }
     }
 
-    /// Hands every held run whose slot has come to the pool (none once shutdown has begun:
-    /// the workers may have drained the queue already, so they are interrupted here).
+    /// Forgets the runs prepared ahead whose slot has come (their workers started them).
     fn release_due(&mut self) {
         if self.engine.is_shutting_down() {
             self.drop_held();
@@ -264,8 +265,7 @@ impl Clock {
             if *t > Utc::now() {
                 break;
             }
-            if let Some((_, job_id, _, run_id)) = self.held.pop_first() {
-                self.engine.release_held(&job_id, &run_id);
+            if let Some((_, job_id, _, _)) = self.held.pop_first() {
                 // The API's next_fire_at showed the held slot until now.
                 let next = self
                     .jobs
@@ -276,18 +276,24 @@ impl Clock {
         }
     }
 
-    /// At shutdown: the held runs will not start (marked interrupted, as the queued ones).
+    /// At shutdown: the runs still held will not start (marked interrupted, as the queued
+    /// ones; those handed over already are their workers' to interrupt).
     fn drop_held(&mut self) {
         while let Some((_, job_id, _, run_id)) = self.held.pop_first() {
-            if let Some(w) = self.engine.take_held(&job_id, &run_id) {
-                Metrics::dec(&self.engine.metrics.runs_queued);
-                crate::worker::interrupt_unstarted(&self.engine, w);
-            }
+            self.interrupt_held(&job_id, &run_id);
         }
     }
 
-    /// Prepares the runs of the slots due within [`LEAD`] (held), checks due dead-man's
-    /// switches, and releases the held runs whose slot has come.
+    /// Marks a run still held interrupted (shutdown has begun: it will not start).
+    fn interrupt_held(&self, job_id: &str, run_id: &str) {
+        if let Some(w) = self.engine.take_held(job_id, run_id) {
+            Metrics::dec(&self.engine.metrics.runs_queued);
+            crate::worker::interrupt_unstarted(&self.engine, w);
+        }
+    }
+
+    /// Prepares the runs of the slots due within [`LEAD`] and hands them to the pool,
+    /// checks due dead-man's switches, and forgets the held runs whose slot has come.
     fn fire_due(&mut self) {
         self.release_due();
         let now = Utc::now();
@@ -381,10 +387,16 @@ impl Clock {
             return;
         }
         if scheduled > Utc::now() {
-            // Prepared ahead: held until the slot.
-            if let Some(run) = self.engine.fire_held(job_id, trigger) {
-                self.held
-                    .insert((scheduled, job_id.to_string(), index, run));
+            // Prepared ahead; to a worker at once, which starts the agent at the slot.
+            if let Some(run) = self.engine.fire_held(job_id, trigger, scheduled.into()) {
+                if self.engine.is_shutting_down() {
+                    // The workers may have drained the queue already: interrupted here.
+                    self.interrupt_held(job_id, &run);
+                } else {
+                    self.engine.release_held(job_id, &run);
+                    self.held
+                        .insert((scheduled, job_id.to_string(), index, run));
+                }
             }
         } else {
             self.engine.fire_from_trigger(job_id, trigger);
