@@ -263,21 +263,43 @@ fn ready(spec: &Spec, unstartable: &Option<String>) -> Result<agent::Ready, Stri
 /// last point at which the run's job and shutdown are checked.
 const FORK_AHEAD: Duration = Duration::from_millis(20);
 
+/// The longest a worker holds a run taken ahead of its slot before its last check: more
+/// than the clock's lead (`triggers/clock.rs` `LEAD`, 100 ms), the most a run is handed
+/// over ahead of its slot, so a wall clock stepped back meanwhile cannot hold the worker
+/// (and the runs queued behind it) for as long as the step.
+const MAX_HOLD: Duration = Duration::from_millis(250);
+
 /// Waits until [`FORK_AHEAD`] before the slot of a run taken ahead of it (`Work::due`), then
 /// says whether it starts: the job as it is then, or None when the run was closed instead
 /// (the daemon began to stop: interrupted; the job was deleted or disabled meanwhile:
 /// [`Engine::at_slot`]).
 fn wait_for_slot(engine: &Engine, rec: &RunRecord, due: SystemTime) -> Option<Arc<Job>> {
     log::debug!(event = "run.staged", run = rec.id.as_str(); "prepared ahead of its slot; the agent is forked {} ms before it and execs at it", FORK_AHEAD.as_millis());
-    let fork_at = due.checked_sub(FORK_AHEAD).unwrap_or(due);
-    let left = fork_at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    if wait_or_shutdown(engine, left) {
+    if wait_or_shutdown(engine, until_fork(due, SystemTime::now())) {
         interrupt_record(engine, rec.clone());
         return None;
     }
     engine.at_slot(rec)
+}
+
+/// How long the worker of a run staged for `slot` waits, at `now`, before its last check
+/// and the fork: until [`FORK_AHEAD`] before the slot, at most [`MAX_HOLD`].
+fn until_fork(slot: SystemTime, now: SystemTime) -> Duration {
+    let fork_at = slot.checked_sub(FORK_AHEAD).unwrap_or(slot);
+    fork_at
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_HOLD)
+}
+
+/// When the agent of a run staged for `slot` execs, decided at its last check (`now`): at
+/// the slot while it is still ahead (by at most [`MAX_HOLD`]); else at once (None), so that
+/// `started_at` says when it started: the slot passed while the run was staged (a loaded
+/// machine), or the wall clock was stepped back meanwhile.
+fn exec_at(slot: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    slot.duration_since(now)
+        .is_ok_and(|ahead| !ahead.is_zero() && ahead <= MAX_HOLD)
+        .then_some(slot)
 }
 
 fn execute(engine: &Engine, w: Work) {
@@ -298,7 +320,8 @@ fn execute(engine: &Engine, w: Work) {
     // Staged again, once, when its job changed meanwhile (a second change starts it as
     // staged then, like one made after the last check).
     let mut restaged = false;
-    // When the first attempt starts: its slot for a staged run (its agent execs then).
+    // When the first attempt starts: its slot for a staged run whose slot is still ahead at
+    // its last check (its agent execs then; `exec_at`).
     let mut start_at = None;
     let mut staged = loop {
         let mut staged = Staged::new(engine, &setup, &job, &rec, &fired, keep_body);
@@ -308,9 +331,11 @@ fn execute(engine: &Engine, w: Work) {
         };
         match wait_for_slot(engine, &rec, slot) {
             Some(now) if restaged || Arc::ptr_eq(&now, &job) => {
-                if let Some(Ok(agent)) = &mut staged.first {
-                    agent.start_at(slot);
-                    start_at = Some(chrono::DateTime::<chrono::Utc>::from(slot));
+                if let (Some(Ok(agent)), Some(at)) =
+                    (&mut staged.first, exec_at(slot, SystemTime::now()))
+                {
+                    agent.start_at(at);
+                    start_at = Some(chrono::DateTime::<chrono::Utc>::from(at));
                 }
                 break staged;
             }
@@ -1098,6 +1123,40 @@ mod tests {
         assert!(kept.contains("slack-verification-abc") && !kept.contains("sk-live"));
     }
     use serde_json::json;
+
+    #[test]
+    fn a_staged_run_never_holds_its_worker_longer_than_a_lead_however_the_clock_is_stepped() {
+        let now = SystemTime::now();
+        // As handed over: forked FORK_AHEAD before the slot.
+        let slot = now + Duration::from_millis(90);
+        assert_eq!(until_fork(slot, now), Duration::from_millis(70));
+        assert_eq!(until_fork(now, now), Duration::ZERO);
+        assert_eq!(
+            until_fork(now - Duration::from_secs(5), now),
+            Duration::ZERO
+        );
+        // The wall clock was stepped back an hour after the clock handed the run over: the
+        // slot seems an hour away, but the run was handed over at most a lead before it.
+        let stepped = now + Duration::from_secs(3600);
+        assert!(
+            until_fork(stepped, now) <= MAX_HOLD,
+            "{:?}",
+            until_fork(stepped, now)
+        );
+    }
+
+    #[test]
+    fn a_staged_agent_waits_for_its_slot_only_when_the_slot_is_still_ahead() {
+        let now = SystemTime::now();
+        let slot = now + FORK_AHEAD;
+        assert_eq!(exec_at(slot, now), Some(slot));
+        // Staging took longer than the lead (a loaded machine): the slot passed, so the
+        // agent starts at once and its record says when it did, not the slot.
+        assert_eq!(exec_at(now - Duration::from_secs(3), now), None);
+        assert_eq!(exec_at(now, now), None);
+        // An hour ahead: the wall clock was stepped back while the run was staged.
+        assert_eq!(exec_at(now + Duration::from_secs(3600), now), None);
+    }
 
     fn job(limits: Value) -> Job {
         crate::job::validate_job(

@@ -127,7 +127,16 @@ impl Read for Follow {
                     }
                     self.pending.extend_from_slice(&c.data);
                     self.next = c.next;
-                    self.done = c.done;
+                    if c.done && self.not_over() {
+                        // A run taken ahead of its slot whose job changed meanwhile is staged
+                        // again (`worker::execute`): the first staging's output ended before
+                        // any agent wrote to it, and the run goes on (its agent may be
+                        // starting already). Follow the run's next one.
+                        self.live = None;
+                        self.next = 0;
+                    } else {
+                        self.done = c.done;
+                    }
                 }
                 None => {
                     // Not started yet, or already over.
@@ -145,6 +154,17 @@ impl Read for Follow {
                 }
             }
         }
+    }
+}
+
+impl Follow {
+    /// Whether the run's record is not final yet (a run's output ends after its final
+    /// record is written).
+    fn not_over(&self) -> bool {
+        self.engine
+            .store
+            .load_run(&self.job_id, &self.run_id)
+            .is_some_and(|r| !r.status.is_final())
     }
 }
 

@@ -207,10 +207,12 @@ impl Tree {
     /// daemon's console's Ctrl-C from it (not tested: Wine turns a Linux signal into the
     /// event for one process). `pre` is Linux's.
     pub fn spawn(cmd: &mut Command, limits: Limits, pre: PreExec) -> io::Result<(Child, Tree)> {
-        // Created at its instant: only the process is left for it.
+        // Created at its instant: only the process is left for it. At most two seconds,
+        // as on Unix, however the wall clock is stepped meanwhile (the worker's kill switch
+        // and the daemon's stop are not heard during this sleep).
         if let Some(at) = pre.start_at {
             if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
-                std::thread::sleep(left);
+                std::thread::sleep(left.min(std::time::Duration::from_secs(2)));
             }
         }
         // SAFETY: no name, default security; the handle is owned at once.

@@ -5,7 +5,7 @@
 //! that window fires each slot once, with the job as it is at that last check; one disabled
 //! or deleted before it does not run; a daemon stopped in it starts no agent and leaves no
 //! run `queued`; one worker still runs two every-second jobs and a manual run queued behind
-//! them.
+//! them; a follower of a run's output reads it though the run was staged again.
 //!
 //! The window is short (100 ms), so each test first waits for a run's `queued` record to
 //! appear ahead of its slot, then acts, and checks what must follow only when its action
@@ -354,4 +354,53 @@ fn one_worker_runs_two_every_second_jobs_and_a_run_queued_behind() {
             );
         }
     }
+}
+
+#[test]
+fn a_follower_of_a_run_staged_again_after_a_change_reads_its_output() {
+    let t = tempdir();
+    let marks = t.path().join("marks");
+    let d = Daemon::start(t.path(), &[]);
+    d.create(&every_second("told", &marks, "echo said $BOG_RUN_ID"));
+    d.wait_run("told", 20, "a first run", |r| r["status"] == "succeeded");
+    // A follower of a staged run's output (`job logs -f`) that a change makes the worker
+    // stage again must still read the output of the agent that then runs, not end empty
+    // when the first staging is put away.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    for i in 0..TRIES {
+        let (id, slot) = queued_ahead(&d, "told");
+        let url = format!("http://127.0.0.1:{}/jobs/told/runs/{id}/output", d.port);
+        let auth = format!("Bearer {}", d.token);
+        let follower = {
+            let agent = agent.clone();
+            std::thread::spawn(move || {
+                let resp = agent.get(&url).set("Authorization", &auth).call();
+                resp.map(|r| r.into_string().unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let (st, _) = d.req(
+            "PATCH",
+            "/jobs/told",
+            Some(&json!({ "prompt": format!("version {i}") }).to_string()),
+        );
+        assert_eq!(st, 200);
+        let in_time = before_check(slot);
+        let r = d.wait_final("told", &id, 20);
+        let followed = follower.join().unwrap().expect("the output stream");
+        if !in_time {
+            continue;
+        }
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["output"], format!("said {id}\n"), "{r}");
+        assert_eq!(
+            followed,
+            format!("said {id}\n"),
+            "what the follower read of {r}"
+        );
+        return;
+    }
+    panic!("no change landed before a slot in {TRIES} tries");
 }
