@@ -261,11 +261,25 @@ pub fn run(opts: RunOptions) -> i32 {
     };
     log::info!(event = "daemon.started", port = port, bind = bind.as_str(), data_dir = dir.display().to_string().as_str(), jobs = engine.job_count(), workers = workers;
         "listening on http://{addr}", addr = if bind.contains(':') { format!("[{bind}]:{port}") } else { format!("{bind}:{port}") });
-    // Up: what only start-up needed goes back to the OS (idle RSS, README "Performance").
+    // Up: what only start-up needed goes back to the OS (idle RSS, README "Benchmarks"); and
+    // once more a little later, after the probes that follow a start (a service manager's,
+    // the CLI waiting for /health), whose code pages would otherwise stay resident.
     crate::sys::release_startup_memory();
+    let mut release_again = Some(Instant::now() + Duration::from_secs(2));
 
     let sig = loop {
-        match sig_rx.recv() {
+        let got = match release_again {
+            Some(at) => match sig_rx.recv_deadline(at) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    release_again = None;
+                    crate::sys::release_startup_memory();
+                    continue;
+                }
+                r => r.map_err(|_| ()),
+            },
+            None => sig_rx.recv().map_err(|_| ()),
+        };
+        match got {
             Ok(Signal::Reload) => {
                 log::info!(event = "daemon.reload"; "SIGHUP: reloading jobs from disk");
                 engine.reload_all();
