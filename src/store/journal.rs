@@ -612,7 +612,9 @@ impl Journal {
             .spawn(move || j.checkpoints())
     }
 
-    /// Stops taking records, checkpoints what the journal holds and ends the thread.
+    /// Stops taking records, checkpoints what the journal holds and ends the thread. A
+    /// checkpoint that fails then is not tried again: its records stay in the journal, and
+    /// the next start restores them.
     pub fn close(&self) {
         relock(&self.inner.state).stop = true;
         self.inner.changed.notify_all();
@@ -659,6 +661,10 @@ impl Journal {
                 let next = 1 - s.live;
                 let g = s.generation + 1;
                 if let Err(e) = write_header(&s.segs[next].file, g, true) {
+                    if s.stop {
+                        log::error!(event = "journal.error"; "cannot start a journal segment at stop: {e}; its records stay in the journal, restored at the next start");
+                        return;
+                    }
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "cannot start a journal segment: {e}; records are made durable one by one meanwhile");
@@ -724,6 +730,12 @@ impl Journal {
                 Err(e) => {
                     drop(todo);
                     s.segs[old].records = records;
+                    if s.stop {
+                        // Never a stop held by a disk that fails: what the journal holds
+                        // is durable there, and the next start restores it.
+                        log::error!(event = "journal.error"; "journal checkpoint failed at stop: {e}; its records stay in the journal, restored at the next start");
+                        return;
+                    }
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "journal checkpoint failed: {e}; trying again");
