@@ -10,7 +10,9 @@
 //! - **Append** ([`Journal::append`]): an entry (magic, generation, length, checksum, the
 //!   record file's bytes) joins the batch that the next flush covers. Whoever finds no
 //!   flush running becomes the batch's leader: one `pwrite` of every entry that arrived,
-//!   one `fdatasync`, and every member gets its result. The record is then served from
+//!   one `fdatasync`, and every member gets its result. A batch that fails leaves the
+//!   head where it was, and what its write may have left is covered by zeros (by the next
+//!   batch, or before a switch): no refused record is replayed. The record is then served from
 //!   memory ([`Journal::read`]) until its file exists: intake creates no file, so a 202
 //!   costs no inode, no directory lock and no fsync of its own. A record that does not
 //!   fit (too big, or the live segment is full while the other is still being
@@ -125,6 +127,11 @@ struct State {
     generation: u64,
     /// Where its next batch goes.
     head: u64,
+    /// After a batch failed: the end of what it may have left past the head (its write can
+    /// reach the page cache, and the disk, though its flush failed). Entries there carry the
+    /// live generation, so the next batch is padded with zeros up to it, and a switch zeroes
+    /// it first: a replay never brings back a record whose append was refused.
+    stale_end: u64,
     /// When its first entry was written (None: it has none).
     first_at: Option<Instant>,
     /// The other segment still holds entries whose files may not be durable.
@@ -379,6 +386,7 @@ impl Journal {
             live: 0,
             generation,
             head: HEADER_BYTES,
+            stale_end: 0,
             first_at: None,
             other_pending: false,
             flushing: false,
@@ -567,15 +575,22 @@ impl Journal {
         let live = s.live;
         let offset = s.head;
         s.head += buf.len() as u64;
+        // Zeros over what a failed batch left after this one's end.
+        let end = offset + buf.len() as u64;
+        if s.stale_end > end {
+            buf.resize(buf.len() + (s.stale_end - end) as usize, 0);
+        }
         s.flushing = true;
         let file = s.segs[live].file.clone();
         drop(s);
         let r = crate::sys::write_at(&file, &buf, offset).and_then(|()| file.sync_data());
+        let written_end = offset + buf.len() as u64;
         drop(buf);
         let mut s = relock(&inner.state);
         s.flushing = false;
         match &r {
             Ok(()) => {
+                s.stale_end = 0;
                 inner
                     .stats
                     .records
@@ -596,8 +611,12 @@ impl Journal {
                     );
                 }
             }
-            // Nothing after the head was written: the next batch goes where this one went.
-            Err(_) => s.head = offset,
+            // The next batch goes where this one went, and covers what this one may have
+            // left (its members were told it failed).
+            Err(_) => {
+                s.head = offset;
+                s.stale_end = s.stale_end.max(written_end);
+            }
         }
         *relock(&mine.result) = Some(r.map_err(|e| (e.kind(), e.to_string())));
         inner.changed.notify_all();
@@ -660,7 +679,16 @@ impl Journal {
                 }
                 let next = 1 - s.live;
                 let g = s.generation + 1;
-                if let Err(e) = write_header(&s.segs[next].file, g, true) {
+                // What a failed batch left in the live segment is zeroed before it stops
+                // taking appends (it is replayed until it is retired).
+                let cleared = if s.stale_end > s.head {
+                    let zeros = vec![0u8; (s.stale_end - s.head) as usize];
+                    let f = &s.segs[s.live].file;
+                    crate::sys::write_at(f, &zeros, s.head).and_then(|()| f.sync_data())
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = cleared.and_then(|()| write_header(&s.segs[next].file, g, true)) {
                     if s.stop {
                         log::error!(event = "journal.error"; "cannot start a journal segment at stop: {e}; its records stay in the journal, restored at the next start");
                         return;
@@ -674,6 +702,7 @@ impl Journal {
                 s.generation = g;
                 s.live = next;
                 s.head = HEADER_BYTES;
+                s.stale_end = 0;
                 s.first_at = None;
                 s.other_pending = true;
             }
@@ -901,6 +930,106 @@ mod tests {
         drop(j);
         let (_j, replayed) = Journal::open(d.path()).unwrap();
         assert!(replayed.is_empty());
+    }
+
+    /// Appends "record a", then a batch of two records that fails (each member gets the
+    /// error), and leaves past the head what such a batch can leave: its entries, whole.
+    fn fail_a_batch(j: &Journal, d: &Path) {
+        let f = d.join("r.json");
+        assert!(j.append(&f, "job_x", "run_a", b"record a").unwrap());
+        let path = d.join("journal").join("0");
+        let real = {
+            let mut s = relock(&j.inner.state);
+            assert_eq!(s.live, 0);
+            // A flush in progress: the next two appends wait, and form one batch.
+            s.flushing = true;
+            s.segs[0].file.clone()
+        };
+        let (offset, generation) = std::thread::scope(|sc| {
+            let failed: Vec<_> = ["run_x1", "run_x2"]
+                .into_iter()
+                .map(|id| {
+                    let f = &f;
+                    sc.spawn(move || j.append(f, "job_x", id, b"record xx"))
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut s = relock(&j.inner.state);
+            while s.pending.len() < 2 {
+                assert!(Instant::now() < deadline, "the appends did not queue");
+                s = j
+                    .inner
+                    .changed
+                    .wait_timeout(s, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            // The device refuses the batch (here: a handle that cannot write).
+            s.segs[0].file = Arc::new(File::open(&path).unwrap());
+            s.flushing = false;
+            let at = (s.head, s.generation);
+            j.inner.changed.notify_all();
+            drop(s);
+            for t in failed {
+                assert!(t.join().unwrap().is_err(), "a failed flush answers Ok");
+            }
+            at
+        });
+        // What a write that failed at its flush leaves: the batch's entries, whole.
+        let mut stale = Vec::new();
+        entry(generation, b"record xx", &mut stale);
+        entry(generation, b"record xx", &mut stale);
+        crate::sys::write_at(&real, &stale, offset).unwrap();
+        relock(&j.inner.state).segs[0].file = real;
+        assert!(!j.holds("run_x1") && !j.holds("run_x2"));
+    }
+
+    /// A batch whose write or flush failed may have left its entries past the head (in the
+    /// page cache, which a later flush writes, or on disk): every member was told it failed,
+    /// and none of them may come back at a replay. The next batch goes where the failed one
+    /// went; when it is shorter, what the failed one left after it was once still there,
+    /// whole entries of the live generation, and a replay brought them back.
+    #[test]
+    fn entries_of_a_failed_batch_are_not_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        fail_a_batch(&j, d.path());
+        // The next record, as long as one of them, goes where the failed batch went.
+        let f = d.path().join("r.json");
+        assert!(j.append(&f, "job_x", "run_c", b"record cc").unwrap());
+        drop(j);
+        let (_j, replayed) = Journal::open(d.path()).unwrap();
+        assert_eq!(
+            replayed,
+            vec![b"record a".to_vec(), b"record cc".to_vec()],
+            "a record whose append failed was replayed"
+        );
+    }
+
+    /// The same when no batch follows: the segment switches, and a crash before its
+    /// checkpoint retires it replays it (here the checkpoint is held at its files).
+    #[test]
+    fn entries_of_a_failed_batch_are_not_replayed_from_a_segment_being_checkpointed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        fail_a_batch(&j, d.path());
+        let files = j.files_guard();
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !relock(&j.inner.state).other_pending {
+            assert!(Instant::now() < deadline, "no switch within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // "Crash" while the old segment is being checkpointed.
+        let (_j2, replayed) = Journal::open(d.path()).unwrap();
+        assert_eq!(
+            replayed,
+            vec![b"record a".to_vec()],
+            "a record whose append failed was replayed"
+        );
+        drop(files);
+        j.close();
+        t.join().unwrap();
     }
 
     #[test]
