@@ -332,7 +332,7 @@ fn flush_files(data_dir: &Path, files: &[&Path]) -> io::Result<()> {
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut dirs = BTreeSet::new();
     for p in files {
-        match File::open(p).and_then(|f| f.sync_all()) {
+        match crate::fsio::sync_file(p) {
             Ok(()) => {}
             Err(e) if gone(&e) => {}
             Err(e) => return Err(crate::store::ctx(e, "cannot flush", p)),
@@ -778,7 +778,7 @@ impl Journal {
 /// Makes a file that was written without fsync durable (its data, then the rename in its
 /// directory): for a record the journal did not take, and for files replay keeps.
 pub fn make_durable(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()?;
+    crate::fsio::sync_file(path)?;
     match path.parent() {
         Some(d) => crate::fsio::sync_dir_grouped(d),
         None => Ok(()),
