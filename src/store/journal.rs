@@ -145,6 +145,8 @@ struct State {
     next: Arc<Batch>,
     /// Callers of [`Journal::settle`] waiting: a checkpoint is due at once.
     wanted: usize,
+    /// The last checkpoint (or segment switch) failed: [`Journal::settle`] does not wait.
+    failing: bool,
     /// Flushed records not yet in their files (or superseded by a file), by run id.
     held: std::collections::HashMap<Box<str>, Held>,
     stop: bool,
@@ -394,6 +396,7 @@ impl Journal {
             pending_framed: 0,
             next: Arc::default(),
             wanted: 0,
+            failing: false,
             held: Default::default(),
             stop: false,
         };
@@ -445,7 +448,8 @@ impl Journal {
 
     /// Waits (at most `patience`) until no unretired entry holds any of `run_ids`, asking
     /// for a checkpoint at once: retention calls it before removing records, so that a
-    /// replay never brings a removed record back. Returns false when some are still held.
+    /// replay never brings a removed record back. Returns false when some are still held,
+    /// at once while checkpoints are failing (retention keeps them for a later prune).
     pub fn settle(&self, run_ids: &[&str], patience: Duration) -> bool {
         let inner = &self.inner;
         let until = Instant::now() + patience;
@@ -466,7 +470,8 @@ impl Journal {
                 break true;
             }
             let now = Instant::now();
-            if now >= until || s.stop {
+            // A checkpoint that keeps failing lets go of nothing: no use waiting for it.
+            if now >= until || s.stop || s.failing {
                 break false;
             }
             s = inner
@@ -693,6 +698,8 @@ impl Journal {
                         log::error!(event = "journal.error"; "cannot start a journal segment at stop: {e}; its records stay in the journal, restored at the next start");
                         return;
                     }
+                    s.failing = true;
+                    inner.changed.notify_all();
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "cannot start a journal segment: {e}; records are made durable one by one meanwhile");
@@ -737,6 +744,7 @@ impl Journal {
             match r {
                 Ok(()) => {
                     failures = 0;
+                    s.failing = false;
                     s.other_pending = false;
                     s.segs[old].ids = HashSet::new();
                     // Their files are durable: served from there now (unless superseded
@@ -765,6 +773,8 @@ impl Journal {
                         log::error!(event = "journal.error"; "journal checkpoint failed at stop: {e}; its records stay in the journal, restored at the next start");
                         return;
                     }
+                    s.failing = true;
+                    inner.changed.notify_all();
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "journal checkpoint failed: {e}; trying again");
@@ -1028,6 +1038,42 @@ mod tests {
             "a record whose append failed was replayed"
         );
         drop(files);
+        j.close();
+        t.join().unwrap();
+    }
+
+    /// Retention asks the journal to let go of records before removing them; while the
+    /// checkpoint keeps failing (a full disk, a directory that cannot be written), it is told
+    /// at once that they are still held. It once waited its whole patience (10 s) every
+    /// time, and a worker prunes after each run, holding its job's deletion guard.
+    #[test]
+    fn settle_does_not_wait_on_a_failing_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        // Its record's directory is a file: the checkpoint cannot write it.
+        fs::write(d.path().join("notadir"), b"").unwrap();
+        let f = d.path().join("notadir").join("run_a.json");
+        assert!(j.append(&f, "job_x", "run_a", b"record a").unwrap());
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while j.stats().checkpoints.load(Ordering::Relaxed) == 0
+            && !relock(&j.inner.state).other_pending
+        {
+            assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let j2 = j.clone();
+        let waiter = std::thread::spawn(move || {
+            let _ = tx.send(j2.settle(&["run_a"], Duration::from_secs(3600)));
+        });
+        let settled = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("settle waited on a checkpoint that keeps failing");
+        assert!(!settled);
+        assert!(j.holds("run_a"));
+        assert_eq!(j.read("job_x", "run_a").as_deref(), Some(&b"record a"[..]));
+        waiter.join().unwrap();
         j.close();
         t.join().unwrap();
     }
