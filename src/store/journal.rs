@@ -282,15 +282,21 @@ fn open_segment(path: &Path) -> io::Result<(File, (u64, Replayed))> {
             let zeros = vec![0u8; 64 << 10];
             let tmp = path.with_extension("new");
             let _ = fs::remove_file(&tmp);
-            let f = crate::sys::create_file(&tmp, 0o600, crate::sys::Create::New)?;
-            let mut at = 0;
-            while at < SEGMENT_BYTES {
-                crate::sys::write_at(&f, &zeros, at)?;
-                at += zeros.len() as u64;
+            let made = crate::sys::create_file(&tmp, 0o600, crate::sys::Create::New)
+                .and_then(|f| {
+                    let mut at = 0;
+                    while at < SEGMENT_BYTES {
+                        crate::sys::write_at(&f, &zeros, at)?;
+                        at += zeros.len() as u64;
+                    }
+                    f.sync_all()
+                })
+                .and_then(|()| crate::sys::rename_durable(&tmp, path));
+            if let Err(e) = made {
+                // Never a partial segment left on a disk that may be full.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
-            f.sync_all()?;
-            drop(f);
-            crate::sys::rename_durable(&tmp, path)?;
             if let Some(d) = path.parent() {
                 crate::fsio::sync_dir(d)?;
             }
@@ -1076,6 +1082,19 @@ mod tests {
         waiter.join().unwrap();
         j.close();
         t.join().unwrap();
+    }
+
+    /// A segment that cannot be made (a full disk at start; here a directory in its place)
+    /// is a clear error naming it, and leaves no partial segment behind: one once stayed,
+    /// up to 4 MiB of a disk that was already full.
+    #[test]
+    fn a_segment_that_cannot_be_made_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("journal");
+        fs::create_dir_all(dir.join("1").join("x")).unwrap();
+        let e = Journal::open(d.path()).unwrap_err().to_string();
+        assert!(e.contains(&dir.join("1").display().to_string()), "{e}");
+        assert!(!dir.join("1.new").exists(), "a partial segment was left");
     }
 
     #[test]
