@@ -112,6 +112,13 @@ pub fn remove_durable(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Fsyncs a file that was written without fsync (its data and metadata). Opened for
+/// writing: Windows' FlushFileBuffers refuses a handle without write access (a read-only
+/// one is "access denied" there, on every file).
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    fs::OpenOptions::new().write(true).open(path)?.sync_all()
+}
+
 /// Fsyncs a directory so that renames, creations and removals in it are durable (Windows:
 /// FlushFileBuffers on the directory, [`crate::sys::sync_dir`]).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

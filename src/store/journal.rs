@@ -10,7 +10,9 @@
 //! - **Append** ([`Journal::append`]): an entry (magic, generation, length, checksum, the
 //!   record file's bytes) joins the batch that the next flush covers. Whoever finds no
 //!   flush running becomes the batch's leader: one `pwrite` of every entry that arrived,
-//!   one `fdatasync`, and every member gets its result. The record is then served from
+//!   one `fdatasync`, and every member gets its result. A batch that fails leaves the
+//!   head where it was, and what its write may have left is covered by zeros (by the next
+//!   batch, or before a switch): no refused record is replayed. The record is then served from
 //!   memory ([`Journal::read`]) until its file exists: intake creates no file, so a 202
 //!   costs no inode, no directory lock and no fsync of its own. A record that does not
 //!   fit (too big, or the live segment is full while the other is still being
@@ -125,6 +127,11 @@ struct State {
     generation: u64,
     /// Where its next batch goes.
     head: u64,
+    /// After a batch failed: the end of what it may have left past the head (its write can
+    /// reach the page cache, and the disk, though its flush failed). Entries there carry the
+    /// live generation, so the next batch is padded with zeros up to it, and a switch zeroes
+    /// it first: a replay never brings back a record whose append was refused.
+    stale_end: u64,
     /// When its first entry was written (None: it has none).
     first_at: Option<Instant>,
     /// The other segment still holds entries whose files may not be durable.
@@ -138,6 +145,8 @@ struct State {
     next: Arc<Batch>,
     /// Callers of [`Journal::settle`] waiting: a checkpoint is due at once.
     wanted: usize,
+    /// The last checkpoint (or segment switch) failed: [`Journal::settle`] does not wait.
+    failing: bool,
     /// Flushed records not yet in their files (or superseded by a file), by run id.
     held: std::collections::HashMap<Box<str>, Held>,
     stop: bool,
@@ -273,15 +282,21 @@ fn open_segment(path: &Path) -> io::Result<(File, (u64, Replayed))> {
             let zeros = vec![0u8; 64 << 10];
             let tmp = path.with_extension("new");
             let _ = fs::remove_file(&tmp);
-            let f = crate::sys::create_file(&tmp, 0o600, crate::sys::Create::New)?;
-            let mut at = 0;
-            while at < SEGMENT_BYTES {
-                crate::sys::write_at(&f, &zeros, at)?;
-                at += zeros.len() as u64;
+            let made = crate::sys::create_file(&tmp, 0o600, crate::sys::Create::New)
+                .and_then(|f| {
+                    let mut at = 0;
+                    while at < SEGMENT_BYTES {
+                        crate::sys::write_at(&f, &zeros, at)?;
+                        at += zeros.len() as u64;
+                    }
+                    f.sync_all()
+                })
+                .and_then(|()| crate::sys::rename_durable(&tmp, path));
+            if let Err(e) = made {
+                // Never a partial segment left on a disk that may be full.
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
             }
-            f.sync_all()?;
-            drop(f);
-            crate::sys::rename_durable(&tmp, path)?;
             if let Some(d) = path.parent() {
                 crate::fsio::sync_dir(d)?;
             }
@@ -325,7 +340,7 @@ fn flush_files(data_dir: &Path, files: &[&Path]) -> io::Result<()> {
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut dirs = BTreeSet::new();
     for p in files {
-        match File::open(p).and_then(|f| f.sync_all()) {
+        match crate::fsio::sync_file(p) {
             Ok(()) => {}
             Err(e) if gone(&e) => {}
             Err(e) => return Err(crate::store::ctx(e, "cannot flush", p)),
@@ -379,6 +394,7 @@ impl Journal {
             live: 0,
             generation,
             head: HEADER_BYTES,
+            stale_end: 0,
             first_at: None,
             other_pending: false,
             flushing: false,
@@ -386,6 +402,7 @@ impl Journal {
             pending_framed: 0,
             next: Arc::default(),
             wanted: 0,
+            failing: false,
             held: Default::default(),
             stop: false,
         };
@@ -437,7 +454,8 @@ impl Journal {
 
     /// Waits (at most `patience`) until no unretired entry holds any of `run_ids`, asking
     /// for a checkpoint at once: retention calls it before removing records, so that a
-    /// replay never brings a removed record back. Returns false when some are still held.
+    /// replay never brings a removed record back. Returns false when some are still held,
+    /// at once while checkpoints are failing (retention keeps them for a later prune).
     pub fn settle(&self, run_ids: &[&str], patience: Duration) -> bool {
         let inner = &self.inner;
         let until = Instant::now() + patience;
@@ -458,7 +476,8 @@ impl Journal {
                 break true;
             }
             let now = Instant::now();
-            if now >= until || s.stop {
+            // A checkpoint that keeps failing lets go of nothing: no use waiting for it.
+            if now >= until || s.stop || s.failing {
                 break false;
             }
             s = inner
@@ -567,15 +586,22 @@ impl Journal {
         let live = s.live;
         let offset = s.head;
         s.head += buf.len() as u64;
+        // Zeros over what a failed batch left after this one's end.
+        let end = offset + buf.len() as u64;
+        if s.stale_end > end {
+            buf.resize(buf.len() + (s.stale_end - end) as usize, 0);
+        }
         s.flushing = true;
         let file = s.segs[live].file.clone();
         drop(s);
         let r = crate::sys::write_at(&file, &buf, offset).and_then(|()| file.sync_data());
+        let written_end = offset + buf.len() as u64;
         drop(buf);
         let mut s = relock(&inner.state);
         s.flushing = false;
         match &r {
             Ok(()) => {
+                s.stale_end = 0;
                 inner
                     .stats
                     .records
@@ -596,8 +622,12 @@ impl Journal {
                     );
                 }
             }
-            // Nothing after the head was written: the next batch goes where this one went.
-            Err(_) => s.head = offset,
+            // The next batch goes where this one went, and covers what this one may have
+            // left (its members were told it failed).
+            Err(_) => {
+                s.head = offset;
+                s.stale_end = s.stale_end.max(written_end);
+            }
         }
         *relock(&mine.result) = Some(r.map_err(|e| (e.kind(), e.to_string())));
         inner.changed.notify_all();
@@ -612,7 +642,9 @@ impl Journal {
             .spawn(move || j.checkpoints())
     }
 
-    /// Stops taking records, checkpoints what the journal holds and ends the thread.
+    /// Stops taking records, checkpoints what the journal holds and ends the thread. A
+    /// checkpoint that fails then is not tried again: its records stay in the journal, and
+    /// the next start restores them.
     pub fn close(&self) {
         relock(&self.inner.state).stop = true;
         self.inner.changed.notify_all();
@@ -658,7 +690,22 @@ impl Journal {
                 }
                 let next = 1 - s.live;
                 let g = s.generation + 1;
-                if let Err(e) = write_header(&s.segs[next].file, g, true) {
+                // What a failed batch left in the live segment is zeroed before it stops
+                // taking appends (it is replayed until it is retired).
+                let cleared = if s.stale_end > s.head {
+                    let zeros = vec![0u8; (s.stale_end - s.head) as usize];
+                    let f = &s.segs[s.live].file;
+                    crate::sys::write_at(f, &zeros, s.head).and_then(|()| f.sync_data())
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = cleared.and_then(|()| write_header(&s.segs[next].file, g, true)) {
+                    if s.stop {
+                        log::error!(event = "journal.error"; "cannot start a journal segment at stop: {e}; its records stay in the journal, restored at the next start");
+                        return;
+                    }
+                    s.failing = true;
+                    inner.changed.notify_all();
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "cannot start a journal segment: {e}; records are made durable one by one meanwhile");
@@ -668,6 +715,7 @@ impl Journal {
                 s.generation = g;
                 s.live = next;
                 s.head = HEADER_BYTES;
+                s.stale_end = 0;
                 s.first_at = None;
                 s.other_pending = true;
             }
@@ -702,6 +750,7 @@ impl Journal {
             match r {
                 Ok(()) => {
                     failures = 0;
+                    s.failing = false;
                     s.other_pending = false;
                     s.segs[old].ids = HashSet::new();
                     // Their files are durable: served from there now (unless superseded
@@ -724,6 +773,14 @@ impl Journal {
                 Err(e) => {
                     drop(todo);
                     s.segs[old].records = records;
+                    if s.stop {
+                        // Never a stop held by a disk that fails: what the journal holds
+                        // is durable there, and the next start restores it.
+                        log::error!(event = "journal.error"; "journal checkpoint failed at stop: {e}; its records stay in the journal, restored at the next start");
+                        return;
+                    }
+                    s.failing = true;
+                    inner.changed.notify_all();
                     drop(s);
                     failures += 1;
                     log::error!(event = "journal.error"; "journal checkpoint failed: {e}; trying again");
@@ -737,7 +794,7 @@ impl Journal {
 /// Makes a file that was written without fsync durable (its data, then the rename in its
 /// directory): for a record the journal did not take, and for files replay keeps.
 pub fn make_durable(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()?;
+    crate::fsio::sync_file(path)?;
     match path.parent() {
         Some(d) => crate::fsio::sync_dir_grouped(d),
         None => Ok(()),
@@ -889,6 +946,155 @@ mod tests {
         drop(j);
         let (_j, replayed) = Journal::open(d.path()).unwrap();
         assert!(replayed.is_empty());
+    }
+
+    /// Appends "record a", then a batch of two records that fails (each member gets the
+    /// error), and leaves past the head what such a batch can leave: its entries, whole.
+    fn fail_a_batch(j: &Journal, d: &Path) {
+        let f = d.join("r.json");
+        assert!(j.append(&f, "job_x", "run_a", b"record a").unwrap());
+        let path = d.join("journal").join("0");
+        let real = {
+            let mut s = relock(&j.inner.state);
+            assert_eq!(s.live, 0);
+            // A flush in progress: the next two appends wait, and form one batch.
+            s.flushing = true;
+            s.segs[0].file.clone()
+        };
+        let (offset, generation) = std::thread::scope(|sc| {
+            let failed: Vec<_> = ["run_x1", "run_x2"]
+                .into_iter()
+                .map(|id| {
+                    let f = &f;
+                    sc.spawn(move || j.append(f, "job_x", id, b"record xx"))
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut s = relock(&j.inner.state);
+            while s.pending.len() < 2 {
+                assert!(Instant::now() < deadline, "the appends did not queue");
+                s = j
+                    .inner
+                    .changed
+                    .wait_timeout(s, Duration::from_millis(50))
+                    .unwrap()
+                    .0;
+            }
+            // The device refuses the batch (here: a handle that cannot write).
+            s.segs[0].file = Arc::new(File::open(&path).unwrap());
+            s.flushing = false;
+            let at = (s.head, s.generation);
+            j.inner.changed.notify_all();
+            drop(s);
+            for t in failed {
+                assert!(t.join().unwrap().is_err(), "a failed flush answers Ok");
+            }
+            at
+        });
+        // What a write that failed at its flush leaves: the batch's entries, whole.
+        let mut stale = Vec::new();
+        entry(generation, b"record xx", &mut stale);
+        entry(generation, b"record xx", &mut stale);
+        crate::sys::write_at(&real, &stale, offset).unwrap();
+        relock(&j.inner.state).segs[0].file = real;
+        assert!(!j.holds("run_x1") && !j.holds("run_x2"));
+    }
+
+    /// A batch whose write or flush failed may have left its entries past the head (in the
+    /// page cache, which a later flush writes, or on disk): every member was told it failed,
+    /// and none of them may come back at a replay. The next batch goes where the failed one
+    /// went; when it is shorter, what the failed one left after it was once still there,
+    /// whole entries of the live generation, and a replay brought them back.
+    #[test]
+    fn entries_of_a_failed_batch_are_not_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        fail_a_batch(&j, d.path());
+        // The next record, as long as one of them, goes where the failed batch went.
+        let f = d.path().join("r.json");
+        assert!(j.append(&f, "job_x", "run_c", b"record cc").unwrap());
+        drop(j);
+        let (_j, replayed) = Journal::open(d.path()).unwrap();
+        assert_eq!(
+            replayed,
+            vec![b"record a".to_vec(), b"record cc".to_vec()],
+            "a record whose append failed was replayed"
+        );
+    }
+
+    /// The same when no batch follows: the segment switches, and a crash before its
+    /// checkpoint retires it replays it (here the checkpoint is held at its files).
+    #[test]
+    fn entries_of_a_failed_batch_are_not_replayed_from_a_segment_being_checkpointed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        fail_a_batch(&j, d.path());
+        let files = j.files_guard();
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !relock(&j.inner.state).other_pending {
+            assert!(Instant::now() < deadline, "no switch within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // "Crash" while the old segment is being checkpointed.
+        let (_j2, replayed) = Journal::open(d.path()).unwrap();
+        assert_eq!(
+            replayed,
+            vec![b"record a".to_vec()],
+            "a record whose append failed was replayed"
+        );
+        drop(files);
+        j.close();
+        t.join().unwrap();
+    }
+
+    /// Retention asks the journal to let go of records before removing them; while the
+    /// checkpoint keeps failing (a full disk, a directory that cannot be written), it is told
+    /// at once that they are still held. It once waited its whole patience (10 s) every
+    /// time, and a worker prunes after each run, holding its job's deletion guard.
+    #[test]
+    fn settle_does_not_wait_on_a_failing_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        // Its record's directory is a file: the checkpoint cannot write it.
+        fs::write(d.path().join("notadir"), b"").unwrap();
+        let f = d.path().join("notadir").join("run_a.json");
+        assert!(j.append(&f, "job_x", "run_a", b"record a").unwrap());
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while j.stats().checkpoints.load(Ordering::Relaxed) == 0
+            && !relock(&j.inner.state).other_pending
+        {
+            assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let j2 = j.clone();
+        let waiter = std::thread::spawn(move || {
+            let _ = tx.send(j2.settle(&["run_a"], Duration::from_secs(3600)));
+        });
+        let settled = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("settle waited on a checkpoint that keeps failing");
+        assert!(!settled);
+        assert!(j.holds("run_a"));
+        assert_eq!(j.read("job_x", "run_a").as_deref(), Some(&b"record a"[..]));
+        waiter.join().unwrap();
+        j.close();
+        t.join().unwrap();
+    }
+
+    /// A segment that cannot be made (a full disk at start; here a directory in its place)
+    /// is a clear error naming it, and leaves no partial segment behind: one once stayed,
+    /// up to 4 MiB of a disk that was already full.
+    #[test]
+    fn a_segment_that_cannot_be_made_leaves_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("journal");
+        fs::create_dir_all(dir.join("1").join("x")).unwrap();
+        let e = Journal::open(d.path()).unwrap_err().to_string();
+        assert!(e.contains(&dir.join("1").display().to_string()), "{e}");
+        assert!(!dir.join("1.new").exists(), "a partial segment was left");
     }
 
     #[test]

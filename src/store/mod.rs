@@ -542,10 +542,19 @@ impl Store {
 
     /// Run ids of a job as found in its directory, and those the journal holds.
     fn read_run_ids(&self, job_id: &str) -> BTreeSet<Box<str>> {
+        self.read_run_ids_then(job_id, || {})
+    }
+
+    /// [`Store::read_run_ids`], running `meanwhile` between its two reads (a test's
+    /// checkpoint there). The journal's ids are read first: it lets go of a record only once
+    /// its file exists (checkpointed, or superseded by a worker's), so a record it let go of
+    /// meanwhile is in the directory read after — read the other way round, it would be in
+    /// neither.
+    fn read_run_ids_then(&self, job_id: &str, meanwhile: impl FnOnce()) -> BTreeSet<Box<str>> {
+        let held = self.journal.as_ref().map(|j| j.held_ids(job_id));
+        meanwhile();
         let mut ids = self.read_run_dir(job_id);
-        if let Some(j) = &self.journal {
-            ids.extend(j.held_ids(job_id));
-        }
+        ids.extend(held.into_iter().flatten());
         ids
     }
 
@@ -773,6 +782,30 @@ mod tests {
             s.load_run("job_x", &ids[0]).unwrap().status,
             RunStatus::Interrupted
         );
+    }
+
+    /// The journal lets go of a record (its checkpoint wrote the file) while a job's run
+    /// index is being read: the index still has the run. It was once read from the
+    /// directory first and from the journal second, and a run checkpointed between the two
+    /// was in neither: listed by no one, and a 404 for an acknowledged run, until a restart.
+    #[test]
+    fn a_record_checkpointed_while_the_index_is_read_is_in_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, restored) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        assert_eq!(restored, 0);
+        let j = s.journal().unwrap().clone();
+        let t = j.start().unwrap();
+        let r = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        s.save_new_run(&r).unwrap();
+        assert!(j.holds(&r.id));
+        let ids = s.read_run_ids_then("job_x", || {
+            assert!(j.settle(&[r.id.as_str()], std::time::Duration::from_secs(60)));
+        });
+        assert!(!j.holds(&r.id), "checkpointed meanwhile");
+        assert!(ids.contains(r.id.as_str()), "{ids:?}");
+        assert_eq!(s.load_run("job_x", &r.id).unwrap().id, r.id);
+        j.close();
+        t.join().unwrap();
     }
 
     #[test]

@@ -163,3 +163,67 @@ fn a_clean_stop_writes_every_file() {
     let d = Daemon::start_env(t.path(), &[], &env);
     assert!(!d.stderr().contains("restored from the intake journal"));
 }
+
+/// A checkpoint that cannot write a record's file (here its job's directory was replaced
+/// by a file) does not hold the daemon's stop: the daemon exits with the records still in
+/// the journal, and the next start restores them. It once retried for ever, and the daemon
+/// never exited.
+#[test]
+fn a_failing_checkpoint_does_not_hold_the_stop() {
+    let t = tempdir();
+    let env = [("JOURNAL_SECRET", SECRET), HOLD];
+    let mut d = Daemon::start_env(t.path(), &[], &env);
+    // The first delivery's run is held while the others come (they are skipped), then ends.
+    let flag = t.path().join("go");
+    let mut job = hook_job("wh", "/hooks/f");
+    job["agent"] = json!({"command": ["sh", "-c", hold_until(&flag)]});
+    let job = d.create(&job);
+    let ids = deliver(&d, "/hooks/f", 8);
+    std::fs::write(&flag, b"").unwrap();
+    // Every run is final: the one that ran has its file; the skipped ones are only in the
+    // journal.
+    for id in &ids {
+        d.wait_final("wh", id, 60);
+    }
+    let runs = d.dir.join("runs").join(job["id"].as_str().unwrap());
+    let held: Vec<&String> = ids
+        .iter()
+        .filter(|id| !runs.join(format!("{id}.json")).exists())
+        .collect();
+    assert_eq!(held.len(), 7, "the skipped runs are only in the journal");
+    let aside = d.dir.join("runs-aside");
+    std::fs::rename(&runs, &aside).unwrap();
+    std::fs::write(&runs, b"not a directory").unwrap();
+    let pid = d.pid();
+    // Whatever happens, no daemon is left behind.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if self.0 > 0 {
+                // SAFETY: kill(2) on a child this test started and has not reaped.
+                unsafe {
+                    libc::kill(self.0, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let mut reap = Reap(pid);
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(60);
+    reap.0 = 0;
+    assert!(st.success(), "{st:?}\n{}", d.stderr());
+    assert!(
+        d.stderr().contains("journal checkpoint failed"),
+        "{}",
+        d.stderr()
+    );
+    std::fs::remove_file(&runs).unwrap();
+    std::fs::rename(&aside, &runs).unwrap();
+    let d = Daemon::start_env(t.path(), &[], &env);
+    for id in &held {
+        let (st, r) = d.get(&format!("/jobs/wh/runs/{id}"));
+        assert_eq!(st, 200, "run {id} was acknowledged and is lost");
+        assert_eq!(r["status"], json!("skipped"));
+        assert!(runs.join(format!("{id}.json")).exists(), "{id}: no file");
+    }
+}

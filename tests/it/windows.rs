@@ -6,7 +6,8 @@
 //! LockFileEx, renames over files being read, the data dir and token created private (Wine
 //! turns their ACL into a Unix mode), kill-on-close when the daemon is killed, the agent's
 //! command line quoted the Windows way (and `{prompt}` after `cmd /c` refused), notify's
-//! Windows backend, the Task Scheduler XML naming this binary.
+//! Windows backend, the Task Scheduler XML naming this binary, the intake journal's
+//! checkpoint (FlushFileBuffers on each record file, which needs a handle open for writing).
 //! README "Platforms" says what Wine cannot prove.
 //!
 //! Runs only when `BOG_WINE_DAEMON_EXE` names the Windows build (`.ci/run` builds it and
@@ -582,4 +583,29 @@ fn killing_the_daemon_ends_its_runs_processes() {
     wait_for(30, "no process of the run left", || {
         processes_with(&marker).is_empty().then_some(())
     });
+}
+
+/// The intake journal's checkpoint flushes the record files it wrote file by file (Windows
+/// has no `syncfs`). It once opened them read-only, which FlushFileBuffers refuses ("access
+/// denied"): no checkpoint ever completed, so the journal filled up and every firing after
+/// that was written the slow way, and a replay after a crash could not flush the files it
+/// kept, so the daemon did not start.
+#[test]
+fn the_intake_journal_checkpoints() {
+    let Some(w) = wine() else { return };
+    let t = tempdir();
+    let d = start(w, t.path(), &[]);
+    d.create(&job(
+        "journaled",
+        vec![winpath(&w.exe("argv.exe")), "{prompt}".into()],
+        "x",
+    ));
+    let r = run_now(&d, "journaled");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    wait_for(60, "a journal checkpoint", || {
+        let (st, m) = d.get("/metrics");
+        (st == 200 && m["journal_checkpoints_total"].as_u64()? >= 1).then_some(())
+    });
+    let log = d.stderr();
+    assert!(!log.contains("journal checkpoint failed"), "{log}");
 }
