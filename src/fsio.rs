@@ -74,15 +74,7 @@ pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// `path` (and with `durable`, the directory fsynced, in a group with concurrent writers).
 fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = temp_name(path)?;
     let result = (|| {
         let mut f = open_new(&tmp, mode)?;
         f.write_all(data)?;
@@ -100,6 +92,20 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()>
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A hidden temp file's name beside `path` (`.NAME.PID.SEQ.tmp`: removed at start-up if a
+/// crash leaves it).
+fn temp_name(path: &Path) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    Ok(parent_dir(path).join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    )))
 }
 
 /// Removes `path` and fsyncs its directory so the removal is durable. A missing file is not
@@ -227,6 +233,18 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Creates `path` with `data` (and `mode`) only if nothing is there, without fsync: the
+/// bytes go to a hidden temp file, which is then hard-linked to `path` (a link never
+/// replaces a file) and removed. So `path` is never seen torn, and a failure removes only
+/// the temp file, never a file someone else put at `path` meanwhile (a run's newer record).
+/// An existing `path` is `AlreadyExists`.
+pub fn create_whole(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_name(path)?;
+    let r = write_new(&tmp, data, mode).and_then(|()| fs::hard_link(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    r
+}
+
 /// Writes `data` to a new file (it must not exist) with `mode`, without fsync, and removes
 /// it if the write fails: for scratch files that need not survive a crash, such as a
 /// spooled webhook body (its queued run is marked interrupted at the next start anyway), and
@@ -251,6 +269,27 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temp files left behind");
+    }
+
+    #[test]
+    fn create_whole_never_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run.json");
+        create_whole(&p, b"queued", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"queued");
+        // A newer file put there by someone else stays as it is.
+        write_atomic(&p, b"running", 0o600).unwrap();
+        let e = create_whole(&p, b"queued", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"running");
+        // A directory that is gone: NotFound, and nothing made.
+        let gone = d.path().join("gone").join("run.json");
+        assert_eq!(
+            create_whole(&gone, b"x", 0o600).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
         let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temp files left behind");
     }

@@ -154,7 +154,8 @@ struct State {
 
 #[derive(Debug)]
 struct Inner {
-    data_dir: PathBuf,
+    /// Flushes the data dir's filesystem (held open: see `sys::FsFlush`).
+    fs: crate::sys::FsFlush,
     /// Held while the checkpoint writes record files, and while a job's directory is
     /// removed ([`Journal::files_guard`]): no record file is written into a directory being
     /// removed. Taken before `state`, never while holding it.
@@ -312,13 +313,14 @@ fn write_header(f: &File, generation: u64, live: bool) -> io::Result<()> {
     f.sync_data()
 }
 
-/// Writes each record the journal still holds to its file, under a new name (one `write`;
-/// replay restores a file a crash tore). A file that exists already (a worker's newer
-/// status, or an earlier try) and a directory that is gone (the job was deleted) are left.
+/// Writes each record the journal still holds to its file, whole (`fsio::create_whole`: a
+/// temp file hard-linked to the name, which never replaces a file). A file that exists
+/// already (a worker's newer status, or an earlier try) and a directory that is gone (the
+/// job was deleted) are left as they are.
 fn write_files(todo: &[(&Path, Option<Arc<[u8]>>)]) -> io::Result<()> {
     for (p, data) in todo {
         let Some(data) = data else { continue };
-        match crate::fsio::write_new(p, data, 0o600) {
+        match crate::fsio::create_whole(p, data, 0o600) {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -333,8 +335,8 @@ fn write_files(todo: &[(&Path, Option<Arc<[u8]>>)]) -> io::Result<()> {
 
 /// Fsyncs `files` and their directories (where there is no filesystem-wide flush); a file
 /// or directory removed meanwhile (a job deleted, a record pruned) needs nothing.
-fn flush_files(data_dir: &Path, files: &[&Path]) -> io::Result<()> {
-    if crate::sys::sync_filesystem(data_dir)? {
+fn flush_files(fs: &crate::sys::FsFlush, files: &[&Path]) -> io::Result<()> {
+    if fs.flush()? {
         return Ok(());
     }
     let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
@@ -406,9 +408,11 @@ impl Journal {
             held: Default::default(),
             stop: false,
         };
+        let fs = crate::sys::FsFlush::open(data_dir)
+            .map_err(|e| crate::store::ctx(e, "cannot open", data_dir))?;
         let j = Journal {
             inner: Arc::new(Inner {
-                data_dir: data_dir.to_path_buf(),
+                fs,
                 files: Mutex::new(()),
                 state: Mutex::new(state),
                 changed: Condvar::new(),
@@ -738,7 +742,7 @@ impl Journal {
             let r = written
                 .and_then(|()| {
                     let paths: Vec<&Path> = records.iter().map(|(p, _)| p.as_path()).collect();
-                    flush_files(&inner.data_dir, &paths)
+                    flush_files(&inner.fs, &paths)
                 })
                 .and_then(|()| {
                     write_header(&file, generation, false)

@@ -32,8 +32,8 @@ pub use imp::{
     arg_max, create_dir, create_file, dir_identity, exit_signal, home_of, how_stopped, pid_alive,
     release_startup_memory, rename_durable, request_stop, resource_caps, restore_sigpipe,
     set_dir_mode, set_file_mode, set_listener_nodelay, signal_name, sweep_marked, sync_dir,
-    sync_filesystem, tighten_private_dir, try_lock_file, tune_allocator, write_at, Tree,
-    JOB_OBJECTS, STOP_REQUEST, WATCHER_SEES_ROOT_REMOVAL, WINDOWS,
+    tighten_private_dir, try_lock_file, tune_allocator, write_at, FsFlush, Tree, JOB_OBJECTS,
+    STOP_REQUEST, WATCHER_SEES_ROOT_REMOVAL, WINDOWS,
 };
 /// For the Linux cgroup code in [`crate::contain`].
 #[cfg(target_os = "linux")]

@@ -455,23 +455,47 @@ pub fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     f.write_all_at(buf, offset)
 }
 
-/// Flushes every file of the filesystem that holds `dir` in one call (Linux: `syncfs(2)`,
-/// which reports write-back errors since 5.8): returns `Ok(false)` where there is no such
-/// call, and the caller fsyncs file by file.
-pub fn sync_filesystem(dir: &Path) -> io::Result<bool> {
+/// A handle on the filesystem that holds a directory, to flush all of it in one call
+/// (Linux: `syncfs(2)`). Opened once and kept: `syncfs` reports a write-back error that
+/// happened since its descriptor was opened (Linux 5.8+), so a handle opened per call would
+/// miss errors of the background write-back before it.
+#[derive(Debug)]
+pub struct FsFlush {
     #[cfg(target_os = "linux")]
-    {
-        let d = File::open(dir)?;
-        // SAFETY: syncfs on a descriptor this function owns and keeps open for the call.
-        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
+    dir: File,
+}
+
+impl FsFlush {
+    /// Opens the handle on `dir`'s filesystem.
+    pub fn open(dir: &Path) -> io::Result<FsFlush> {
+        #[cfg(target_os = "linux")]
+        {
+            Ok(FsFlush {
+                dir: File::open(dir)?,
+            })
         }
-        Ok(true)
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = dir;
+            Ok(FsFlush {})
+        }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        Ok(false)
+
+    /// Flushes every file of that filesystem; `Ok(false)` where there is no such call (the
+    /// caller then fsyncs file by file).
+    pub fn flush(&self) -> io::Result<bool> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: syncfs on a descriptor this handle owns.
+            if unsafe { libc::syncfs(self.dir.as_raw_fd()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(true)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(false)
+        }
     }
 }
 

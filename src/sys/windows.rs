@@ -778,10 +778,21 @@ pub fn write_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// No filesystem-wide flush without administrator rights here: `Ok(false)`, and the caller
-/// flushes file by file.
-pub fn sync_filesystem(_dir: &Path) -> io::Result<bool> {
-    Ok(false)
+/// No filesystem-wide flush without administrator rights here: [`FsFlush::flush`] says
+/// `Ok(false)`, and the caller flushes file by file.
+#[derive(Debug)]
+pub struct FsFlush {}
+
+impl FsFlush {
+    /// Nothing to open.
+    pub fn open(_dir: &Path) -> io::Result<FsFlush> {
+        Ok(FsFlush {})
+    }
+
+    /// `Ok(false)`: flush file by file.
+    pub fn flush(&self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// (volume serial number, file index) of a directory, Windows' (device, inode); None if `p`
