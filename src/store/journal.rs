@@ -654,6 +654,30 @@ impl Journal {
         self.inner.changed.notify_all();
     }
 
+    /// A checkpoint step failed (its `failures`-th time in a row): at stop, gives up
+    /// (returns false: never a stop held by a disk that fails; what the journal holds is
+    /// durable there, and the next start restores it); otherwise marks the journal failing
+    /// (appenders and `settle` stop waiting for it), logs, and backs off before the retry.
+    fn failed(
+        &self,
+        mut s: MutexGuard<'_, State>,
+        what: &str,
+        e: &io::Error,
+        failures: u32,
+    ) -> bool {
+        let inner = &self.inner;
+        if s.stop {
+            log::error!(event = "journal.error"; "{what} at stop: {e}; its records stay in the journal, restored at the next start");
+            return false;
+        }
+        s.failing = true;
+        inner.changed.notify_all();
+        drop(s);
+        log::error!(event = "journal.error"; "{what}: {e}; records are made durable one by one meanwhile; trying again");
+        std::thread::sleep(Duration::from_secs(1).min(inner.after) * failures.min(5));
+        true
+    }
+
     fn checkpoints(&self) {
         let inner = &self.inner;
         let mut failures = 0u32;
@@ -704,16 +728,10 @@ impl Journal {
                     Ok(())
                 };
                 if let Err(e) = cleared.and_then(|()| write_header(&s.segs[next].file, g, true)) {
-                    if s.stop {
-                        log::error!(event = "journal.error"; "cannot start a journal segment at stop: {e}; its records stay in the journal, restored at the next start");
+                    failures += 1;
+                    if !self.failed(s, "cannot start a journal segment", &e, failures) {
                         return;
                     }
-                    s.failing = true;
-                    inner.changed.notify_all();
-                    drop(s);
-                    failures += 1;
-                    log::error!(event = "journal.error"; "cannot start a journal segment: {e}; records are made durable one by one meanwhile");
-                    std::thread::sleep(Duration::from_secs(1).min(inner.after) * failures.min(5));
                     continue;
                 }
                 s.generation = g;
@@ -777,18 +795,10 @@ impl Journal {
                 Err(e) => {
                     drop(todo);
                     s.segs[old].records = records;
-                    if s.stop {
-                        // Never a stop held by a disk that fails: what the journal holds
-                        // is durable there, and the next start restores it.
-                        log::error!(event = "journal.error"; "journal checkpoint failed at stop: {e}; its records stay in the journal, restored at the next start");
+                    failures += 1;
+                    if !self.failed(s, "journal checkpoint failed", &e, failures) {
                         return;
                     }
-                    s.failing = true;
-                    inner.changed.notify_all();
-                    drop(s);
-                    failures += 1;
-                    log::error!(event = "journal.error"; "journal checkpoint failed: {e}; trying again");
-                    std::thread::sleep(Duration::from_secs(1) * failures.min(5));
                 }
             }
         }

@@ -18,6 +18,12 @@ fn notices(p: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The instant a missed notice names (its fifth word, RFC 3339).
+fn notice_time(n: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    let t = n.split_whitespace().nth(4).unwrap();
+    chrono::DateTime::parse_from_rfc3339(t).unwrap()
+}
+
 fn watched_job(name: &str, script: &str, triggers: Value, expect: Value, file: &Path) -> Value {
     let mut j = sh_job(name, script, triggers);
     j["expect"] = expect;
@@ -56,11 +62,7 @@ fn a_job_without_a_success_in_time_is_reported_once_per_period() {
         let n = notices(&file);
         (n.len() >= 2).then_some(n)
     });
-    let at = |n: &str| {
-        let t = n.split_whitespace().nth(4).unwrap();
-        chrono::DateTime::parse_from_rfc3339(t).unwrap()
-    };
-    assert!(at(&two[1]) > at(&two[0]), "{two:?}");
+    assert!(notice_time(&two[1]) > notice_time(&two[0]), "{two:?}");
     let since = |n: &str| {
         n.split("switch was set at ")
             .nth(1)
@@ -150,15 +152,11 @@ fn a_period_that_passed_while_the_daemon_was_down_is_reported_at_start() {
         let n = notices(&file);
         (n.len() >= 2).then_some(n)
     });
-    let at = |n: &str| {
-        let t = n.split_whitespace().nth(4).unwrap();
-        chrono::DateTime::parse_from_rfc3339(t).unwrap()
-    };
-    assert!(at(&two[1]) > at(&two[0]), "{two:?}");
+    assert!(notice_time(&two[1]) > notice_time(&two[0]), "{two:?}");
     // Not before that period's deadline (the recorded report + 4 s): a bound the daemon
     // computes, not a speed.
     assert!(
-        at(&two[1]) >= reported + chrono::Duration::seconds(4),
+        notice_time(&two[1]) >= reported + chrono::Duration::seconds(4),
         "{two:?}"
     );
 }
