@@ -10,8 +10,8 @@
 //!   edits the files it watches must not loop). A change noticed after the run ended counts
 //!   as the run's own when the file's modification time falls inside the run; for a removed
 //!   file, when it is noticed within [`SELF_TRIGGER_GRACE`] of the run's end;
-//! - a directory created under a root is scanned, so files written into it before its
-//!   watch was in place are not missed;
+//! - a directory created under a root, or moved into it, is scanned, so files written into
+//!   it before its watch was in place, or brought in with it, are not missed;
 //! - a root that is missing or removed is re-checked every [`MISSING_RECHECK`] and watched
 //!   again when it appears; both are logged. A watch follows an inode, not a path, so an
 //!   event on a root itself (deleted, moved, swapped) is checked against the (device, inode)
@@ -44,6 +44,8 @@ const MISSING_RECHECK: Duration = Duration::from_secs(2);
 pub const MAX_LISTED: usize = 200;
 /// Most omitted paths remembered for counting.
 const MAX_COUNTED: usize = 100_000;
+/// Most queued events handled before due firings are looked at.
+const MAX_DRAINED: usize = 4096;
 
 struct Watch {
     root: PathBuf,
@@ -138,6 +140,16 @@ impl FileWatcher {
                 },
                 recv(shutdown) -> _ => return,
                 default(wait) => {}
+            }
+            // Changes that already happened count before anything is judged quiet: if this
+            // thread was held up, events waiting in the channel must push their deadlines
+            // on rather than let a burst fire half-seen (bounded, so a flood cannot keep
+            // due firings waiting for ever).
+            for ev in events.try_iter().take(MAX_DRAINED) {
+                match ev {
+                    Ok(ev) => self.on_event(ev),
+                    Err(e) => self.on_error(e),
+                }
             }
             self.fire_due();
             if self.next_recheck.is_some_and(|t| t <= Instant::now()) {
@@ -312,8 +324,9 @@ impl FileWatcher {
                 }
             }
             let mut paths = vec![path.clone()];
-            if matches!(ev.kind, EventKind::Create(_)) && path.is_dir() {
-                // Files may land in a new directory before its watch exists.
+            if arrives(&ev.kind) && path.is_dir() {
+                // A directory created (its files may land before its watch exists) or moved
+                // in whole (its files make no events of their own): its files changed.
                 list_files(path, &mut paths, 10_000);
             }
             for p in paths {
@@ -436,6 +449,19 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
             out.push(p);
         }
     }
+}
+
+/// Whether an event can bring a path into the tree: created, or renamed/moved to it
+/// (inotify says `To` or `Both`, FSEvents `Any`).
+fn arrives(kind: &EventKind) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::To | RenameMode::Both | RenameMode::Any
+            ))
+    )
 }
 
 /// (device, inode) of a directory; None if `p` is not one.

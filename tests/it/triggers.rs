@@ -5,6 +5,7 @@ use crate::common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "s3cr3t-hook-value";
 
@@ -339,10 +340,13 @@ fn file_change_globs_git_ignore_and_debounce() {
     let r = &wait_runs(&d, "fc", 1)[0];
     assert_eq!(changed(r), ["README.md", "src/a/b/c.py"]);
     assert_eq!(r["output"], "README.md\nsrc/a/b/c.py\n");
-    // A burst of writes makes one run; the fence afterwards makes exactly one more.
+    // A directory of 300 matching files moved in whole makes one run (its files make no
+    // events of their own: the daemon scans it), listing 200 and counting the rest.
+    let stage = t.path().join("stage");
     for i in 0..300 {
-        write(&root.join(format!("src/burst/f{i}.py")), "x");
+        write(&stage.join(format!("f{i}.py")), "x");
     }
+    std::fs::rename(&stage, root.join("src/burst")).unwrap();
     let rs = wait_runs(&d, "fc", 2);
     let listed = changed(&rs[1]);
     let omitted = rs[1]["trigger"]["changed_files_omitted"]
@@ -355,9 +359,41 @@ fn file_change_globs_git_ignore_and_debounce() {
         .collect();
     assert_eq!(listed.len() + omitted, 300, "some not listed: {missing:?}");
     assert_eq!(listed.len(), 200);
+    // The fence afterwards makes exactly one more run, with only itself.
     write(&root.join("fence.md"), "x");
     let rs = wait_runs(&d, "fc", 3);
     assert_eq!(changed(&rs[2]), ["fence.md"]);
+}
+
+#[test]
+fn file_change_burst_of_writes_makes_one_run() {
+    let t = tempdir();
+    let root = t.path().join("w");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    let mut job = file_job("burst", &root, json!(["*.txt"]), "echo \"$1\"");
+    job["triggers"][0]["debounce_seconds"] = json!(1);
+    create_watched(&d, &job, &root);
+    // Fifty writes, each timed: the debounce promises one run only while no two writes are
+    // a debounce apart, so that is checked rather than hoped for.
+    let mut longest = Duration::ZERO;
+    let mut last = Instant::now();
+    for i in 0..50 {
+        write(&root.join(format!("f{i:02}.txt")), "x");
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
+    }
+    if longest >= Duration::from_millis(500) {
+        eprintln!("writes were {longest:?} apart: the burst's coalescing was not checked");
+        return;
+    }
+    let rs = wait_runs(&d, "burst", 1);
+    let want: Vec<String> = (0..50).map(|i| format!("f{i:02}.txt")).collect();
+    assert_eq!(changed(&rs[0]), want);
+    // Nothing else of the burst fires later: the fence's run has only the fence.
+    write(&root.join("fence.txt"), "x");
+    let rs = wait_runs(&d, "burst", 2);
+    assert_eq!(changed(&rs[1]), ["fence.txt"]);
 }
 
 #[test]
