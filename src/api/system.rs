@@ -36,6 +36,7 @@ pub fn metrics(api: &Api, req: &Req) -> Resp {
         ("journal_flushes_total", jget(|s| &s.flushes)),
         ("journal_bypassed_total", jget(|s| &s.bypassed)),
         ("journal_checkpoints_total", jget(|s| &s.checkpoints)),
+        ("journal_discarded_total", jget(|s| &s.discarded)),
         ("max_concurrent_runs", e.settings.max_concurrent_runs as u64),
         ("jobs_over_budget", e.jobs_over_budget()),
         (

@@ -124,7 +124,7 @@ impl Engine {
                 let retry_after = over.retry_after();
                 rec.skip(over.to_string());
                 Metrics::inc(&self.metrics.runs_over_budget_total);
-                let id = self.record_skip(&slot, rec)?.run_id().to_string();
+                let id = self.record_skip(&slot, rec, &job)?.run_id().to_string();
                 return Ok(Fired::OverBudget(id, retry_after));
             }
         }
@@ -135,7 +135,7 @@ impl Engine {
                 // time.
                 drop(runs);
                 rec.skip("a run of this job was still active (overlap: skip)");
-                return self.record_skip(&slot, rec);
+                return self.record_skip(&slot, rec, &job);
             }
             Decision::Coalesce(id) => {
                 Metrics::inc(&self.metrics.runs_coalesced_total);
@@ -220,8 +220,9 @@ impl Engine {
                     "the work queue is full ({} runs waiting for {} workers); this firing was dropped",
                     self.settings.queue_capacity, self.settings.workers
                 ));
+                let job = w.job;
                 drop(runs);
-                self.record_skip(slot, rec)
+                self.record_skip(slot, rec, &job)
             }
         }
     }
@@ -388,11 +389,33 @@ impl Engine {
         self.store.save_new_run(rec).map_err(FireError::Store)
     }
 
-    fn record_skip(&self, slot: &JobSlot, rec: RunRecord) -> Result<Fired, FireError> {
+    fn record_skip(&self, slot: &JobSlot, rec: RunRecord, job: &Job) -> Result<Fired, FireError> {
         self.save_fired(slot, &rec)?;
         Metrics::inc(&self.metrics.runs_skipped_total);
         log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
+        self.prune_skipped(slot, job);
         Ok(Fired::Skipped(rec.id))
+    }
+
+    /// Retention for skipped firings, as they arrive: a job whose run goes on (overlap
+    /// `skip`, a full queue, a spent budget) while its triggers keep firing would otherwise
+    /// pile up records without bound until the run ends. Once it has a quarter of `history`
+    /// (at least 16) records too many, its oldest final ones go down to `history`, in one
+    /// prune for many firings. It never waits: a record the journal is still checkpointing
+    /// stays for a later prune, and one only the journal holds is let go of there without a
+    /// file ever being written (`Store::prune_runs`).
+    fn prune_skipped(&self, slot: &JobSlot, job: &Job) {
+        use std::sync::atomic::Ordering;
+        let keep = job.history as usize;
+        let slack = (keep / 4).max(16);
+        if self.cluster().is_some() || self.store.local_run_count(&job.id) <= keep + slack {
+            return;
+        }
+        if slot.pruning.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.prune_within(&job.id, keep, Duration::ZERO);
+        slot.pruning.store(false, Ordering::Release);
     }
 
     pub(super) fn job_slot(&self, job_id: &str) -> Arc<JobSlot> {
@@ -440,6 +463,12 @@ impl Engine {
     /// and its newest success (the dead-man's switch's). No extra write on any path: the
     /// records themselves stay the durable memory of both.
     pub fn prune_runs(&self, job_id: &str, keep: usize) {
+        self.prune_within(job_id, keep, Duration::from_secs(10));
+    }
+
+    /// [`Engine::prune_runs`], waiting at most `patience` for records the journal is
+    /// checkpointing.
+    fn prune_within(&self, job_id: &str, keep: usize, patience: Duration) {
         let mut active = self.active_runs(job_id);
         let slot = self.job_slot(job_id);
         {
@@ -453,7 +482,7 @@ impl Engine {
         }
         let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
         if !*deleted {
-            self.store.prune_runs(job_id, keep, &active);
+            self.store.prune_runs(job_id, keep, &active, patience);
         }
     }
 

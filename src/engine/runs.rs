@@ -45,6 +45,9 @@ pub struct JobSlot {
     /// the records, then sets it. Once set, nothing is written for the job again, so no write
     /// can fail halfway through a deletion, make it fail, or leave a `runs/<job-id>/` behind.
     pub deleted: RwLock<bool>,
+    /// A prune of the job's records after a `skipped` one is under way
+    /// (`Engine::prune_skipped`): a burst of firings runs one at a time, not one each.
+    pub pruning: std::sync::atomic::AtomicBool,
 }
 
 /// Active and pending runs of one job.

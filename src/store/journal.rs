@@ -34,9 +34,14 @@
 //!   tail never match its header, so they are never replayed.
 //!
 //! Deletions: a job's removal takes its `runs/<job>/` directory, and replay restores no
-//! record into a directory that is gone; retention never removes a record whose entry is
-//! in an unretired segment ([`Journal::holds`]), so a replay cannot bring a pruned record
-//! back.
+//! record into a directory that is gone. Retention lets go of a record the live segment
+//! holds through [`Journal::discard`]: it is no longer served, the checkpoint writes no file
+//! for it, and a *tombstone* entry (its run id; not waited for: it goes with the next batch)
+//! keeps a replay from restoring it. A flood of `skipped` firings pruned as they arrive thus
+//! costs no file at all. A record in the segment being checkpointed is not discarded:
+//! retention waits for its checkpoint ([`Journal::settle`]) or leaves it for a later prune,
+//! so a replay cannot bring a pruned record back. (A crash before a tombstone's batch is
+//! flushed brings its record back: retention removes it again at the job's next prune.)
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
@@ -58,6 +63,8 @@ pub const CHECKPOINT_BYTES: u64 = 1 << 20;
 pub const MAX_RECORD: usize = 256 << 10;
 const HEADER_MAGIC: &[u8; 8] = b"BOGJRNL1";
 const ENTRY_MAGIC: u32 = 0xB06E_3E01;
+/// How a tombstone entry's data starts (a record is JSON, never a NUL); the run id follows.
+const TOMBSTONE: &[u8] = b"\0discarded\0";
 /// magic (4), generation (8), length (4), checksum (8).
 const ENTRY_HEAD: usize = 24;
 
@@ -83,6 +90,8 @@ pub struct Stats {
     pub bypassed: AtomicU64,
     /// Checkpoints done.
     pub checkpoints: AtomicU64,
+    /// Records retention removed while only the journal held them (no file ever written).
+    pub discarded: AtomicU64,
 }
 
 /// A segment file and the records its entries hold.
@@ -140,7 +149,9 @@ struct State {
     flushing: bool,
     /// Records waiting for the next flush.
     pending: Vec<Incoming>,
-    /// What `pending` takes once framed.
+    /// Tombstones ([`Journal::discard`]) waiting for the next flush: nobody waits for them.
+    tombstones: Vec<Box<str>>,
+    /// What `pending` and `tombstones` take once framed.
     pending_framed: u64,
     next: Arc<Batch>,
     /// Callers of [`Journal::settle`] waiting: a checkpoint is due at once.
@@ -220,6 +231,17 @@ fn entry(generation: u64, data: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&checksum(generation, data));
     out.extend_from_slice(data);
+}
+
+/// The data of a tombstone entry for `run_id`.
+fn tombstone(run_id: &str) -> Vec<u8> {
+    [TOMBSTONE, run_id.as_bytes()].concat()
+}
+
+/// The run id a replayed entry discards, when it is a tombstone (see [`Journal::discard`]):
+/// replay restores no record of that id.
+pub fn tombstone_id(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data.strip_prefix(TOMBSTONE)?).ok()
 }
 
 /// The entries of a segment that belong to its header's generation, up to the first torn
@@ -401,6 +423,7 @@ impl Journal {
             other_pending: false,
             flushing: false,
             pending: Vec::new(),
+            tombstones: Vec::new(),
             pending_framed: 0,
             next: Arc::default(),
             wanted: 0,
@@ -532,6 +555,34 @@ impl Journal {
             .retain(|_, h| &*h.job != job_id);
     }
 
+    /// Retention removes these records: each one that only the live segment holds (flushed,
+    /// not in the segment being checkpointed) is let go of — not served any more, no file
+    /// written for it by the checkpoint — and a tombstone for it goes with the next batch,
+    /// so a replay does not restore it. Returns which ones (by index in `run_ids`); the
+    /// caller removes their index entries and any file a worker wrote for them. The others
+    /// (not held, pending, being checkpointed, or no room left for a tombstone) are left as
+    /// they were.
+    pub fn discard(&self, run_ids: &[&str]) -> Vec<bool> {
+        let mut s = relock(&self.inner.state);
+        let live = s.live;
+        let mut out = Vec::with_capacity(run_ids.len());
+        for id in run_ids {
+            let need = (ENTRY_HEAD + TOMBSTONE.len() + id.len()) as u64;
+            let ok = s.segs[live].ids.contains(*id)
+                && !s.pending.iter().any(|i| &*i.id == *id)
+                && s.head + s.pending_framed + need <= SEGMENT_BYTES;
+            if ok {
+                s.segs[live].ids.remove(*id);
+                s.held.remove(*id);
+                s.tombstones.push((*id).into());
+                s.pending_framed += need;
+                self.inner.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            out.push(ok);
+        }
+        out
+    }
+
     /// Makes a firing's record, whose file would be `file`, durable through the journal:
     /// returns once a flush that covers it returned; the record is then served by
     /// [`Journal::read`] until the checkpoint writes its file. `Ok(false)`: the journal
@@ -580,12 +631,18 @@ impl Journal {
     ) -> MutexGuard<'a, State> {
         let inner = &self.inner;
         let batch = std::mem::take(&mut s.pending);
+        let tombstones = std::mem::take(&mut s.tombstones);
         let framed = std::mem::take(&mut s.pending_framed);
         s.next = Arc::default();
         let generation = s.generation;
         let mut buf = Vec::with_capacity(framed as usize);
         for r in &batch {
             entry(generation, &r.data, &mut buf);
+        }
+        // A failed batch loses its tombstones: their records may come back at a replay
+        // (retention removes them again), never the other way round.
+        for id in &tombstones {
+            entry(generation, &tombstone(id), &mut buf);
         }
         let live = s.live;
         let offset = s.head;
@@ -960,6 +1017,61 @@ mod tests {
         drop(j);
         let (_j, replayed) = Journal::open(d.path()).unwrap();
         assert!(replayed.is_empty());
+    }
+
+    /// Retention lets go of a record only the live segment holds: it is not served, its
+    /// tombstone (flushed with the next batch) keeps a replay from restoring it, and the
+    /// checkpoint writes no file for it. One in the segment being checkpointed is kept.
+    #[test]
+    fn discarded_records_get_no_file_and_are_not_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        let p = |id: &str| d.path().join(format!("{id}.json"));
+        for id in ["run_a", "run_b", "run_c"] {
+            assert!(j.append(&p(id), "job_x", id, id.as_bytes()).unwrap());
+        }
+        assert_eq!(j.discard(&["run_a", "run_zz"]), vec![true, false]);
+        assert!(!j.holds("run_a"));
+        assert!(j.read("job_x", "run_a").is_none());
+        assert_eq!(j.held_ids("job_x").len(), 2);
+        assert_eq!(j.discard(&["run_a"]), vec![false], "discarded twice");
+        // The next record's batch carries the tombstone.
+        assert!(j.append(&p("run_d"), "job_x", "run_d", b"run_d").unwrap());
+        {
+            // "Crash": what a replay finds.
+            let (_j2, replayed) = Journal::open(d.path()).unwrap();
+            let gone: Vec<&str> = replayed.iter().filter_map(|e| tombstone_id(e)).collect();
+            assert_eq!(gone, ["run_a"]);
+            let records: Vec<&[u8]> = replayed
+                .iter()
+                .filter(|e| tombstone_id(e).is_none())
+                .map(|e| e.as_slice())
+                .collect();
+            assert_eq!(records, [&b"run_a"[..], b"run_b", b"run_c", b"run_d"]);
+        }
+        // The checkpoint writes the others' files, not the discarded one's; while it holds
+        // a segment, that segment's records are not discarded.
+        let files = j.files_guard();
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !relock(&j.inner.state).other_pending {
+            assert!(Instant::now() < deadline, "no switch within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(j.discard(&["run_b"]), vec![false]);
+        assert!(j.holds("run_b"));
+        drop(files);
+        while j.stats().checkpoints.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no checkpoint within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!p("run_a").exists(), "a discarded record got a file");
+        for id in ["run_b", "run_c", "run_d"] {
+            assert_eq!(fs::read(p(id)).unwrap(), id.as_bytes());
+        }
+        assert_eq!(j.stats().discarded.load(Ordering::Relaxed), 1);
+        j.close();
+        t.join().unwrap();
     }
 
     /// Appends "record a", then a batch of two records that fails (each member gets the

@@ -219,12 +219,23 @@ impl Store {
     pub fn with_journal(mut self) -> io::Result<(Store, usize)> {
         let (j, replayed) = journal::Journal::open(&self.dir)?;
         let mut restored = 0;
-        for data in replayed {
-            let Ok(rec) = serde_json::from_slice::<RunRecord>(&data) else {
+        // Records retention let go of before they had a file (`Journal::discard`).
+        let discarded: HashSet<&str> = replayed
+            .iter()
+            .filter_map(|d| journal::tombstone_id(d))
+            .collect();
+        for data in &replayed {
+            if journal::tombstone_id(data).is_some() {
+                continue;
+            }
+            let Ok(rec) = serde_json::from_slice::<RunRecord>(data) else {
                 log::warn!(event = "journal.skipped"; "a journal entry is not a run record; left out");
                 continue;
             };
-            if !crate::ids::is_run_id(&rec.id) || !is_plain_name(&rec.job_id) {
+            if !crate::ids::is_run_id(&rec.id)
+                || !is_plain_name(&rec.job_id)
+                || discarded.contains(rec.id.as_str())
+            {
                 continue;
             }
             let d = self.runs_dir(&rec.job_id);
@@ -245,7 +256,7 @@ impl Store {
                     _ => {}
                 }
             } else {
-                fsio::write_atomic(&p, &data, 0o600)
+                fsio::write_atomic(&p, data, 0o600)
                     .map_err(|e| ctx(e, "cannot restore run record", &p))?;
                 log::warn!(event = "journal.restored", job = rec.job_name.as_str(), run = rec.id.as_str();
                     "run record restored from the intake journal (its file was {})", if p.exists() { "torn" } else { "missing" });
@@ -610,9 +621,17 @@ impl Store {
     }
 
     /// Deletes the oldest final run records beyond `keep`; runs in `active` are never removed.
-    /// Records the intake journal still holds are checkpointed first, so that a replay
-    /// cannot bring them back (one the journal cannot let go of stays for a later prune).
-    pub fn prune_runs(&self, job_id: &str, keep: usize, active: &HashSet<String>) -> usize {
+    /// A record only the journal's live segment holds is let go of there
+    /// (`Journal::discard`: no file is ever written for it). One in the segment being
+    /// checkpointed is waited for, at most `patience` (a replay would bring it back if it
+    /// were removed first); one still held after that stays for a later prune.
+    pub fn prune_runs(
+        &self,
+        job_id: &str,
+        keep: usize,
+        active: &HashSet<String>,
+        patience: std::time::Duration,
+    ) -> usize {
         if let Some(s) = &self.shared {
             // The cluster's records of the job: the newest `keep` stay, wherever they ran.
             s.prune(job_id, keep, active);
@@ -628,28 +647,45 @@ impl Store {
             .filter(|id| !active.contains(*id))
             .map(String::as_str)
             .collect();
-        // Records still in the journal are checkpointed first (a replay would bring them
-        // back); one that is still held after that (a failing disk) stays for a later prune.
+        let mut discarded = vec![false; doomed.len()];
         if let Some(j) = &self.journal {
-            j.settle(&doomed, std::time::Duration::from_secs(10));
+            discarded = j.discard(&doomed);
+            let rest: Vec<&str> = doomed
+                .iter()
+                .zip(&discarded)
+                .filter(|(_, gone)| !**gone)
+                .map(|(id, _)| *id)
+                .collect();
+            if !rest.is_empty() {
+                j.settle(&rest, patience);
+            }
         }
         let mut removed = 0;
-        for id in doomed {
-            if self.journal.as_ref().is_some_and(|j| j.holds(id)) {
+        let mut unlinked = false;
+        for (id, gone) in doomed.into_iter().zip(discarded) {
+            if !gone && self.journal.as_ref().is_some_and(|j| j.holds(id)) {
                 continue;
             }
             let _ = fs::remove_file(d.join(format!("{id}.payload")));
-            if fs::remove_file(d.join(format!("{id}.json"))).is_ok() {
+            // A discarded record has a file only if a worker wrote a newer status.
+            let had_file = fs::remove_file(d.join(format!("{id}.json"))).is_ok();
+            unlinked |= had_file;
+            if had_file || gone {
                 removed += 1;
                 if let Some(ids) = self.run_index().get_mut(job_id) {
                     ids.remove(id);
                 }
             }
         }
-        if removed > 0 {
+        if unlinked {
             let _ = fsio::sync_dir(&d);
         }
         removed
+    }
+
+    /// How many run records a job has here (from the index).
+    pub fn local_run_count(&self, job_id: &str) -> usize {
+        self.with_run_ids(job_id, |ids| ids.len())
     }
 
     /// At start-up: every run left `queued` or `running` by a crash becomes `interrupted`;
@@ -774,7 +810,10 @@ mod tests {
         let listed: Vec<_> = s.list_runs("job_x", 3).into_iter().map(|r| r.id).collect();
         assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
         let active: HashSet<String> = [ids[0].clone()].into();
-        assert_eq!(s.prune_runs("job_x", 2, &active), 2);
+        assert_eq!(
+            s.prune_runs("job_x", 2, &active, std::time::Duration::from_secs(10)),
+            2
+        );
         assert_eq!(s.local_run_ids("job_x").len(), 3);
         let (fixed, _) = s.recover_runs();
         assert_eq!(fixed.len(), 1);

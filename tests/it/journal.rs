@@ -227,3 +227,77 @@ fn a_failing_checkpoint_does_not_hold_the_stop() {
         assert!(runs.join(format!("{id}.json")).exists(), "{id}: no file");
     }
 }
+
+/// A run that goes on while its job keeps firing (overlap `skip`): the skipped records are
+/// pruned as they arrive, down to `history`, not when the run ends. Those only the journal
+/// held never get a file, and after `kill -9` the replay brings back exactly the records
+/// that were listed, not the pruned ones.
+#[test]
+fn skipped_records_are_pruned_as_they_arrive_and_stay_pruned_after_a_crash() {
+    let t = tempdir();
+    let mut d = Daemon::start_env(t.path(), &[], &[HOLD]);
+    let job = d.create(&json!({
+        "name": "busy", "prompt": "p", "overlap": "skip", "history": 20,
+        "agent": {"command": ["sleep", "60"]},
+        "triggers": [{"type": "cron", "cron": "0 0 1 1 *"}],
+    }));
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let count = |d: &Daemon| {
+        d.get("/jobs/busy/runs?limit=1000")
+            .1
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // With history 20 the job may hold 20 + 16 records before a prune takes it back to
+    // 20 (and the run that is going on, which is never pruned).
+    let mut fired = Vec::new();
+    let mut pruned = 0;
+    while pruned < 2 {
+        let before = count(&d);
+        let (st, r) = d.post("/jobs/busy/run", &json!({}));
+        assert_eq!(st, 202, "{r}");
+        fired.push(r["run_id"].as_str().unwrap().to_string());
+        let after = count(&d);
+        assert!(after <= 20 + 16 + 1, "{after} records kept with history 20");
+        if after < before {
+            assert_eq!(after, 21, "a prune keeps history and the active run");
+            pruned += 1;
+        }
+        assert!(fired.len() < 200, "no prune after {} firings", fired.len());
+    }
+    // One more firing flushes the last prune's tombstones with its record.
+    let (st, r) = d.post("/jobs/busy/run", &json!({}));
+    assert_eq!(st, 202, "{r}");
+    fired.push(r["run_id"].as_str().unwrap().to_string());
+    let listed = |d: &Daemon| -> std::collections::BTreeSet<String> {
+        d.get("/jobs/busy/runs?limit=1000")
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let kept = listed(&d);
+    assert_eq!(kept.len(), 22);
+    assert!(kept.contains(&fired[0]), "the active run was pruned");
+    assert!(kept.contains(fired.last().unwrap()));
+    assert!(metric(&d, "journal_discarded_total") >= 32);
+    d.kill9();
+    // Nothing was checkpointed: only the running record has a file.
+    let runs = d.dir.join("runs").join(&job_id);
+    let files = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        })
+        .count();
+    assert!(
+        files <= 1,
+        "{files} record files written for pruned firings"
+    );
+    let d = Daemon::start_env(t.path(), &[], &[HOLD]);
+    assert_eq!(listed(&d), kept, "the replay brought pruned records back");
+}
