@@ -568,7 +568,11 @@ impl Journal {
         let mut out = Vec::with_capacity(run_ids.len());
         for id in run_ids {
             let need = (ENTRY_HEAD + TOMBSTONE.len() + id.len()) as u64;
+            // The other segment may hold the id too (a firing recorded `queued`, then
+            // `skipped` when the work queue was full, across a switch): its checkpoint
+            // writes the copy it took, so the record is not the live segment's alone.
             let ok = s.segs[live].ids.contains(*id)
+                && !s.segs[1 - live].ids.contains(*id)
                 && !s.pending.iter().any(|i| &*i.id == *id)
                 && s.head + s.pending_framed + need <= SEGMENT_BYTES;
             if ok {
@@ -1070,6 +1074,36 @@ mod tests {
             assert_eq!(fs::read(p(id)).unwrap(), id.as_bytes());
         }
         assert_eq!(j.stats().discarded.load(Ordering::Relaxed), 1);
+        j.close();
+        t.join().unwrap();
+    }
+
+    /// A firing whose work queue was full is recorded twice under one run id (`queued`,
+    /// then `skipped`): when a segment switch falls between the two, the segment being
+    /// checkpointed holds the id too, and its checkpoint writes the `queued` copy it took.
+    /// Such a record is not discarded: it would get a file after all, and no index entry.
+    #[test]
+    fn a_record_the_checkpointed_segment_holds_too_is_not_discarded() {
+        let d = tempfile::tempdir().unwrap();
+        let j = opened(d.path());
+        let p = d.path().join("run_q.json");
+        assert!(j.append(&p, "job_x", "run_q", b"queued").unwrap());
+        let files = j.files_guard();
+        let t = j.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !relock(&j.inner.state).other_pending {
+            assert!(Instant::now() < deadline, "no switch within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The checkpoint took the `queued` copy; the `skipped` one goes to the live segment.
+        assert!(j.append(&p, "job_x", "run_q", b"skipped").unwrap());
+        assert_eq!(j.discard(&["run_q"]), vec![false]);
+        drop(files);
+        while j.stats().checkpoints.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no checkpoint within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(j.stats().discarded.load(Ordering::Relaxed), 0);
         j.close();
         t.join().unwrap();
     }
