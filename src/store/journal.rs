@@ -556,12 +556,14 @@ impl Journal {
     }
 
     /// Retention removes these records: each one that only the live segment holds (flushed,
-    /// not in the segment being checkpointed) is let go of — not served any more, no file
-    /// written for it by the checkpoint — and a tombstone for it goes with the next batch,
-    /// so a replay does not restore it. Returns which ones (by index in `run_ids`); the
-    /// caller removes their index entries and any file a worker wrote for them. The others
-    /// (not held, pending, being checkpointed, or no room left for a tombstone) are left as
-    /// they were.
+    /// not in the segment being checkpointed) and that has no file (not superseded by a
+    /// worker's newer status) is let go of — not served any more, no file written for it by
+    /// the checkpoint — and a tombstone for it goes with the next batch, so a replay does
+    /// not restore it. Returns which ones (by index in `run_ids`); the caller removes their
+    /// index entries. The others (not held, superseded, pending, being checkpointed, or no
+    /// room left for a tombstone) are left as they were: a superseded one's file must stay
+    /// until its entry is retired, or a crash before the tombstone's batch would bring the
+    /// run back with its first status (`queued`, then `interrupted`).
     pub fn discard(&self, run_ids: &[&str]) -> Vec<bool> {
         let mut s = relock(&self.inner.state);
         let live = s.live;
@@ -573,6 +575,7 @@ impl Journal {
             // writes the copy it took, so the record is not the live segment's alone.
             let ok = s.segs[live].ids.contains(*id)
                 && !s.segs[1 - live].ids.contains(*id)
+                && s.held.contains_key(*id)
                 && !s.pending.iter().any(|i| &*i.id == *id)
                 && s.head + s.pending_framed + need <= SEGMENT_BYTES;
             if ok {

@@ -623,8 +623,9 @@ impl Store {
     /// Deletes the oldest final run records beyond `keep`; runs in `active` are never removed.
     /// A record only the journal's live segment holds is let go of there
     /// (`Journal::discard`: no file is ever written for it). One in the segment being
-    /// checkpointed is waited for, at most `patience` (a replay would bring it back if it
-    /// were removed first); one still held after that stays for a later prune.
+    /// checkpointed, or whose file a worker wrote since, is waited for, at most `patience`
+    /// (a replay would bring it back if it were removed first); one still held after that
+    /// stays for a later prune.
     pub fn prune_runs(
         &self,
         job_id: &str,
@@ -667,7 +668,7 @@ impl Store {
                 continue;
             }
             let _ = fs::remove_file(d.join(format!("{id}.payload")));
-            // A discarded record has a file only if a worker wrote a newer status.
+            // A discarded record has no file (`Journal::discard` lets go of none that has).
             let had_file = fs::remove_file(d.join(format!("{id}.json"))).is_ok();
             unlinked |= had_file;
             if had_file || gone {
@@ -845,6 +846,36 @@ mod tests {
         assert_eq!(s.load_run("job_x", &r.id).unwrap().id, r.id);
         j.close();
         t.join().unwrap();
+    }
+
+    /// A run whose `queued` record the journal's live segment holds, and whose worker has
+    /// written its final record since, is pruned: a crash before the journal's next batch
+    /// (which would carry the tombstone) must not bring the run back as `queued` (then
+    /// `interrupted` at recovery) once its final file is gone. It was once discarded there
+    /// and its file removed at once.
+    #[test]
+    fn a_pruned_run_never_comes_back_older_than_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        let mut a = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        s.save_new_run(&a).unwrap();
+        a.status = RunStatus::Succeeded;
+        s.save_run(&a).unwrap();
+        for _ in 0..2 {
+            let mut r = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+            r.skip("overlap");
+            s.save_new_run(&r).unwrap();
+        }
+        s.prune_runs("job_x", 2, &HashSet::new(), std::time::Duration::ZERO);
+        drop(s);
+        // "Crash": no batch was flushed since the prune.
+        let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        s.recover_runs();
+        let back = s.load_run("job_x", &a.id).map(|r| r.status);
+        assert!(
+            back.is_none() || back == Some(RunStatus::Succeeded),
+            "came back as {back:?}"
+        );
     }
 
     #[test]
