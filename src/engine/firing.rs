@@ -469,6 +469,10 @@ impl Engine {
     /// [`Engine::prune_runs`], waiting at most `patience` for records the journal is
     /// checkpointing.
     fn prune_within(&self, job_id: &str, keep: usize, patience: Duration) {
+        // The ids first: a run fired after them is not among them, and every run among
+        // them that is active is in `active`, which is taken after (a firing saves its
+        // record and activates it under its job's `runs`).
+        let ids = self.store.local_run_ids(job_id);
         let mut active = self.active_runs(job_id);
         let slot = self.job_slot(job_id);
         {
@@ -482,7 +486,7 @@ impl Engine {
         }
         let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
         if !*deleted {
-            self.store.prune_runs(job_id, keep, &active, patience);
+            self.store.prune_runs(job_id, ids, keep, &active, patience);
         }
     }
 

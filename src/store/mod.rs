@@ -625,10 +625,13 @@ impl Store {
     /// (`Journal::discard`: no file is ever written for it). One in the segment being
     /// checkpointed, or whose file a worker wrote since, is waited for, at most `patience`
     /// (a replay would bring it back if it were removed first); one still held after that
-    /// stays for a later prune.
+    /// stays for a later prune. `ids` are the job's run ids as [`Store::local_run_ids`] gave
+    /// them *before* `active` was taken: a run fired in between is in neither, and a list
+    /// read after would count it among the old ones once `keep` newer records followed it.
     pub fn prune_runs(
         &self,
         job_id: &str,
+        ids: Vec<String>,
         keep: usize,
         active: &HashSet<String>,
         patience: std::time::Duration,
@@ -637,7 +640,6 @@ impl Store {
             // The cluster's records of the job: the newest `keep` stay, wherever they ran.
             s.prune(job_id, keep, active);
         }
-        let ids = self.local_run_ids(job_id);
         if ids.len() <= keep {
             return 0;
         }
@@ -811,8 +813,15 @@ mod tests {
         let listed: Vec<_> = s.list_runs("job_x", 3).into_iter().map(|r| r.id).collect();
         assert_eq!(listed, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
         let active: HashSet<String> = [ids[0].clone()].into();
+        let listed = s.local_run_ids("job_x");
         assert_eq!(
-            s.prune_runs("job_x", 2, &active, std::time::Duration::from_secs(10)),
+            s.prune_runs(
+                "job_x",
+                listed,
+                2,
+                &active,
+                std::time::Duration::from_secs(10)
+            ),
             2
         );
         assert_eq!(s.local_run_ids("job_x").len(), 3);
@@ -866,7 +875,14 @@ mod tests {
             r.skip("overlap");
             s.save_new_run(&r).unwrap();
         }
-        s.prune_runs("job_x", 2, &HashSet::new(), std::time::Duration::ZERO);
+        let listed = s.local_run_ids("job_x");
+        s.prune_runs(
+            "job_x",
+            listed,
+            2,
+            &HashSet::new(),
+            std::time::Duration::ZERO,
+        );
         drop(s);
         // "Crash": no batch was flushed since the prune.
         let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
@@ -876,6 +892,38 @@ mod tests {
             back.is_none() || back == Some(RunStatus::Succeeded),
             "came back as {back:?}"
         );
+    }
+
+    /// Retention takes the active runs after the run ids: a run fired between the two is in
+    /// neither, and is not pruned though `keep` newer records followed it by the time the
+    /// prune runs. (The ids were once listed after the active runs were taken, and such a
+    /// run, acknowledged and queued, was discarded: not served, and lost at a crash.)
+    #[test]
+    fn a_run_fired_after_the_ids_were_listed_is_not_pruned() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        let mut old = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        old.skip("overlap");
+        s.save_new_run(&old).unwrap();
+        let listed = s.local_run_ids("job_x");
+        // Fired meanwhile: a queued run (not in the active runs taken before), then a skip.
+        let queued = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        s.save_new_run(&queued).unwrap();
+        let mut skipped = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        skipped.skip("overlap");
+        s.save_new_run(&skipped).unwrap();
+        s.prune_runs(
+            "job_x",
+            listed,
+            0,
+            &HashSet::new(),
+            std::time::Duration::ZERO,
+        );
+        assert_eq!(
+            s.load_run("job_x", &queued.id).map(|r| r.status),
+            Some(RunStatus::Queued)
+        );
+        assert!(s.load_run("job_x", &old.id).is_none());
     }
 
     #[test]
