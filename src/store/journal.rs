@@ -239,7 +239,8 @@ fn tombstone(run_id: &str) -> Vec<u8> {
 }
 
 /// The run id a replayed entry discards, when it is a tombstone (see [`Journal::discard`]):
-/// replay restores no record of that id.
+/// replay restores no entry of that id that comes before it (one after it was written
+/// again since: a firing the work queue could not take records its id twice).
 pub fn tombstone_id(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data.strip_prefix(TOMBSTONE)?).ok()
 }
@@ -643,13 +644,16 @@ impl Journal {
         s.next = Arc::default();
         let generation = s.generation;
         let mut buf = Vec::with_capacity(framed as usize);
-        for r in &batch {
-            entry(generation, &r.data, &mut buf);
-        }
         // A failed batch loses its tombstones: their records may come back at a replay
-        // (retention removes them again), never the other way round.
+        // (retention removes them again), never the other way round. They go before the
+        // records: a record of the same id in this batch was appended after its discard
+        // (`discard` lets go of none that is pending), and a tombstone takes only the
+        // entries before it.
         for id in &tombstones {
             entry(generation, &tombstone(id), &mut buf);
+        }
+        for r in &batch {
+            entry(generation, &r.data, &mut buf);
         }
         let live = s.live;
         let offset = s.head;

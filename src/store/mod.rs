@@ -219,12 +219,14 @@ impl Store {
     pub fn with_journal(mut self) -> io::Result<(Store, usize)> {
         let (j, replayed) = journal::Journal::open(&self.dir)?;
         let mut restored = 0;
-        // Records retention let go of before they had a file (`Journal::discard`).
-        let discarded: HashSet<&str> = replayed
+        // Records retention let go of before they had a file (`Journal::discard`): the
+        // entries before each one's last tombstone (replay is in the order written).
+        let discarded: HashMap<&str, usize> = replayed
             .iter()
-            .filter_map(|d| journal::tombstone_id(d))
+            .enumerate()
+            .filter_map(|(i, d)| Some((journal::tombstone_id(d)?, i)))
             .collect();
-        for data in &replayed {
+        for (i, data) in replayed.iter().enumerate() {
             if journal::tombstone_id(data).is_some() {
                 continue;
             }
@@ -234,7 +236,7 @@ impl Store {
             };
             if !crate::ids::is_run_id(&rec.id)
                 || !is_plain_name(&rec.job_id)
-                || discarded.contains(rec.id.as_str())
+                || discarded.get(rec.id.as_str()).is_some_and(|&t| t > i)
             {
                 continue;
             }
@@ -924,6 +926,46 @@ mod tests {
             Some(RunStatus::Queued)
         );
         assert!(s.load_run("job_x", &old.id).is_none());
+    }
+
+    /// A firing the work queue could not take records its run id twice: `queued`, then
+    /// `skipped`. A prune between the two discards the first; the tombstone it leaves must
+    /// not take the second with it at a replay (it once did: an acknowledged record lost).
+    #[test]
+    fn a_record_written_again_after_its_discard_is_replayed() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        let mut r = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        s.save_new_run(&r).unwrap();
+        let listed = s.local_run_ids("job_x");
+        assert_eq!(
+            s.prune_runs(
+                "job_x",
+                listed,
+                0,
+                &HashSet::new(),
+                std::time::Duration::ZERO
+            ),
+            1
+        );
+        r.skip("the work queue is full");
+        s.save_new_run(&r).unwrap();
+        assert_eq!(
+            s.journal()
+                .unwrap()
+                .stats()
+                .discarded
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        drop(s);
+        // "Crash": the record is in the journal alone.
+        let (s, restored) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        assert_eq!(restored, 1);
+        assert_eq!(
+            s.load_run("job_x", &r.id).map(|r| r.status),
+            Some(RunStatus::Skipped)
+        );
     }
 
     #[test]
