@@ -433,7 +433,8 @@ fn watch_of(job: &Job, t: &Trigger) -> Option<Watch> {
     })
 }
 
-/// Appends the files under `dir` (recursively, at most `max`) to `out`.
+/// Appends the files under `dir` (recursively, at most `max`) to `out`, but none under a
+/// `.git/` (ignored anyway: a clone's objects would use up `max` before its files).
 fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -444,6 +445,9 @@ fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
         }
         let p = e.path();
         if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if e.file_name() == ".git" {
+                continue;
+            }
             list_files(&p, out, max);
         } else {
             out.push(p);
@@ -501,5 +505,29 @@ mod tests {
         assert!(under_git(Path::new(".git/index")));
         assert!(under_git(Path::new("sub/.git/HEAD")));
         assert!(!under_git(Path::new("a.gitignore")));
+    }
+
+    /// A directory moved in whole (a clone, say) is scanned without its `.git/`: nothing
+    /// there can match, and its objects would fill the scan's bound before the files that
+    /// can (they once did).
+    #[test]
+    fn a_scan_leaves_git_dirs_out() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("clone");
+        for f in [
+            ".git/HEAD",
+            ".git/objects/ab/cdef",
+            "sub/.git/index",
+            "a.py",
+            "sub/b.py",
+        ] {
+            let p = repo.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        }
+        let mut out = Vec::new();
+        list_files(&repo, &mut out, 10_000);
+        out.sort();
+        assert_eq!(out, [repo.join("a.py"), repo.join("sub/b.py")]);
     }
 }
