@@ -44,6 +44,9 @@ const MISSING_RECHECK: Duration = Duration::from_secs(2);
 pub const MAX_LISTED: usize = 200;
 /// Most omitted paths remembered for counting.
 const MAX_COUNTED: usize = 100_000;
+/// Most paths a scan of a directory created or moved in lists (itself included); a run
+/// whose scan stopped there says `events_overflowed`.
+const MAX_SCANNED: usize = 10_000;
 /// Most queued events handled before due firings are looked at.
 const MAX_DRAINED: usize = 4096;
 
@@ -324,13 +327,26 @@ impl FileWatcher {
                 }
             }
             let mut paths = vec![path.clone()];
+            let mut cut = false;
             if arrives(&ev.kind) && path.is_dir() {
                 // A directory created (its files may land before its watch exists) or moved
                 // in whole (its files make no events of their own): its files changed.
-                list_files(path, &mut paths, 10_000);
+                cut = !list_files(path, &mut paths, MAX_SCANNED);
             }
             for p in paths {
                 self.match_path(&p, now);
+            }
+            if cut {
+                // Files past the bound made no event: the watches over it may miss changes.
+                let over: Vec<Key> = self
+                    .watches
+                    .iter()
+                    .filter(|(_, w)| path.starts_with(&w.root))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in over {
+                    self.touch(&k, None, now);
+                }
             }
         }
     }
@@ -433,26 +449,29 @@ fn watch_of(job: &Job, t: &Trigger) -> Option<Watch> {
     })
 }
 
-/// Appends the files under `dir` (recursively, at most `max`) to `out`, but none under a
-/// `.git/` (ignored anyway: a clone's objects would use up `max` before its files).
-fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) {
+/// Appends the files under `dir` (recursively, until `out` holds `max`) to `out`, but none
+/// under a `.git/` (ignored anyway: a clone's objects would use up `max` before its files).
+/// False when it stopped at `max` with files left.
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>, max: usize) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+        return true;
     };
     for e in rd.filter_map(|e| e.ok()) {
-        if out.len() >= max {
-            return;
-        }
         let p = e.path();
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             if e.file_name() == ".git" {
                 continue;
             }
-            list_files(&p, out, max);
+            if !list_files(&p, out, max) {
+                return false;
+            }
+        } else if out.len() >= max {
+            return false;
         } else {
             out.push(p);
         }
     }
+    true
 }
 
 /// Whether an event can bring a path into the tree: created, or renamed/moved to it
@@ -526,8 +545,11 @@ mod tests {
             std::fs::write(&p, "x").unwrap();
         }
         let mut out = Vec::new();
-        list_files(&repo, &mut out, 10_000);
+        assert!(list_files(&repo, &mut out, 10_000));
         out.sort();
         assert_eq!(out, [repo.join("a.py"), repo.join("sub/b.py")]);
+        // Stopped at the bound: said so only when files were left.
+        assert!(list_files(&repo, &mut Vec::new(), 2));
+        assert!(!list_files(&repo, &mut Vec::new(), 1));
     }
 }

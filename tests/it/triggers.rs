@@ -396,6 +396,31 @@ fn file_change_burst_of_writes_makes_one_run() {
     assert_eq!(changed(&rs[1]), ["fence.txt"]);
 }
 
+/// A directory moved in with more files than a scan lists (10,000): the run says its list
+/// is incomplete (`events_overflowed`), as after a kernel queue overflow, instead of
+/// counting 9,999 and leaving the rest out unsaid.
+#[test]
+fn file_change_directory_moved_in_beyond_the_scan_bound_says_so() {
+    let t = tempdir();
+    let root = t.path().join("w");
+    std::fs::create_dir_all(&root).unwrap();
+    let d = Daemon::start(t.path(), &[]);
+    create_watched(
+        &d,
+        &file_job("big", &root, json!(["**/*.txt"]), "true"),
+        &root,
+    );
+    let stage = t.path().join("stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    for i in 0..10_050 {
+        std::fs::write(stage.join(format!("f{i:05}.txt")), "x").unwrap();
+    }
+    std::fs::rename(&stage, root.join("big")).unwrap();
+    let r = &wait_runs(&d, "big", 1)[0];
+    assert_eq!(changed(r).len(), 200);
+    assert_eq!(r["trigger"]["events_overflowed"], true, "{}", r["trigger"]);
+}
+
 #[test]
 fn file_change_agent_edits_do_not_refire() {
     let t = tempdir();
