@@ -35,13 +35,15 @@
 //!
 //! Deletions: a job's removal takes its `runs/<job>/` directory, and replay restores no
 //! record into a directory that is gone. Retention lets go of a record the live segment
-//! holds through [`Journal::discard`]: it is no longer served, the checkpoint writes no file
-//! for it, and a *tombstone* entry (its run id; not waited for: it goes with the next batch)
-//! keeps a replay from restoring it. A flood of `skipped` firings pruned as they arrive thus
-//! costs no file at all. A record in the segment being checkpointed is not discarded:
-//! retention waits for its checkpoint ([`Journal::settle`]) or leaves it for a later prune,
-//! so a replay cannot bring a pruned record back. (A crash before a tombstone's batch is
-//! flushed brings its record back: retention removes it again at the job's next prune.)
+//! holds, and no file has yet, through [`Journal::discard`]: it is no longer served, the
+//! checkpoint writes no file for it, and a *tombstone* entry (its run id; not waited for: it
+//! goes with the next batch) keeps a replay from restoring the entries of that id before
+//! it. A flood of `skipped` firings pruned as they arrive thus costs no file at all. A
+//! record in the segment being checkpointed, or superseded by a worker's file, is not
+//! discarded: retention waits for its checkpoint ([`Journal::settle`]) or leaves it for a
+//! later prune, so a replay cannot bring a pruned record back. (A crash before a
+//! tombstone's batch is flushed brings its record back: retention removes it again at the
+//! job's next prune.)
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
