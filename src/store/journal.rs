@@ -1032,6 +1032,15 @@ mod tests {
         assert!(replayed.is_empty());
     }
 
+    /// Polls `done` every 10 ms; fails when it does not hold within 30 s.
+    fn within_30s(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "no {what} within 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Retention lets go of a record only the live segment holds: it is not served, its
     /// tombstone (flushed with the next batch) keeps a replay from restoring it, and the
     /// checkpoint writes no file for it. One in the segment being checkpointed is kept.
@@ -1066,18 +1075,13 @@ mod tests {
         // a segment, that segment's records are not discarded.
         let files = j.files_guard();
         let t = j.start().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !relock(&j.inner.state).other_pending {
-            assert!(Instant::now() < deadline, "no switch within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        within_30s("a switch", || relock(&j.inner.state).other_pending);
         assert_eq!(j.discard(&["run_b"]), vec![false]);
         assert!(j.holds("run_b"));
         drop(files);
-        while j.stats().checkpoints.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "no checkpoint within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        within_30s("a checkpoint", || {
+            j.stats().checkpoints.load(Ordering::Relaxed) > 0
+        });
         assert!(!p("run_a").exists(), "a discarded record got a file");
         for id in ["run_b", "run_c", "run_d"] {
             assert_eq!(fs::read(p(id)).unwrap(), id.as_bytes());
@@ -1099,19 +1103,14 @@ mod tests {
         assert!(j.append(&p, "job_x", "run_q", b"queued").unwrap());
         let files = j.files_guard();
         let t = j.start().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !relock(&j.inner.state).other_pending {
-            assert!(Instant::now() < deadline, "no switch within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        within_30s("a switch", || relock(&j.inner.state).other_pending);
         // The checkpoint took the `queued` copy; the `skipped` one goes to the live segment.
         assert!(j.append(&p, "job_x", "run_q", b"skipped").unwrap());
         assert_eq!(j.discard(&["run_q"]), vec![false]);
         drop(files);
-        while j.stats().checkpoints.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "no checkpoint within 30 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        within_30s("a checkpoint", || {
+            j.stats().checkpoints.load(Ordering::Relaxed) > 0
+        });
         assert_eq!(j.stats().discarded.load(Ordering::Relaxed), 0);
         j.close();
         t.join().unwrap();
