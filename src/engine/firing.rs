@@ -124,7 +124,10 @@ impl Engine {
                 let retry_after = over.retry_after();
                 rec.skip(over.to_string());
                 Metrics::inc(&self.metrics.runs_over_budget_total);
-                let id = self.record_skip(&slot, rec, &job)?.run_id().to_string();
+                let id = self
+                    .record_skip(&slot, rec, &job, false)?
+                    .run_id()
+                    .to_string();
                 return Ok(Fired::OverBudget(id, retry_after));
             }
         }
@@ -135,14 +138,14 @@ impl Engine {
                 // time.
                 drop(runs);
                 rec.skip("a run of this job was still active (overlap: skip)");
-                return self.record_skip(&slot, rec, &job);
+                return self.record_skip(&slot, rec, &job, false);
             }
             Decision::Coalesce(id) => {
                 Metrics::inc(&self.metrics.runs_coalesced_total);
                 return Ok(Fired::Coalesced(id));
             }
             Decision::Park => {
-                if let Err(e) = self.save_fired(&slot, &rec) {
+                if let Err(e) = self.save_fired(&slot, &rec, false) {
                     refund(&mut runs);
                     return Err(e);
                 }
@@ -159,7 +162,7 @@ impl Engine {
             }
             Decision::Send => {}
         }
-        if let Err(e) = self.save_fired(&slot, &rec) {
+        if let Err(e) = self.save_fired(&slot, &rec, false) {
             refund(&mut runs);
             return Err(e);
         }
@@ -222,7 +225,8 @@ impl Engine {
                 ));
                 let job = w.job;
                 drop(runs);
-                self.record_skip(slot, rec, &job)
+                // Its `queued` record was written already: this one replaces it.
+                self.record_skip(slot, rec, &job, true)
             }
         }
     }
@@ -380,17 +384,30 @@ impl Engine {
     }
 
     /// Writes a firing's record unless the job was deleted or unloaded meanwhile (then the
-    /// firing is for no job: `NoSuchJob`).
-    fn save_fired(&self, slot: &JobSlot, rec: &RunRecord) -> Result<(), FireError> {
+    /// firing is for no job: `NoSuchJob`). `again`: the run has a record already (a `queued`
+    /// one the full work queue refused): this one replaces its file (`Store::save_run`), not
+    /// through the intake journal, whose checkpoint never replaces a file — when a segment
+    /// switch fell between the two, the checkpoint of the older segment wrote the `queued`
+    /// copy, and the newer one, finding a file, left it: the run stayed `queued` on disk.
+    fn save_fired(&self, slot: &JobSlot, rec: &RunRecord, again: bool) -> Result<(), FireError> {
         let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
         if *deleted || self.job_by_id(&rec.job_id).is_none() {
             return Err(FireError::NoSuchJob);
         }
+        if again {
+            return self.store.save_run(rec).map_err(FireError::Store);
+        }
         self.store.save_new_run(rec).map_err(FireError::Store)
     }
 
-    fn record_skip(&self, slot: &JobSlot, rec: RunRecord, job: &Job) -> Result<Fired, FireError> {
-        self.save_fired(slot, &rec)?;
+    fn record_skip(
+        &self,
+        slot: &JobSlot,
+        rec: RunRecord,
+        job: &Job,
+        again: bool,
+    ) -> Result<Fired, FireError> {
+        self.save_fired(slot, &rec, again)?;
         Metrics::inc(&self.metrics.runs_skipped_total);
         log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
         self.prune_skipped(slot, job);
