@@ -545,6 +545,13 @@ impl Journal {
         relock(&self.inner.state).held.remove(run_id);
     }
 
+    /// Whether a segment switch left the other segment to be checkpointed (tests hold the
+    /// checkpoint there with [`Journal::files_guard`]).
+    #[cfg(test)]
+    pub fn switched(&self) -> bool {
+        relock(&self.inner.state).other_pending
+    }
+
     /// Keeps the checkpoint from writing record files while held (a job's directory is
     /// being removed).
     pub fn files_guard(&self) -> MutexGuard<'_, ()> {
@@ -1075,7 +1082,7 @@ mod tests {
         // a segment, that segment's records are not discarded.
         let files = j.files_guard();
         let t = j.start().unwrap();
-        within_30s("a switch", || relock(&j.inner.state).other_pending);
+        within_30s("a switch", || j.switched());
         assert_eq!(j.discard(&["run_b"]), vec![false]);
         assert!(j.holds("run_b"));
         drop(files);
@@ -1103,7 +1110,7 @@ mod tests {
         assert!(j.append(&p, "job_x", "run_q", b"queued").unwrap());
         let files = j.files_guard();
         let t = j.start().unwrap();
-        within_30s("a switch", || relock(&j.inner.state).other_pending);
+        within_30s("a switch", || j.switched());
         // The checkpoint took the `queued` copy; the `skipped` one goes to the live segment.
         assert!(j.append(&p, "job_x", "run_q", b"skipped").unwrap());
         assert_eq!(j.discard(&["run_q"]), vec![false]);

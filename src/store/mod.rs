@@ -968,6 +968,39 @@ mod tests {
         );
     }
 
+    /// A run's second record (`skipped`, after the full work queue refused its `queued`
+    /// one) is written with `save_run`: whatever the checkpoints do, its file ends with it.
+    /// Through the journal again (`save_new_run`), the checkpoint of the segment that held
+    /// the `queued` copy, held up across the switch here, wrote that one, and the next
+    /// checkpoint left the file as it found it: the run stayed `queued`.
+    #[test]
+    fn a_second_record_written_across_a_switch_is_the_one_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(d.path()).unwrap().with_journal().unwrap();
+        let j = s.journal().unwrap().clone();
+        let mut r = RunRecord::queued(crate::ids::new_run_id(), "job_x", "x", json!({}));
+        s.save_new_run(&r).unwrap();
+        let files = j.files_guard();
+        let t = j.start().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !j.switched() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no switch within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        r.skip("the work queue is full");
+        s.save_run(&r).unwrap();
+        drop(files);
+        assert!(j.settle(&[r.id.as_str()], std::time::Duration::from_secs(30)));
+        let p = s.runs_dir("job_x").join(format!("{}.json", r.id));
+        let on_disk: RunRecord = serde_json::from_slice(&fs::read(p).unwrap()).unwrap();
+        assert_eq!(on_disk.status, RunStatus::Skipped);
+        j.close();
+        t.join().unwrap();
+    }
+
     #[test]
     fn token_is_created_once() {
         let d = tempfile::tempdir().unwrap();
