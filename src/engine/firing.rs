@@ -425,13 +425,17 @@ impl Engine {
         use std::sync::atomic::Ordering;
         let keep = job.history as usize;
         let slack = (keep / 4).max(16);
-        if self.cluster().is_some() || self.store.local_run_count(&job.id) <= keep + slack {
+        // From what the last prune left: records it had to keep (a budget's runs, the newest
+        // success, ones the journal was checkpointing) do not make every firing prune again.
+        let floor = keep.max(slot.pruned_to.load(Ordering::Relaxed));
+        if self.cluster().is_some() || self.store.local_run_count(&job.id) <= floor + slack {
             return;
         }
         if slot.pruning.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.prune_within(&job.id, keep, Duration::ZERO);
+        let left = self.prune_within(&job.id, keep, Duration::ZERO);
+        slot.pruned_to.store(left, Ordering::Relaxed);
         slot.pruning.store(false, Ordering::Release);
     }
 
@@ -484,8 +488,10 @@ impl Engine {
     }
 
     /// [`Engine::prune_runs`], waiting at most `patience` for records the journal is
-    /// checkpointing.
-    fn prune_within(&self, job_id: &str, keep: usize, patience: Duration) {
+    /// checkpointing (zero: the prune after a skipped firing, on the intake path, which
+    /// neither waits for the journal nor flushes the directory). Returns how many records
+    /// the job has left.
+    fn prune_within(&self, job_id: &str, keep: usize, patience: Duration) -> usize {
         // The ids first: a run fired after them is not among them, and every run among
         // them that is active is in `active`, which is taken after (a firing saves its
         // record and activates it under its job's `runs`).
@@ -502,9 +508,11 @@ impl Engine {
             }
         }
         let deleted = slot.deleted.read().unwrap_or_else(|p| p.into_inner());
-        if !*deleted {
-            self.store.prune_runs(job_id, ids, keep, &active, patience);
+        let listed = ids.len();
+        if *deleted {
+            return listed;
         }
+        listed - self.store.prune_runs(job_id, ids, keep, &active, patience)
     }
 
     /// Called by a worker as it takes a run, before anything of it starts. Returns the run

@@ -48,6 +48,9 @@ pub struct JobSlot {
     /// A prune of the job's records after a `skipped` one is under way
     /// (`Engine::prune_skipped`): a burst of firings runs one at a time, not one each.
     pub pruning: std::sync::atomic::AtomicBool,
+    /// How many records that prune left (what it could not remove raises the point at which
+    /// the next one starts).
+    pub pruned_to: std::sync::atomic::AtomicUsize,
 }
 
 /// Active and pending runs of one job.

@@ -630,6 +630,7 @@ impl Store {
     /// stays for a later prune. `ids` are the job's run ids as [`Store::local_run_ids`] gave
     /// them *before* `active` was taken: a run fired in between is in neither, and a list
     /// read after would count it among the old ones once `keep` newer records followed it.
+    /// Removed files are flushed from the directory only when `patience` is not zero.
     pub fn prune_runs(
         &self,
         job_id: &str,
@@ -682,7 +683,10 @@ impl Store {
                 }
             }
         }
-        if unlinked {
+        // A removal lost to a crash brings a pruned record back for the next prune (as a
+        // tombstone lost does): the prune on the intake path (no patience) does not wait
+        // for the directory's flush; a worker's does, as it always has.
+        if unlinked && !patience.is_zero() {
             let _ = fsio::sync_dir(&d);
         }
         removed
