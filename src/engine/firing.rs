@@ -217,7 +217,11 @@ impl Engine {
             Err(TrySendError::Full(w)) | Err(TrySendError::Disconnected(w)) => {
                 Metrics::dec(&self.metrics.runs_queued);
                 runs.deactivate(&id);
-                refund(&mut runs);
+                // This run's own admission: a held run's was made at its preparation, and
+                // other firings may have been admitted since (`refund` takes the newest).
+                if let Some(b) = runs.budget.as_mut() {
+                    b.forget(&id);
+                }
                 let mut rec = w.run;
                 rec.skip(format!(
                     "the work queue is full ({} runs waiting for {} workers); this firing was dropped",
@@ -409,7 +413,15 @@ impl Engine {
     ) -> Result<Fired, FireError> {
         self.save_fired(slot, &rec, again)?;
         Metrics::inc(&self.metrics.runs_skipped_total);
-        log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{}", rec.error.as_deref().unwrap_or(""));
+        let why = rec.error.as_deref().unwrap_or("");
+        match slot.skipped_log.allow() {
+            Some(n) => {
+                log::info!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{why}{}", crate::logging::held_back(n))
+            }
+            None => {
+                log::debug!(event = "run.skipped", job = rec.job_name.as_str(), run = rec.id.as_str(); "{why}")
+            }
+        }
         self.prune_skipped(slot, job);
         Ok(Fired::Skipped(rec.id))
     }

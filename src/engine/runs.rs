@@ -51,6 +51,9 @@ pub struct JobSlot {
     /// How many records that prune left (what it could not remove raises the point at which
     /// the next one starts).
     pub pruned_to: std::sync::atomic::AtomicUsize,
+    /// `run.skipped` lines: a flood of firings against a long run (a client can cause one
+    /// at will) writes one a minute, with a count; the rest go to the debug level.
+    pub skipped_log: crate::logging::Throttle,
 }
 
 /// Active and pending runs of one job.

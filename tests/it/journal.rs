@@ -284,6 +284,13 @@ fn skipped_records_are_pruned_as_they_arrive_and_stay_pruned_after_a_crash() {
     assert!(kept.contains(&fired[0]), "the active run was pruned");
     assert!(kept.contains(fired.last().unwrap()));
     assert!(metric(&d, "journal_discarded_total") >= 32);
+    // A flood of skipped firings writes one info line (a minute's worth), the rest at the
+    // debug level.
+    let log = d.stderr();
+    let info = log.matches("INFO  run.skipped").count();
+    let debug = log.matches("DEBUG run.skipped").count();
+    assert_eq!(info, 1, "{log}");
+    assert_eq!(info + debug, fired.len() - 1, "one per skipped firing");
     d.kill9();
     // Nothing was checkpointed: only the running record has a file.
     let runs = d.dir.join("runs").join(&job_id);
